@@ -1,0 +1,1 @@
+"""How mmclf's steps are run: in this process (local) or as a Kubeflow pipeline (kubeflow)."""

@@ -1,0 +1,10 @@
+"""The backend protocol: the only branch point between running locally and on Kubeflow."""
+from pathlib import Path
+from typing import Protocol
+
+from omegaconf import DictConfig
+
+
+class Backend(Protocol):
+    def run(self, cfg: DictConfig, run_dir: Path) -> dict:
+        """Run prepare-data -> train -> test -> metrics for ``cfg``; return the metrics dict."""

@@ -1,0 +1,38 @@
+"""The one bridge from the composed OmegaConf config to an ``mmcv.Config`` for mmcls."""
+from pathlib import Path
+
+import mmcv
+from omegaconf import DictConfig, OmegaConf
+
+# Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
+MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
+# mmclf data keys that mmcls configs keep at their top level: lifted there for readers of the dump.
+LIFTED_DATA_KEYS = ("img_norm_cfg", "train_pipeline", "test_pipeline")
+
+
+def resolve_device(device) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    name = getattr(device, "value", device)
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def work_dir(run_dir) -> Path:
+    return Path(run_dir) / "work_dir"
+
+
+def to_mmcv_config(cfg: DictConfig, run_dir) -> mmcv.Config:
+    """Build the mmcv config mmcls's own APIs (and tools) expect from the composed config."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    mm = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    mm.update({key: data[key] for key in LIFTED_DATA_KEYS if key in data})
+    mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
+    mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
+    mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))
+    mm["workflow"] = [tuple(stage) for stage in mm.get("workflow", [["train", 1]])]
+    device = resolve_device(cfg.device)
+    mm.update(work_dir=str(work_dir(run_dir)), seed=cfg.seed, device=device, gpu_ids=[0])
+    return mmcv.Config(mm)

@@ -1,0 +1,69 @@
+"""Human-readable outputs of a run: confusion-matrix and training-curve PNGs, report.md."""
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: pods and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mmclf.io import write_text_atomic  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_confusion_matrix(confusion: dict, path: Path) -> None:
+    classes, matrix = confusion["classes"], confusion["matrix"]
+    size = 2 + 0.5 * len(classes)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
+           title="Confusion matrix (test)")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    for row, counts in enumerate(matrix):
+        for col, count in enumerate(counts):
+            ax.text(col, row, count, ha="center", va="center", fontsize=8)
+    _save(fig, path)
+
+
+def read_train_log(work_dir: Path) -> list[dict]:
+    """Training entries of the newest mmcv ``*.log.json`` (one JSON object per line)."""
+    logs = sorted(work_dir.glob("*.log.json"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return []
+    entries = [json.loads(line) for line in logs[-1].read_text().splitlines() if line.strip()]
+    return [e for e in entries if e.get("mode") == "train" and "loss" in e]
+
+
+def plot_training_curve(work_dir: Path, path: Path) -> bool:
+    """Loss and learning rate against epoch; False when the log has no training entries."""
+    entries = read_train_log(work_dir)
+    if not entries:
+        return False
+    iters_per_epoch = max(e["iter"] for e in entries)
+    x = [e["epoch"] - 1 + e["iter"] / iters_per_epoch for e in entries]
+    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    loss_ax.plot(x, [e["loss"] for e in entries])
+    loss_ax.set(ylabel="train loss", title="Training curve")
+    lr_ax.plot(x, [e["lr"] for e in entries])
+    lr_ax.set(xlabel="epoch", ylabel="learning rate")
+    _save(fig, path)
+    return True
+
+
+def write_report(result: dict, run_dir: Path, has_curve: bool) -> None:
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    lines = ["# mmclf run report", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.2f} |" for key, value in scalars.items()]
+    lines += ["", "## Per-class accuracy (%)", "", "| class | accuracy |", "|---|---|"]
+    lines += [f"| {name} | {acc:.2f} |" for name, acc in result["per_class_accuracy"].items()]
+    lines += ["", "![confusion matrix](confusion_matrix.png)"]
+    if has_curve:
+        lines += ["", "![training curve](training_curve.png)"]
+    write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,49 @@
+"""Step 4: turn eval_result.json and predictions into metrics.json, plots and report.md."""
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mmclf import report
+from mmclf.config import work_dir
+from mmclf.errors import StepError
+from mmclf.io import read_json, write_json_atomic
+from mmclf.steps.test import EVAL_RESULT, PREDICTIONS
+
+METRICS = "metrics.json"
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (gt, pred), 1)
+    return matrix
+
+
+def build_metrics(eval_result: dict, predictions: dict) -> dict:
+    """Flat scalar metrics (mmcls's names, percent) + per-class accuracy + confusion matrix."""
+    classes = predictions["classes"]
+    gt, pred = np.asarray(predictions["gt_label"]), np.asarray(predictions["pred_label"])
+    matrix = confusion_matrix(gt, pred, len(classes))
+    support = matrix.sum(axis=1)
+    per_class = np.divide(100.0 * np.diag(matrix), support, out=np.zeros(len(classes)), where=support > 0)
+    return {
+        **{key: float(value) for key, value in eval_result.items()},
+        "num_test_images": int(len(gt)),
+        "per_class_accuracy": {name: float(acc) for name, acc in zip(classes, per_class)},
+        "confusion_matrix": {"classes": classes, "matrix": matrix.tolist()},
+    }
+
+
+def metrics(cfg: DictConfig, run_dir) -> None:
+    """Write ``metrics.json``, ``confusion_matrix.png``, ``training_curve.png`` and ``report.md``."""
+    run_dir = Path(run_dir)
+    for name in (EVAL_RESULT, PREDICTIONS):
+        if not (run_dir / name).is_file():
+            raise StepError(f"{run_dir / name}: missing; run the test step first")
+    result = build_metrics(read_json(run_dir / EVAL_RESULT), read_json(run_dir / PREDICTIONS))
+    report.plot_confusion_matrix(result["confusion_matrix"], run_dir / "confusion_matrix.png")
+    curve = report.plot_training_curve(work_dir(run_dir), run_dir / "training_curve.png")
+    report.write_report(result, run_dir, has_curve=curve)
+    # metrics.json last: its presence means the run is complete.
+    write_json_atomic(run_dir / METRICS, result)

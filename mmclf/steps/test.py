@@ -1,0 +1,53 @@
+"""Step 3: evaluate the final checkpoint on the test split with mmcls's own test and evaluate."""
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
+from mmclf.config import to_mmcv_config, work_dir
+from mmclf.errors import StepError
+from mmclf.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+EVAL_RESULT = "eval_result.json"
+PREDICTIONS = "predictions.json"
+
+
+def final_checkpoint(cfg: DictConfig, run_dir) -> Path:
+    path = work_dir(run_dir) / f"epoch_{cfg.schedule.runner.max_epochs}.pth"
+    if not path.is_file():
+        raise StepError(f"{path}: final checkpoint missing; run the train step first")
+    return path
+
+
+def test(cfg: DictConfig, run_dir) -> None:
+    """Write ``eval_result.json`` (mmcls evaluate()) and ``predictions.json`` into ``run_dir``."""
+    from mmcls.apis import single_gpu_test
+    from mmcls.datasets import build_dataloader, build_dataset
+    from mmcls.models import build_classifier
+    from mmcls.utils import wrap_non_distributed_model
+    from mmcv.runner import load_checkpoint
+
+    mm_cfg = to_mmcv_config(cfg, run_dir)
+    checkpoint = final_checkpoint(cfg, run_dir)
+    dataset = build_dataset(mm_cfg.data.test, default_args=dict(test_mode=True))
+    loader = build_dataloader(
+        dataset, samples_per_gpu=mm_cfg.data.samples_per_gpu, workers_per_gpu=mm_cfg.data.workers_per_gpu,
+        dist=False, shuffle=False, round_up=False, persistent_workers=False)
+    model = build_classifier(mm_cfg.model)
+    load_checkpoint(model, str(checkpoint), map_location="cpu")
+    model = wrap_non_distributed_model(model, mm_cfg.device, device_ids=mm_cfg.gpu_ids)
+    log.info("testing %s on %d images", checkpoint, len(dataset))
+    scores = np.vstack(single_gpu_test(model, loader))
+    topk = (1, min(5, len(dataset.CLASSES)))
+    result = dataset.evaluate(list(scores), metric=["accuracy", "precision", "recall", "f1_score"],
+                              metric_options={"topk": topk})
+    run_dir = Path(run_dir)
+    write_json_atomic(run_dir / PREDICTIONS, {
+        "classes": list(dataset.CLASSES),
+        "gt_label": dataset.get_gt_labels().tolist(),
+        "pred_label": scores.argmax(axis=1).tolist(),
+    })
+    write_json_atomic(run_dir / EVAL_RESULT, {key: float(value) for key, value in result.items()})

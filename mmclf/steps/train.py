@@ -1,0 +1,46 @@
+"""Step 2: train with mmcls's own builders and mmcv's EpochBasedRunner."""
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
+from mmclf.config import to_mmcv_config, work_dir
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, run_dir) -> None:
+    """Train ``cfg.model`` on ``cfg.data.train``; checkpoints and logs go to ``run_dir/work_dir``."""
+    from mmcls import __version__ as mmcls_version
+    from mmcls.apis import set_random_seed, train_model
+    from mmcls.datasets import build_dataset
+    from mmcls.models import build_classifier
+    from mmcls.utils import get_root_logger
+
+    mm_cfg = to_mmcv_config(cfg, run_dir)
+    out = Path(mm_cfg.work_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mm_cfg.dump(str(out / "mmcls_config.py"))  # mmcls's tools can load the run's checkpoints with it
+    timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
+    # mmcv's get_root_logger attaches a log file only on its first call per process, so each
+    # run (a sweep runs many in one process) attaches and removes its own.
+    logger = get_root_logger(log_level=mm_cfg.log_level)
+    file_handler = logging.FileHandler(out / f"{timestamp}.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    logger.addHandler(file_handler)
+    try:
+        set_random_seed(cfg.seed, deterministic=cfg.deterministic)
+        dataset = build_dataset(mm_cfg.data.train)
+        model = build_classifier(mm_cfg.model)
+        model.init_weights()
+        model.CLASSES = dataset.CLASSES
+        mm_cfg.checkpoint_config.meta = dict(mmcls_version=mmcls_version, CLASSES=dataset.CLASSES)
+        log.info("training %s on %d images for %d epochs on %s", mm_cfg.model.backbone.type,
+                 len(dataset), mm_cfg.runner.max_epochs, mm_cfg.device)
+        train_model(model, [dataset], mm_cfg, distributed=False, validate=False, timestamp=timestamp,
+                    device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf"))
+    finally:
+        logger.removeHandler(file_handler)
+        file_handler.close()
