@@ -4,9 +4,9 @@ Model, data, schedule and runtime keep mmcls's own (untyped) keys; the run optio
 backend options below are typed, so a wrong type or an unknown key fails at composition,
 before any work starts.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -21,6 +21,69 @@ class Device(str, Enum):
 @dataclass
 class LocalBackendConfig:
     _target_: str = "backends.local.LocalBackend"
+
+
+class KfpMode(str, Enum):
+    compile = "compile"  # write pipeline.yaml (+ graph) into the run dir
+    submit = "submit"  # compile, then create a run on a KFP API server
+    local = "local"  # execute the pipeline here through kfp.local
+
+
+class ComponentStyle(str, Enum):
+    python = "python"  # Python-function components (need the kfp SDK in the image)
+    container = "container"  # custom container components running `python -m mmclf.step NAME`
+
+
+class VolumeMode(str, Enum):
+    create = "create"  # kfp-kubernetes CreatePVC per run
+    existing = "existing"  # mount a claim made by hand (claim_name)
+    workspace = "workspace"  # KFP >= 2.15 pipeline workspace
+
+
+class PullPolicy(str, Enum):
+    Always = "Always"
+    IfNotPresent = "IfNotPresent"
+    Never = "Never"
+
+
+@dataclass
+class VolumeConfig:
+    mode: VolumeMode = VolumeMode.create
+    claim_name: Optional[str] = None  # required for mode=existing
+    size: str = "20Gi"
+    storage_class: Optional[str] = None
+    access_modes: list[str] = field(default_factory=lambda: ["ReadWriteMany"])
+    mount_path: str = "/mnt/mmclf"
+    delete_after: bool = False
+
+
+@dataclass
+class ResourcesConfig:
+    """Requested by the train and test tasks."""
+
+    accelerator_type: Optional[str] = "nvidia.com/gpu"
+    accelerator_count: int = 1
+    cpu: Optional[str] = None
+    memory: Optional[str] = None
+
+
+@dataclass
+class KfpBackendConfig:
+    _target_: str = "backends.kubeflow.KfpBackend"
+    mode: KfpMode = KfpMode.compile
+    component: ComponentStyle = ComponentStyle.python
+    image: str = "mmclf:latest"
+    image_pull_policy: PullPolicy = PullPolicy.IfNotPresent
+    retries: int = 0
+    timeout_s: Optional[int] = None  # per task; null = no limit
+    host: Optional[str] = None  # null: $KF_PIPELINES_ENDPOINT
+    namespace: Optional[str] = None
+    experiment: Optional[str] = None  # null: "mmclf"
+    token_env: Optional[str] = None  # name of the env var holding a bearer token
+    wait: bool = False
+    poll_interval_s: float = 10.0
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
 @dataclass
@@ -41,6 +104,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="mmclf_schema", node=MMClfConfig)
     cs.store(group="backend", name="local_schema", node=LocalBackendConfig)
+    cs.store(group="backend", name="kfp_schema", node=KfpBackendConfig)
 
 
 register_configs()
