@@ -87,7 +87,8 @@ def read_split(folder: Path, test_mode: bool) -> tuple[np.ndarray, np.ndarray, l
         labels.append(batch_labels)
     images, labels = np.concatenate(images), np.concatenate(labels)
     if len(images) == 0:
-        raise DataError(f"{folder}: the {'test' if test_mode else 'train'} split is empty")
+        names_of_files = ", ".join(str(path) for path in paths)
+        raise DataError(f"{names_of_files}: the {'test' if test_mode else 'train'} split is empty")
     return images, labels, names
 
 

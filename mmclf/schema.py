@@ -54,6 +54,7 @@ class VolumeConfig:
     storage_class: Optional[str] = None
     access_modes: list[str] = field(default_factory=lambda: ["ReadWriteMany"])
     mount_path: str = "/mnt/mmclf"
+    pvc_name_suffix: str = "-mmclf"  # mode=create: the claim is named <uuid><suffix>
     delete_after: bool = False
 
 

@@ -1,0 +1,78 @@
+"""Bad input stops before any work: non-zero exit, a message naming the key, no traceback,
+and nothing created or damaged on disk."""
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+HYDRA_ERRORS = [  # Hydra's own composition errors: its message, no traceback
+    ("not_a_key=1", "not_a_key"),
+    ("schedule.optimizer.lrr=0.1", "lrr"),
+    ("model=resnet99", "Available options in 'model'"),
+    ("seed=abc", "full_key: seed"),
+    ("device=gpu", "expected one of [auto, cpu, cuda]"),
+]
+MMCLF_ERRORS = [  # mmclf's value checks: exactly one line
+    ("schedule.runner.max_epochs=0", "schedule.runner.max_epochs=0: must be a positive integer"),
+    ("schedule.runner.max_epochs=-3", "schedule.runner.max_epochs=-3: must be a positive integer"),
+    ("data.samples_per_gpu=0", "data.samples_per_gpu=0: must be a positive integer"),
+    ("schedule.optimizer.lr=0", "schedule.optimizer.lr=0: must be a positive number"),
+]
+
+
+def assert_refused(result, expected, run_dir):
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_dir.exists(), "a refused run must not create its run dir"
+
+
+@pytest.mark.parametrize("override, expected", HYDRA_ERRORS)
+def test_hydra_refuses_unknown_keys_options_and_types(tmp_path, override, expected):
+    run_dir = tmp_path / "run"
+    assert_refused(run_cli(override, f"hydra.run.dir={run_dir}"), expected, run_dir)
+
+
+@pytest.mark.parametrize("override, expected", MMCLF_ERRORS)
+def test_out_of_range_values_give_one_line(tmp_path, override, expected):
+    run_dir = tmp_path / "run"
+    result = run_cli(override, f"hydra.run.dir={run_dir}")
+    assert_refused(result, expected, run_dir)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mmclf: error: {expected}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("device=cuda", f"hydra.run.dir={run_dir}")
+    assert_refused(result, "device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu", run_dir)
+
+
+def test_data_root_that_is_a_file_is_refused_and_kept(tmp_path):
+    data_file = tmp_path / "data.txt"
+    data_file.write_text("precious")
+    run_dir = tmp_path / "run"
+    assert_refused(run_cli(f"data.root={data_file}", f"hydra.run.dir={run_dir}"), "data.root", run_dir)
+    assert data_file.read_text() == "precious"
+
+
+def test_run_dir_under_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("precious")
+    result = run_cli(f"hydra.run.dir={blocker}/run")
+    assert result.returncode == 2 and "hydra.run.dir" in result.stderr and "Traceback" not in result.stderr
+    assert blocker.read_text() == "precious"
+
+
+def test_unwritable_run_dir_is_refused():
+    # /proc/sys is read-only even for root, unlike a chmod-ed folder
+    result = run_cli("hydra.run.dir=/proc/sys/mmclf-run")
+    assert result.returncode == 2
+    assert "hydra.run.dir: cannot write under /proc/sys" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_sweep_dir_is_refused():
+    result = run_cli("-m", "hydra.sweep.dir=/proc/sys/mmclf-sweep", "schedule.optimizer.lr=0.1,0.05")
+    assert result.returncode == 2 and "hydra.sweep.dir: cannot write under /proc/sys" in result.stderr

@@ -1,0 +1,58 @@
+"""train -> test -> metrics on tiny synthetic data: in process, and through `python -m mmclf`."""
+import json
+
+import mmcv
+import pytest
+
+from mmclf.__main__ import run
+from tests.conftest import compose_cfg, run_cli, tiny_overrides
+
+RUN_FILES = ["config.yaml", "eval_result.json", "predictions.json", "metrics.json", "report.md",
+             "confusion_matrix.png", "training_curve.png", "work_dir/epoch_1.pth", "work_dir/latest.pth",
+             "work_dir/mmcls_config.py"]
+SCALARS = ["accuracy_top-1", "accuracy_top-5", "precision", "recall", "f1_score"]
+
+
+def assert_complete_run_dir(run_dir, num_test):
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), f"{name} missing from the run dir"
+    assert list((run_dir / "work_dir").glob("*.log")) and list((run_dir / "work_dir").glob("*.log.json"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in SCALARS:
+        assert 0.0 <= metrics[key] <= 100.0, f"{key} is not a percentage: {metrics[key]}"
+    assert metrics["num_test_images"] == num_test
+    classes = metrics["confusion_matrix"]["classes"]
+    matrix = metrics["confusion_matrix"]["matrix"]
+    assert len(matrix) == len(classes) == len(metrics["per_class_accuracy"])
+    assert sum(map(sum, matrix)) == num_test
+    correct = sum(matrix[i][i] for i in range(len(classes)))
+    assert metrics["accuracy_top-1"] == pytest.approx(100.0 * correct / num_test, abs=1e-6)
+    eval_result = json.loads((run_dir / "eval_result.json").read_text())
+    assert {k: metrics[k] for k in eval_result} == eval_result
+    return metrics
+
+
+def test_in_process_run_writes_the_whole_run_dir(tmp_path, data_root):
+    cfg = compose_cfg(tiny_overrides(data_root))
+    objective = run(cfg, tmp_path / "run")
+    metrics = assert_complete_run_dir(tmp_path / "run", num_test=32)
+    assert objective == metrics["accuracy_top-1"]
+    dumped = mmcv.Config.fromfile(str(tmp_path / "run/work_dir/mmcls_config.py"))
+    assert dumped.runner.max_epochs == 1 and dumped.data.test.type == "CifarFormat"
+    assert "accuracy_top-1" in (tmp_path / "run/report.md").read_text()
+
+
+def test_optimized_metric_selects_the_objective(tmp_path, data_root):
+    cfg = compose_cfg([*tiny_overrides(data_root), "optimized_metric=f1_score"])
+    objective = run(cfg, tmp_path / "run")
+    assert objective == json.loads((tmp_path / "run/metrics.json").read_text())["f1_score"]
+
+
+@pytest.mark.slow
+def test_cli_run_in_a_subprocess(tmp_path, data_root):
+    run_dir = tmp_path / "cli-run"
+    result = run_cli(*tiny_overrides(data_root), f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_complete_run_dir(run_dir, num_test=32)
+    assert f"run dir: {run_dir}" in result.stdout
+    assert (run_dir / ".hydra/overrides.yaml").is_file()
