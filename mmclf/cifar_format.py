@@ -116,4 +116,5 @@ class CifarFormat(BaseDataset):
     def load_annotations(self):
         images, labels, names = read_split(Path(self.data_prefix), self.test_mode)
         self.CLASSES = names
-        return [{"img": img, "gt_label": np.array(label, dtype=np.int64)} for img, label in zip(images, labels)]
+        pairs = zip(images, labels, strict=True)
+        return [{"img": img, "gt_label": np.array(label, dtype=np.int64)} for img, label in pairs]

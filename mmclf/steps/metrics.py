@@ -30,7 +30,7 @@ def build_metrics(eval_result: dict, predictions: dict) -> dict:
     return {
         **{key: float(value) for key, value in eval_result.items()},
         "num_test_images": int(len(gt)),
-        "per_class_accuracy": {name: float(acc) for name, acc in zip(classes, per_class)},
+        "per_class_accuracy": {name: float(acc) for name, acc in zip(classes, per_class, strict=True)},
         "confusion_matrix": {"classes": classes, "matrix": matrix.tolist()},
     }
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
-from mmclf.config import to_mmcv_config, work_dir
+from mmclf.config import to_mmcv_config
 
 log = logging.getLogger(__name__)
 
