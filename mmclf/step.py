@@ -1,6 +1,6 @@
 """One step in a fresh process: what every Kubeflow pod runs.
 
-Python-function components call :func:`run_step` from their body; custom container components run
+Python-function components call :func:`run_from_yaml` from their body; custom container components run
 ``python -m mmclf.step NAME --config-yaml YAML --run-dir DIR``. Either way the pod rebuilds the
 config from its YAML parameter and calls the same step function as ``backend=local``.
 """
@@ -14,17 +14,20 @@ from omegaconf import OmegaConf
 
 from mmclf.errors import MMClfError
 from mmclf.io import read_json
-from mmclf.steps import STEPS
+from mmclf.steps import STEPS, run_step
 from mmclf.steps.metrics import METRICS
 
 REPORT = "report.md"
 
 
-def run_step(name: str, config_yaml: str, run_dir: str) -> None:
-    """Rebuild the resolved config from ``config_yaml`` and run step ``name`` in ``run_dir``."""
+def run_from_yaml(name: str, config_yaml: str, run_dir: str) -> None:
+    """Rebuild the resolved config from ``config_yaml`` and run step ``name`` in ``run_dir``.
+
+    Through ``mmclf.steps.run_step``, as backend=local does, so a retried pod skips finished steps.
+    """
     # A pod's Python starts with no logging config; without one, the steps' progress is silent.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    STEPS[name](OmegaConf.create(config_yaml), Path(run_dir))
+    run_step(name, OmegaConf.create(config_yaml), Path(run_dir))
 
 
 def log_kfp_metrics(run_dir: str, metrics, classification, report) -> None:
@@ -56,7 +59,7 @@ def main(argv=None) -> None:
     """Entry point of custom container components; a user error ends in one line and exit status 2."""
     args = parse_args(argv)
     try:
-        run_step(args.name, args.config_yaml, args.run_dir)
+        run_from_yaml(args.name, args.config_yaml, args.run_dir)
     except MMClfError as err:
         print(f"mmclf: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -37,13 +37,19 @@ def check_writable_dir(key: str, path) -> None:
         raise ConfigError(f"{key}: cannot write under {existing}; choose a writable {key}")
 
 
+def trains_here(cfg: DictConfig) -> bool:
+    """backend=local and kfp's local mode train on this machine; compile and submit do not."""
+    mode = cfg.backend.get("mode")
+    return getattr(mode, "value", mode) in (None, "local")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any value mmclf cannot run with."""
     _positive_int(cfg, "schedule.runner.max_epochs")
     _positive_int(cfg, "data.samples_per_gpu")
     _positive_number(cfg, "schedule.optimizer.lr", cfg.schedule.optimizer.lr)
     device = getattr(cfg.device, "value", cfg.device)
-    if device == "cuda":
+    if device == "cuda" and trains_here(cfg):
         import torch
 
         if not torch.cuda.is_available():

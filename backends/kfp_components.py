@@ -1,0 +1,80 @@
+"""The four step components, in both styles: Python-function (default) and custom container.
+
+Either style only forwards to :mod:`mmclf.step`, so a pod runs exactly the step function that
+``backend=local`` runs. Component names give the task names of the seed's pipeline:
+prepare-data, train, test, produce-metrics.
+"""
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
+
+# Python-function components: KFP embeds each function's source in pipeline.yaml and runs it in
+# the project image (which has kfp installed, hence install_kfp_package=False), so each body
+# imports what it uses.
+
+
+def prepare_data(config_yaml: str, run_dir: str):
+    """Prepare the dataset under data.root and record the run's config.yaml."""
+    from mmclf.step import run_from_yaml
+
+    run_from_yaml("prepare_data", config_yaml, run_dir)
+
+
+def train(config_yaml: str, run_dir: str):
+    """Train the model; checkpoints and logs go to <run_dir>/work_dir."""
+    from mmclf.step import run_from_yaml
+
+    run_from_yaml("train", config_yaml, run_dir)
+
+
+def test(config_yaml: str, run_dir: str):
+    """Evaluate the final checkpoint: eval_result.json and predictions.json."""
+    from mmclf.step import run_from_yaml
+
+    run_from_yaml("test", config_yaml, run_dir)
+
+
+def produce_metrics(config_yaml: str, run_dir: str, metrics: Output[Metrics],
+                    classification: Output[ClassificationMetrics], report: Output[Markdown]):
+    """Write metrics.json, plots and report.md; show them in the KFP UI."""
+    from mmclf.step import log_kfp_metrics, run_from_yaml
+
+    run_from_yaml("metrics", config_yaml, run_dir)
+    log_kfp_metrics(run_dir, metrics, classification, report)
+
+
+PYTHON_FUNCTIONS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": produce_metrics}
+STEP_COMMAND = ["python", "-m", "mmclf.step"]
+
+
+def _container_step(step: str, image: str):
+    def component(config_yaml: str, run_dir: str):
+        return dsl.ContainerSpec(image=image, command=[*STEP_COMMAND, step],
+                                 args=["--config-yaml", config_yaml, "--run-dir", run_dir])
+
+    # KFP names a component (and so its task) after the function.
+    component.__name__ = PYTHON_FUNCTIONS[step].__name__
+    component.__doc__ = PYTHON_FUNCTIONS[step].__doc__
+    return dsl.container_component(component)
+
+
+def _container_metrics(image: str):
+    # Without KFP's Python executor nothing sets artifact metadata, so this style ships metrics.json
+    # as a plain artifact file; the report is Markdown, which the UI renders from the file itself.
+    def produce_metrics(config_yaml: str, run_dir: str, metrics_json: dsl.Output[dsl.Artifact],
+                        report: dsl.Output[dsl.Markdown]):
+        """Write metrics.json, plots and report.md; export metrics.json and the report."""
+        return dsl.ContainerSpec(image=image, command=[*STEP_COMMAND, "metrics"], args=[
+            "--config-yaml", config_yaml, "--run-dir", run_dir,
+            "--export", "metrics.json", metrics_json.path, "--export", "report.md", report.path])
+
+    return dsl.container_component(produce_metrics)
+
+
+def make_components(style: str, image: str) -> dict:
+    """Step name (a key of mmclf.steps.STEPS) -> KFP component of ``style`` (python | container)."""
+    if style == "python":
+        return {name: dsl.component(func, base_image=image, install_kfp_package=False)
+                for name, func in PYTHON_FUNCTIONS.items()}
+    components = {name: _container_step(name, image) for name in ("prepare_data", "train", "test")}
+    components["metrics"] = _container_metrics(image)
+    return components

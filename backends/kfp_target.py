@@ -1,0 +1,79 @@
+"""The facts every call to a KFP server shares: which host, how to authenticate, and the errors.
+
+kfp_client (runs and experiments over REST) and kfp_mlmd (metric values over gRPC-web) both take a
+``Target`` and raise ``KfpError``.
+
+The bearer token is sent in a header and nowhere else: never logged, printed or put in a message.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from mmclf.errors import ConfigError, MMClfError
+
+CONNECT_S, READ_S = 5.0, 30.0  # timeouts of the calls made to the server, so a dead host fails in seconds
+
+
+class KfpError(MMClfError):
+    """The KFP server cannot be reached or refuses a request, or the run does not succeed."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The API host, how to authenticate, and the pipeline file to point at when submitting fails."""
+
+    host: str
+    token_env: Optional[str]
+    namespace: Optional[str]
+    pipeline_file: Path
+    token: Optional[str] = field(default=None, repr=False)  # kept out of reprs and tracebacks
+
+    def run_link(self, run_id: str) -> str:
+        return f"{self.host}/#/runs/details/{run_id}"
+
+    def auth_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def target_from_config(pipeline_file: Path, cfg: DictConfig) -> Target:
+    """Host and token from the backend config (and environment); ConfigError names what is missing."""
+    host = cfg.host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    if not host:
+        raise ConfigError("backend.mode=submit needs the KFP API host: set backend.host=<url> "
+                          "or the KF_PIPELINES_ENDPOINT environment variable")
+    return Target(host=_normalize_host(host), token_env=cfg.token_env, namespace=cfg.namespace or None,
+                  pipeline_file=pipeline_file, token=_read_token(cfg.token_env))
+
+
+def _normalize_host(host: str) -> str:
+    # kfp.Client's own defaults: https when no scheme is given, no trailing slash.
+    if not host.startswith(("http://", "https://")):
+        host = f"https://{host}"
+    return host.rstrip("/")
+
+
+def _read_token(token_env: Optional[str]) -> Optional[str]:
+    if not token_env:
+        return None
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise ConfigError(f"backend.token_env={token_env}, but ${token_env} is unset or empty: "
+                          f"export the bearer token in {token_env}, or set backend.token_env=null")
+    return token
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def auth_hint(target: Target) -> str:
+    if not target.token_env:
+        return ("no token was sent: set backend.token_env to the name of an environment variable "
+                "that holds a bearer token for this server")
+    access = f" and may access namespace {target.namespace!r} (backend.namespace)" if target.namespace else ""
+    return f"check that the bearer token in ${target.token_env} (backend.token_env) is valid{access}"

@@ -1,0 +1,329 @@
+"""A loopback fake of a KFP 2.x server for tests: the v2beta1 REST calls kfp.Client makes, and the two
+ML Metadata gRPC-web calls that read a run's metrics back (backends/kfp_mlmd.py).
+
+It is a real HTTP server on 127.0.0.1 (a random free port) in a background thread. Responses use the
+JSON field names of the kfp_server_api models (V2beta1Run: run_id, display_name, experiment_id, state,
+pipeline_spec, runtime_config.parameters, run_details.task_details ...), and errors the
+google.rpc.Status shape of the server's gRPC gateway. The MLMD protobuf messages are encoded and
+decoded by hand below, independently of the client, so a test checks the client's field numbers.
+
+Every request is recorded (method, path, query, headers, body) for tests to assert on.
+"""
+import json
+import struct
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+API = "/apis/v2beta1"
+MLMD = "/ml_metadata.MetadataStoreService/"
+DEFAULT_METRICS = {"accuracy_top-1": 91.25, "accuracy_top-5": 99.5, "precision": 90.75, "recall": 91.0,
+                   "f1_score": 90.5}
+TASKS = ("prepare-data", "train", "test", "produce-metrics")
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}
+
+
+@dataclass
+class Request:
+    """One request as the server saw it: header names lower-cased; ``body`` is parsed JSON, raw bytes
+    (gRPC-web) or None."""
+
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: Any
+
+
+@dataclass
+class FakeKfpServer:
+    """Configure, then ``with FakeKfpServer(...) as server:`` and point a client at ``server.url``.
+
+    token:             when set, every request needs ``Authorization: Bearer <token>`` (else 401)
+    final_state:       the state runs end in (SUCCEEDED, FAILED, CANCELED, SKIPPED)
+    gets_until_final:  runs read RUNNING until their N-th GET
+    failing_gets:      the first N GETs of each run answer 503, as a struggling server would
+    namespaces:        when set, a namespace outside it is refused with 400 and a message
+    metrics:           the scalars the run's `metrics` artifact carries in ML Metadata
+    serve_mlmd:        False: answer MLMD paths like a bare API server (404, not gRPC-web)
+    login_redirect:    answer everything with a 302 to a login page, as an auth proxy does
+    """
+
+    token: Optional[str] = None
+    final_state: str = "SUCCEEDED"
+    gets_until_final: int = 2
+    failing_gets: int = 0
+    namespaces: Optional[set] = None
+    metrics: dict = field(default_factory=lambda: dict(DEFAULT_METRICS))
+    serve_mlmd: bool = True
+    login_redirect: bool = False
+    requests: list = field(default_factory=list)
+    experiments: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.fake = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def requests_to(self, method: str, path: str) -> list:
+        """The recorded requests with this method whose path starts with ``path``."""
+        return [r for r in self.requests if r.method == method and r.path.startswith(path)]
+
+    # --- request handling (called from the server's threads) -----------------------------------
+
+    def handle(self, request: Request) -> tuple[int, dict, bytes]:
+        with self._lock:
+            self.requests.append(request)
+            if self.login_redirect:
+                return 302, {"Location": "/dex/auth?client_id=kubeflow-oidc-authservice"}, b""
+            if self.token and request.headers.get("authorization") != f"Bearer {self.token}":
+                return _status(401, "Unauthenticated: a valid bearer token is required")
+            if request.path.startswith(MLMD):
+                return self._mlmd(request)
+            return self._rest(request)
+
+    def _rest(self, request: Request) -> tuple[int, dict, bytes]:
+        method, path = request.method, request.path
+        if (method, path) == ("GET", f"{API}/healthz"):
+            return _json(200, {"multi_user": self.namespaces is not None, "pipeline_store": ""})
+        if (method, path) == ("GET", f"{API}/experiments"):
+            return self._list_experiments(request.query)
+        if (method, path) == ("POST", f"{API}/experiments"):
+            return self._create_experiment(request.body)
+        if (method, path) == ("POST", f"{API}/runs"):
+            return self._create_run(request.body)
+        if method == "GET" and path.startswith(f"{API}/runs/"):
+            return self._get_run(path.rsplit("/", 1)[1])
+        return _status(404, f"Not Found: {method} {path}")
+
+    def _namespace_error(self, namespace: str):
+        if self.namespaces is not None and namespace and namespace not in self.namespaces:
+            return _status(400, f"Invalid input error: namespace '{namespace}' does not exist")
+        return None
+
+    def _list_experiments(self, query: dict):
+        namespace = query.get("namespace", [""])[0]
+        error = self._namespace_error(namespace)
+        if error:
+            return error
+        # kfp.Client filters by name: {"predicates": [{"operation": 1 (EQUALS), "key": "display_name", ...}]}
+        predicates = json.loads(query.get("filter", ['{"predicates": []}'])[0])["predicates"]
+        found = [e for e in self.experiments.values()
+                 if all(e[p["key"]] == p.get("stringValue", p.get("string_value")) for p in predicates)
+                 and (not namespace or e["namespace"] == namespace)]
+        return _json(200, {"experiments": found, "total_size": len(found)} if found else {})
+
+    def _create_experiment(self, body: dict):
+        error = self._namespace_error(body.get("namespace", ""))
+        if error:
+            return error
+        experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
+                      "description": body.get("description", ""), "namespace": body.get("namespace", ""),
+                      "created_at": _now(), "storage_state": "AVAILABLE"}
+        self.experiments[experiment["experiment_id"]] = experiment
+        return _json(200, experiment)
+
+    def _create_run(self, body: dict):
+        if body.get("experiment_id") not in self.experiments:
+            return _status(404, f"Experiment {body.get('experiment_id')} not found")
+        run_id = str(uuid.uuid4())
+        self.runs[run_id] = {
+            "run_id": run_id, "experiment_id": body["experiment_id"], "display_name": body["display_name"],
+            "pipeline_spec": body.get("pipeline_spec"), "runtime_config": body.get("runtime_config", {}),
+            "storage_state": "AVAILABLE", "created_at": _now(), "state": "PENDING",
+            "state_history": [{"update_time": _now(), "state": "PENDING"}],
+            "_gets": 0, "_context_id": 100 + len(self.runs),
+        }
+        return _json(200, _public(self.runs[run_id]))
+
+    def _get_run(self, run_id: str):
+        run = self.runs.get(run_id)
+        if run is None:
+            return _status(404, f"Run {run_id} not found")
+        run["_gets"] += 1
+        if run["_gets"] <= self.failing_gets:
+            return _status(503, "upstream connect error")
+        state = self.final_state if run["_gets"] >= self.failing_gets + self.gets_until_final else "RUNNING"
+        if state != run["state"]:
+            run["state"] = state
+            run["state_history"].append({"update_time": _now(), "state": state})
+        run["run_details"] = {"pipeline_run_context_id": str(run["_context_id"]),
+                              "task_details": _task_details(run_id, state)}
+        if state == "FAILED":
+            run["error"] = {"code": 2, "message": "task produce-metrics failed: exit status 1"}
+        return _json(200, _public(run))
+
+    # --- ML Metadata over gRPC-web ---------------------------------------------------------------
+
+    def _mlmd(self, request: Request) -> tuple[int, dict, bytes]:
+        if not self.serve_mlmd:
+            return 404, {"Content-Type": "text/plain"}, b"404 page not found"
+        method = request.path[len(MLMD):]
+        fields = _decode(_unframe(request.body))
+        if method == "GetContextByTypeAndName":
+            run = self.runs.get(fields.get(2, b"").decode())
+            found = fields.get(1) == b"system.PipelineRun" and run is not None
+            # GetContextByTypeAndNameResponse{context(1): Context{id(1), name(3)}}; empty when not found
+            context = _int(1, run["_context_id"]) + _bytes(3, run["run_id"].encode()) if found else b""
+            return _grpc_web(_bytes(1, context) if found else b"")
+        if method == "GetArtifactsByContext":
+            context_id = fields.get(1)
+            artifacts = self._artifacts(context_id)
+            # GetArtifactsByContextResponse{repeated artifacts(1)}
+            return _grpc_web(b"".join(_bytes(1, artifact) for artifact in artifacts))
+        return _grpc_web(b"", status=12, detail=f"{method} is not served by this fake")
+
+    def _artifacts(self, context_id: int) -> list[bytes]:
+        """The run's output artifacts as KFP records them: display_name = the output's name."""
+        if not any(run["_context_id"] == context_id for run in self.runs.values()):
+            return []
+        session = {"store_session_info": '{"Provider":"minio"}'}
+        return [
+            _artifact(context_id * 10 + 1, "system.Model", {"display_name": "model", **session}),
+            _artifact(context_id * 10 + 2, "system.Metrics", {"display_name": "metrics", **session, **self.metrics}),
+            _artifact(context_id * 10 + 3, "system.ClassificationMetrics",
+                      {"display_name": "classification", "accuracy_top-1": -1.0, **session}),
+        ]
+
+
+def _public(run: dict) -> dict:
+    return {key: value for key, value in run.items() if not key.startswith("_")}
+
+
+def _task_details(run_id: str, state: str) -> list:
+    """Tasks as the v2beta1 API reports them: no output values; the last one fails in a FAILED run."""
+    states = {"RUNNING": ("SUCCEEDED", "SUCCEEDED", "RUNNING", "PENDING"),
+              "FAILED": ("SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "FAILED")}.get(state, (state,) * len(TASKS))
+    return [{"run_id": run_id, "task_id": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id + name)),
+             "display_name": name, "state": task_state, "create_time": _now()}
+            for name, task_state in zip(TASKS, states, strict=True)]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(status: int, payload: dict) -> tuple[int, dict, bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+def _status(http_status: int, message: str) -> tuple[int, dict, bytes]:
+    """An error as the KFP gRPC gateway writes it: a google.rpc.Status (plus the legacy "error")."""
+    return _json(http_status, {"error": message, "code": _GRPC_CODES.get(http_status, 2), "message": message,
+                               "details": []})
+
+
+# --- protobuf wire format and gRPC-web framing, by hand --------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf encodes them
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _int(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _bytes(number: int, value: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _value(value) -> bytes:
+    """An MLMD Value: double_value (2) for numbers, string_value (3) for text."""
+    if isinstance(value, str):
+        return _bytes(3, value.encode())
+    return _varint(2 << 3 | 1) + struct.pack("<d", float(value))
+
+
+def _artifact(artifact_id: int, type_name: str, custom_properties: dict) -> bytes:
+    """An MLMD Artifact: id (1), type (8), custom_properties (5, map<string, Value>)."""
+    entries = b"".join(_bytes(5, _bytes(1, key.encode()) + _bytes(2, _value(value)))
+                       for key, value in custom_properties.items())
+    return _int(1, artifact_id) + _bytes(8, type_name.encode()) + entries
+
+
+def _decode(message: bytes) -> dict:
+    """Field number -> last value (int for varints, bytes for length-delimited) of a flat message."""
+    fields, offset = {}, 0
+    while offset < len(message):
+        key, offset = _read_varint(message, offset)
+        if key & 7 == 0:
+            fields[key >> 3], offset = _read_varint(message, offset)
+        else:
+            length, offset = _read_varint(message, offset)
+            fields[key >> 3], offset = message[offset:offset + length], offset + length
+    return fields
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset, shift = offset + 1, shift + 7
+        if not byte & 0x80:
+            return value, offset
+
+
+def _unframe(body: bytes) -> bytes:
+    _, length = struct.unpack(">BI", body[:5])
+    return body[5:5 + length]
+
+
+def _grpc_web(message: bytes, status: int = 0, detail: str = "") -> tuple[int, dict, bytes]:
+    trailer = f"grpc-status:{status}\r\ngrpc-message:{detail}\r\n".encode()
+    body = struct.pack(">BI", 0, len(message)) + message + struct.pack(">BI", 0x80, len(trailer)) + trailer
+    return 200, {"Content-Type": "application/grpc-web+proto"}, body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Parses a request into a Request and writes FakeKfpServer.handle's answer."""
+
+    def do_GET(self):
+        self._answer()
+
+    def do_POST(self):
+        self._answer()
+
+    def _answer(self):
+        url = urlsplit(self.path)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        is_json = self.headers.get("Content-Type", "").startswith("application/json")
+        body = json.loads(raw) if raw and is_json else (raw or None)
+        request = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                          {name.lower(): value for name, value in self.headers.items()}, body)
+        status, headers, payload = self.server.fake.handle(request)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format, *args):
+        """Quiet: tests read stderr."""

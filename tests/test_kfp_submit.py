@@ -1,0 +1,225 @@
+"""backends.kfp_client.submit against a loopback fake KFP server (tests/kfp_server.py).
+
+The pipeline is a tiny real one compiled by kfp's compiler here, with a kfp-kubernetes PVC mount so
+the package carries a platform spec; it does not depend on backends/kubeflow.py.
+"""
+import logging
+import socket
+import time
+
+import kfp
+import pytest
+import yaml
+from kfp import compiler, dsl, kubernetes
+from omegaconf import OmegaConf
+
+from backends.kfp_client import submit
+from backends.kfp_target import KfpError
+from mmclf.errors import ConfigError
+from mmclf.schema import KfpBackendConfig
+from tests.kfp_server import DEFAULT_METRICS, FakeKfpServer
+
+TOKEN = "s3cr3t-t0ken-value-never-shown"
+ARGUMENTS = {"config_yaml": "seed: 3\nmodel: {type: ImageClassifier}\n", "run_dir": "/mnt/mmclf/runs/job-1"}
+
+
+@dsl.component(base_image="python:3.11")
+def echo(message: str) -> str:
+    return message
+
+
+@dsl.pipeline(name="tiny-mmclf")
+def tiny_pipeline(config_yaml: str = "seed: 0", run_dir: str = "/mnt/mmclf/runs/default"):
+    task = echo(message=config_yaml)
+    kubernetes.mount_pvc(task, pvc_name="mmclf-data", mount_path="/mnt/mmclf")
+
+
+@pytest.fixture(scope="module")
+def pipeline_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run_dir") / "pipeline.yaml"
+    compiler.Compiler().compile(tiny_pipeline, str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_sdk(monkeypatch, tmp_path):
+    """Keep kfp.Client away from the user's ~/.config/kfp/context.json and KF_PIPELINES_* variables."""
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp_context.json"))
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
+                 "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME", "MMCLF_KFP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server():
+    with FakeKfpServer() as fake:
+        yield fake
+
+
+def backend(**overrides):
+    """The kfp backend node as Hydra composes it from the typed schema; polls fast for tests."""
+    return OmegaConf.structured(KfpBackendConfig(mode="submit", poll_interval_s=0.01, **overrides))
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_run_carries_the_compiled_spec_and_the_arguments(server, pipeline_file, caplog):
+    caplog.set_level(logging.INFO)
+    assert submit(pipeline_file, backend(host=server.url), "job 1", ARGUMENTS) is None
+
+    [create] = server.requests_to("POST", "/apis/v2beta1/runs")
+    pipeline_doc, platform_doc = yaml.safe_load_all(pipeline_file.read_text())
+    # The SDK sends pipeline and platform spec together when a platform spec exists.
+    assert create.body["pipeline_spec"] == {"pipeline_spec": pipeline_doc, "platform_spec": platform_doc}
+    mount = create.body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]
+    assert mount["executors"]["exec-echo"]["pvcMount"][0]["mountPath"] == "/mnt/mmclf"
+    assert create.body["runtime_config"]["parameters"] == ARGUMENTS
+    assert create.body["display_name"] == "job 1"
+    [experiment] = server.experiments.values()
+    assert experiment["display_name"] == "mmclf"
+    assert create.body["experiment_id"] == experiment["experiment_id"]
+
+    [run_id] = server.runs
+    assert f"{server.url}/#/runs/details/{run_id}" in caplog.text
+    assert not server.requests_to("GET", "/apis/v2beta1/runs/")  # wait=false: no polling
+
+
+def test_host_comes_from_kf_pipelines_endpoint(server, pipeline_file, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url + "/")
+    submit(pipeline_file, backend(experiment="sweep-7"), "job", ARGUMENTS)
+    assert [e["display_name"] for e in server.experiments.values()] == ["sweep-7"]
+
+
+def test_second_submit_reuses_the_experiment(server, pipeline_file):
+    submit(pipeline_file, backend(host=server.url, experiment="sweep"), "job 1", ARGUMENTS)
+    submit(pipeline_file, backend(host=server.url, experiment="sweep"), "job 2", ARGUMENTS)
+
+    assert len(server.requests_to("POST", "/apis/v2beta1/experiments")) == 1
+    lookups = server.requests_to("GET", "/apis/v2beta1/experiments")
+    assert len(lookups) == 2 and all('"display_name"' in r.query["filter"][0] for r in lookups)
+    [experiment_id] = server.experiments
+    assert [r.body["experiment_id"] for r in server.requests_to("POST", "/apis/v2beta1/runs")] == [experiment_id] * 2
+
+
+def test_wait_returns_the_metrics_of_a_succeeded_run(server, pipeline_file, caplog):
+    caplog.set_level(logging.INFO)
+    metrics = submit(pipeline_file, backend(host=server.url, wait=True), "job", ARGUMENTS)
+
+    assert metrics == DEFAULT_METRICS  # only the `metrics` output's scalars, not other artifacts'
+    assert all(isinstance(value, float) for value in metrics.values())
+    [run_id] = server.runs
+    assert len(server.requests_to("GET", f"/apis/v2beta1/runs/{run_id}")) == server.gets_until_final
+    assert f"KFP run {run_id}: RUNNING" in caplog.text and f"KFP run {run_id}: SUCCEEDED" in caplog.text
+    [context_lookup] = server.requests_to("POST", "/ml_metadata.MetadataStoreService/GetContextByTypeAndName")
+    assert context_lookup.headers["content-type"] == "application/grpc-web+proto"
+    assert run_id.encode() in context_lookup.body and b"system.PipelineRun" in context_lookup.body
+
+
+def test_wait_survives_a_few_unanswered_polls(pipeline_file, caplog):
+    with FakeKfpServer(failing_gets=2) as server:
+        metrics = submit(pipeline_file, backend(host=server.url, wait=True), "job", ARGUMENTS)
+    assert metrics == DEFAULT_METRICS
+    assert "no answer from" in caplog.text
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELED"])
+def test_wait_raises_when_the_run_does_not_succeed(pipeline_file, state):
+    with FakeKfpServer(final_state=state) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url, wait=True), "job", ARGUMENTS)
+    [run_id] = server.runs
+    assert f"KFP run {run_id} ended {state}" in str(err.value)
+    assert f"{server.url}/#/runs/details/{run_id}" in str(err.value)
+    if state == "FAILED":
+        assert "failed tasks: produce-metrics" in str(err.value)
+    assert not server.requests_to("POST", "/ml_metadata")
+
+
+def test_metrics_unreadable_on_a_bare_api_server_is_a_clear_error(pipeline_file):
+    with FakeKfpServer(serve_mlmd=False) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url, wait=True), "job", ARGUMENTS)
+    [run_id] = server.runs
+    message = str(err.value)
+    assert f"KFP run {run_id} SUCCEEDED" in message and "not ML Metadata's gRPC-web proxy" in message
+    assert "svc/ml-pipeline-ui" in message and "metrics.json" in message
+
+
+def test_server_down_fails_fast_and_keeps_the_pipeline_file(pipeline_file):
+    url = closed_port_url()
+    started = time.monotonic()
+    with pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=url, wait=True), "job", ARGUMENTS)
+    assert time.monotonic() - started < 10
+    assert f"cannot reach the KFP API at {url}" in str(err.value)
+    assert str(pipeline_file) in str(err.value) and "by hand" in str(err.value)
+
+
+def test_no_host_is_a_config_error(pipeline_file):
+    with pytest.raises(ConfigError, match=r"backend\.host.*KF_PIPELINES_ENDPOINT"):
+        submit(pipeline_file, backend(), "job", ARGUMENTS)
+
+
+def test_token_env_naming_an_unset_variable_is_a_config_error(server, pipeline_file):
+    with pytest.raises(ConfigError, match=r"\$MMCLF_KFP_TOKEN is unset or empty"):
+        submit(pipeline_file, backend(host=server.url, token_env="MMCLF_KFP_TOKEN"), "job", ARGUMENTS)
+    assert not server.requests
+
+
+def test_401_without_a_token_says_to_set_token_env(pipeline_file):
+    with FakeKfpServer(token=TOKEN) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url), "job", ARGUMENTS)
+    assert "refused auth (HTTP 401)" in str(err.value) and "backend.token_env" in str(err.value)
+    assert not server.runs
+
+
+def test_401_with_a_wrong_token_names_token_env_not_the_token(pipeline_file, monkeypatch):
+    monkeypatch.setenv("MMCLF_KFP_TOKEN", "wrong-token-value")
+    with FakeKfpServer(token=TOKEN) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url, token_env="MMCLF_KFP_TOKEN"), "job", ARGUMENTS)
+    assert "refused auth (HTTP 401)" in str(err.value) and "$MMCLF_KFP_TOKEN" in str(err.value)
+    assert "wrong-token-value" not in str(err.value)
+
+
+def test_token_reaches_the_server_and_nothing_else(pipeline_file, monkeypatch, capsys, caplog):
+    caplog.set_level(logging.DEBUG)  # includes kfp_server_api's and urllib3's debug logs
+    monkeypatch.setenv("MMCLF_KFP_TOKEN", TOKEN)
+    with FakeKfpServer(token=TOKEN) as server:
+        metrics = submit(pipeline_file, backend(host=server.url, token_env="MMCLF_KFP_TOKEN", wait=True),
+                         "job", ARGUMENTS)
+    assert metrics == DEFAULT_METRICS
+    assert {r.headers.get("authorization") for r in server.requests} == {f"Bearer {TOKEN}"}
+    assert server.requests_to("POST", "/ml_metadata")  # the MLMD calls carry it too
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err + caplog.text
+
+
+def test_unknown_namespace_reports_the_servers_message(pipeline_file):
+    with FakeKfpServer(namespaces={"team-a"}) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url, namespace="team-b"), "job", ARGUMENTS)
+    assert "answered HTTP 400" in str(err.value) and "namespace 'team-b' does not exist" in str(err.value)
+    assert not server.runs
+
+
+def test_namespace_is_sent_with_the_experiment(pipeline_file):
+    with FakeKfpServer(namespaces={"team-a"}) as server:
+        submit(pipeline_file, backend(host=server.url, namespace="team-a"), "job", ARGUMENTS)
+    [lookup] = server.requests_to("GET", "/apis/v2beta1/experiments")
+    assert lookup.query["namespace"] == ["team-a"]
+    assert [e["namespace"] for e in server.experiments.values()] == ["team-a"]
+
+
+def test_a_host_that_is_not_kfp_is_named(server, pipeline_file):
+    with pytest.raises(KfpError, match=r"/not-kfp does not look like a KFP endpoint .*HTTP 404"):
+        submit(pipeline_file, backend(host=server.url + "/not-kfp"), "job", ARGUMENTS)
+
+
+def test_a_login_redirect_is_an_auth_error(pipeline_file):
+    started = time.monotonic()
+    with FakeKfpServer(login_redirect=True) as server, pytest.raises(KfpError) as err:
+        submit(pipeline_file, backend(host=server.url), "job", ARGUMENTS)
+    assert time.monotonic() - started < 10
+    assert "redirected (HTTP 302)" in str(err.value) and "backend.token_env" in str(err.value)
+    assert len(server.requests) == 1  # not followed to the login page
