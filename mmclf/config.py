@@ -1,13 +1,33 @@
 """The one bridge from the composed OmegaConf config to an ``mmcv.Config`` for mmcls."""
+import hashlib
 from pathlib import Path
 
-import mmcv
 from omegaconf import DictConfig, OmegaConf
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
 # mmclf data keys that mmcls configs keep at their top level: lifted there for readers of the dump.
 LIFTED_DATA_KEYS = ("img_norm_cfg", "train_pipeline", "test_pipeline")
+
+
+def fingerprint(node) -> str:
+    """A short, stable hash of a config node's resolved values."""
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return hashlib.sha256(OmegaConf.to_yaml(container).encode()).hexdigest()[:16]
+
+
+def run_fingerprint(cfg: DictConfig) -> str:
+    """What a run's outputs depend on: the config, minus how it is run and whether it resumes."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("backend", "resume", "sweep"):
+        container.pop(key, None)
+    return fingerprint(container)
+
+
+def weights_fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint's weights mean: the model and the data it was trained on."""
+    return fingerprint({"model": OmegaConf.to_container(cfg.model, resolve=True),
+                        "data": OmegaConf.to_container(cfg.data, resolve=True)})
 
 
 def resolve_device(device) -> str:
@@ -24,8 +44,10 @@ def work_dir(run_dir) -> Path:
     return Path(run_dir) / "work_dir"
 
 
-def to_mmcv_config(cfg: DictConfig, run_dir) -> mmcv.Config:
-    """Build the mmcv config mmcls's own APIs (and tools) expect from the composed config."""
+def to_mmcv_config(cfg: DictConfig, run_dir):
+    """Build the ``mmcv.Config`` mmcls's own APIs (and tools) expect from the composed config."""
+    import mmcv  # here, not at the top: the entry point imports this module and starts fast
+
     data = OmegaConf.to_container(cfg.data, resolve=True)
     mm = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
     mm.update({key: data[key] for key in LIFTED_DATA_KEYS if key in data})

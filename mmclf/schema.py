@@ -88,12 +88,22 @@ class KfpBackendConfig:
 
 
 @dataclass
+class SweepConfig:
+    # A failing job is recorded as failed and the sweep goes on; true stops the sweep at it.
+    fail_fast: bool = False
+
+
+@dataclass
 class MMClfConfig:
     device: Device = Device.auto
     seed: int = 0
     deterministic: bool = False
     # Key of metrics.json returned to Hydra as the objective (sweepers maximise it).
     optimized_metric: str = "accuracy_top-1"
+    # Re-running into a run dir: auto = continue from its newest valid checkpoint and skip
+    # finished steps; never = start again from scratch; or the path of a checkpoint to resume.
+    resume: str = "auto"
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     backend: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING

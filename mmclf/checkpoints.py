@@ -1,0 +1,113 @@
+"""Checkpoints that survive kills, full disks and volumes without symlinks, loaded safely.
+
+- ``SafeEpochBasedRunner``: mmcv's EpochBasedRunner, but each checkpoint is written to a temp
+  file and renamed, so a killed process leaves the old file or the new one; ``latest.pth`` is a
+  symlink where the volume allows one and an atomic copy where it does not.
+- mmcv's local checkpoint loader is replaced by one that passes ``weights_only=True`` to
+  ``torch.load`` explicitly: a checkpoint cannot run code when it is opened.
+- ``resume_checkpoint`` picks the newest checkpoint that loads, skipping damaged ones.
+"""
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from mmcv.runner import RUNNERS, EpochBasedRunner
+from mmcv.runner.checkpoint import CheckpointLoader
+
+from mmclf.errors import ConfigError, MMClfError
+
+log = logging.getLogger(__name__)
+LATEST = "latest.pth"
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+class CheckpointWriteError(MMClfError):
+    """A checkpoint could not be written (for example, the disk is full)."""
+
+
+@CheckpointLoader.register_scheme(prefixes="", force=True)
+def load_from_local_weights_only(filename, map_location=None):
+    """mmcv's local loader with ``weights_only=True`` spelled out (tensors and plain data only)."""
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"{filename} can not be found.")
+    return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+def _point_latest_at(out_dir: Path, filename: str) -> None:
+    tmp = out_dir / f".{LATEST}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(filename, tmp)
+    except OSError:  # volumes without symlinks (some NFS/SMB/object-store mounts)
+        shutil.copyfile(out_dir / filename, tmp)
+    os.replace(tmp, out_dir / LATEST)
+
+
+@RUNNERS.register_module()
+class SafeEpochBasedRunner(EpochBasedRunner):
+    """EpochBasedRunner whose checkpoints are written atomically."""
+
+    def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
+                        create_symlink=True):
+        out_dir = Path(out_dir)
+        filename = filename_tmpl.format(self.epoch + 1)
+        tmp_name = f".{filename}.tmp"
+        try:
+            super().save_checkpoint(str(out_dir), tmp_name, save_optimizer, meta, create_symlink=False)
+        except Exception as err:
+            (out_dir / tmp_name).unlink(missing_ok=True)
+            previous = sorted(out_dir.glob("epoch_*.pth"))
+            kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint"
+            raise CheckpointWriteError(
+                f"writing checkpoint {out_dir / filename} failed ({type(err).__name__}: {err}); {kept}. "
+                "Free space on that volume (or lower runtime.checkpoint_config.max_keep_ckpts) and run "
+                "again to resume.") from None
+        os.replace(out_dir / tmp_name, out_dir / filename)
+        if create_symlink:
+            _point_latest_at(out_dir, filename)
+
+
+def epoch_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    """``epoch_N.pth`` files in ``work_dir``, newest epoch first."""
+    found = [(int(m.group(1)), p) for p in work_dir.glob("epoch_*.pth") if (m := _EPOCH_FILE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def checkpoint_meta(path: Path):
+    """The ``meta`` dict of a complete mmcv checkpoint, or None (with a warning) if it is damaged."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if "state_dict" in checkpoint and "epoch" in checkpoint.get("meta", {}):
+            return checkpoint["meta"]
+        log.warning("skipping checkpoint %s: no state_dict or epoch in it", path)
+    except Exception as err:
+        log.warning("skipping damaged checkpoint %s (%s: %s)", path, type(err).__name__, err)
+    return None
+
+
+def resume_checkpoint(resume: str, work_dir: Path, weights: str):
+    """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` (or None),
+    ``never`` = None, anything else = that path, which must load.
+
+    ``weights`` is the fingerprint of the model and data being trained: mmcv resumes
+    non-strictly, so a checkpoint of another model or dataset would load half its weights
+    without a word. Such a run dir is refused instead of being trained over."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        if not Path(resume).is_file() or checkpoint_meta(Path(resume)) is None:
+            raise ConfigError(f"resume={resume}: not a loadable mmcv checkpoint; use resume=auto, never or a .pth path")
+        return Path(resume)
+    for _, path in epoch_checkpoints(work_dir):
+        meta = checkpoint_meta(path)
+        if meta is None:
+            continue
+        if meta.get("weights_fingerprint") != weights:
+            raise ConfigError(
+                f"hydra.run.dir: {path} is a checkpoint of another model or dataset; run into a new "
+                "hydra.run.dir, or pass resume=never to train from scratch over it")
+        return path
+    return None

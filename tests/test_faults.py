@@ -1,0 +1,127 @@
+"""Injected faults: a killed training process, a damaged checkpoint, a NaN loss, corrupt data,
+a full disk. Each must end in resumed work or one clear error, never in a torn run dir."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mmclf.__main__ import run
+from mmclf.checkpoints import CheckpointWriteError, resume_checkpoint
+from mmclf.config import weights_fingerprint
+from mmclf.errors import ConfigError, DataError
+from mmclf.hooks import TrainingDiverged
+from tests.conftest import REPO, compose_cfg, tiny_overrides
+from tests.test_end_to_end import assert_complete_run_dir
+
+
+def trained_epochs(work_dir):
+    """Epoch numbers of the training entries in every mmcv json log of ``work_dir``."""
+    epochs = []
+    for log in sorted(work_dir.glob("*.log.json")):
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        epochs += sorted({e["epoch"] for e in entries if e.get("mode") == "train"})
+    return epochs
+
+
+def wait_for(path, timeout):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data_root):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root), "data.num_train=480",
+            "data.samples_per_gpu=16", "schedule.runner.max_epochs=3", f"hydra.run.dir={run_dir}"]
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(run_dir / "work_dir/epoch_1.pth", timeout=240)
+    time.sleep(1.0)  # well inside epoch 2 (30 iterations)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (run_dir / "work_dir/epoch_2.pth").exists(), "killed too late: epoch 2 had finished"
+    assert not (run_dir / "metrics.json").exists()
+
+    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stderr + second.stdout
+    assert trained_epochs(run_dir / "work_dir")[-2:] == [2, 3], "the second run must train epochs 2 and 3 only"
+    checkpoint = torch.load(run_dir / "work_dir/epoch_3.pth", map_location="cpu", weights_only=True)
+    assert checkpoint["meta"]["epoch"] == 3 and not (run_dir / "work_dir/epoch_4.pth").exists()
+    assert_complete_run_dir(run_dir, num_test=32)
+
+
+def test_rerun_of_a_finished_run_skips_every_step(tmp_path, data_root):
+    cfg = compose_cfg(tiny_overrides(data_root))
+    first = run(cfg, tmp_path / "run")
+    stamp = (tmp_path / "run/metrics.json").stat().st_mtime_ns
+    assert run(cfg, tmp_path / "run") == first
+    assert (tmp_path / "run/metrics.json").stat().st_mtime_ns == stamp
+    assert set(json.loads((tmp_path / "run/steps.json").read_text())) == {"prepare_data", "train", "test", "metrics"}
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_root, caplog):
+    cfg = compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2"])
+    run(cfg, tmp_path / "run")
+    work_dir = tmp_path / "run/work_dir"
+    newest = work_dir / "epoch_2.pth"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    weights = weights_fingerprint(cfg)
+    assert resume_checkpoint("auto", work_dir, weights) == work_dir / "epoch_1.pth"
+    assert "skipping damaged checkpoint" in caplog.text and "epoch_2.pth" in caplog.text
+    assert resume_checkpoint("never", work_dir, weights) is None
+
+
+def test_checkpoints_of_another_model_are_not_resumed_over(tmp_path, data_root):
+    run(compose_cfg(tiny_overrides(data_root)), tmp_path / "run")
+    other = compose_cfg([*tiny_overrides(data_root), "data.num_classes=5"])
+    with pytest.raises(ConfigError, match="epoch_1.pth is a checkpoint of another model or dataset"):
+        run(other, tmp_path / "run")
+    assert (tmp_path / "run/metrics.json").is_file(), "the earlier run's outputs stay"
+
+
+def test_nan_loss_stops_training_at_once(tmp_path, data_root):
+    cfg = compose_cfg([*tiny_overrides(data_root), "schedule.optimizer.lr=1e30"])
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 1, iteration \d+ \(lr"):
+        run(cfg, tmp_path / "run")
+    assert not list((tmp_path / "run/work_dir").glob("*.pth")), "no checkpoint of a diverged model"
+
+
+def test_corrupt_dataset_batch_fails_in_the_data_step(tmp_path):
+    cfg = compose_cfg(tiny_overrides(tmp_path / "data"))
+    run(cfg, tmp_path / "good")
+    batch = next((tmp_path / "data").glob("synthetic_*/data_batch_1"))
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DataError, match=f"{batch}: not a readable CIFAR-format pickle"):
+        run(compose_cfg([*tiny_overrides(tmp_path / "data"), "seed=1"]), tmp_path / "bad")
+    assert not (tmp_path / "bad/work_dir").exists(), "training must not start on corrupt data"
+    assert (tmp_path / "good/metrics.json").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 150 MB tmpfs: room for one ResNet-18 checkpoint with optimizer state (89 MB), not two."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(small_disk, data_root):
+    cfg = compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2"])
+    with pytest.raises(CheckpointWriteError, match="epoch_2.pth failed .* previous checkpoint epoch_1.pth is intact"):
+        run(cfg, small_disk / "run")
+    work_dir = small_disk / "run/work_dir"
+    weights = weights_fingerprint(cfg)
+    assert resume_checkpoint("auto", work_dir, weights) == work_dir / "epoch_1.pth"
+    assert not list(work_dir.glob(".*.tmp")), "the half-written temp file must be removed"
+    assert (work_dir / "latest.pth").resolve() == work_dir / "epoch_1.pth"
