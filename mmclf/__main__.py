@@ -2,12 +2,15 @@
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mmclf import jobs
 from mmclf import schema  # noqa: F401  (registers the typed schemas before composition)
 from mmclf.errors import MMClfError
 from mmclf.validate import validate
@@ -21,26 +24,48 @@ def config_dir() -> str:
     return str(installed if installed.is_dir() else installed.parent.parent / "conf")
 
 
-def run(cfg: DictConfig, run_dir) -> float:
-    """Validate, run the configured backend and return the objective ``cfg.optimized_metric``."""
+def scalars(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+
+
+def run(cfg: DictConfig, run_dir) -> Optional[float]:
+    """Validate, run the configured backend and return the objective ``cfg.optimized_metric``.
+
+    None when no run finished here (backend=kfp compiling, or submitting without waiting)."""
     validate(cfg)
-    metrics = instantiate(cfg.backend).run(cfg, Path(run_dir))
+    run_dir = Path(run_dir)
+    metrics = jobs.finished_metrics(cfg, run_dir)
+    if metrics is not None:
+        log.info("%s already holds a finished run of this config; not running it again", run_dir)
+    else:
+        metrics = instantiate(cfg.backend).run(cfg, run_dir)
+    if metrics is None:
+        return None
     objective = metrics.get(cfg.optimized_metric)
     if not isinstance(objective, (int, float)):
-        scalars = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-        raise MMClfError(f"optimized_metric={cfg.optimized_metric!r} is not a scalar metric; use one of {scalars}")
+        raise MMClfError(f"optimized_metric={cfg.optimized_metric!r} is not a scalar metric; "
+                         f"use one of {sorted(scalars(metrics))}")
+    jobs.write_record(run_dir, cfg, "succeeded", objective=objective, metrics=scalars(metrics))
     print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
     return float(objective)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Optional[float]:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return run(cfg, HydraConfig.get().runtime.output_dir)
-    except MMClfError as err:
-        log.debug("user error", exc_info=True)
-        print(f"mmclf: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return run(cfg, run_dir)
+    except Exception as err:
+        jobs.write_record(run_dir, cfg, "failed", error=f"{type(err).__name__}: {err}")
+        if hydra_cfg.mode == RunMode.MULTIRUN and not cfg.sweep.fail_fast:
+            log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",
+                      hydra_cfg.job.num, err, exc_info=not isinstance(err, MMClfError))
+            return float("nan")  # Optuna records a NaN objective as a failed trial
+        if isinstance(err, MMClfError):
+            print(f"mmclf: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":
