@@ -64,6 +64,17 @@ def _hydra_overrides_and_job() -> tuple[list, Optional[int]]:
     return list(hydra.overrides.task), job
 
 
+def sweep_experiment() -> Optional[str]:
+    """In a multirun, a KFP experiment name for the whole sweep: ``mmclf-<sweep dir's last two parts>``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    parts = Path(HydraConfig.get().sweep.dir).parts[-2:]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(["mmclf", *parts]))
+
+
 def run_names(cfg: DictConfig) -> tuple[str, str]:
     """(name, display name): ``mmclf-resnet18-cifar10-<time>[-<job>]`` and the same plus the job's overrides.
 
@@ -187,4 +198,6 @@ class KfpBackend:
             return None
         from backends.kfp_client import submit
 
+        if backend.experiment is None:  # all runs of a sweep go to one experiment named after it
+            backend = OmegaConf.merge(backend, {"experiment": sweep_experiment()})
         return submit(pipeline_file, backend, display_name, arguments)

@@ -10,8 +10,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mmclf import jobs
-from mmclf import schema  # noqa: F401  (registers the typed schemas before composition)
+from mmclf import jobs, schema  # noqa: F401  (schema registers the typed schemas before composition)
 from mmclf.errors import MMClfError
 from mmclf.validate import validate
 
@@ -39,7 +38,8 @@ def run(cfg: DictConfig, run_dir) -> Optional[float]:
         log.info("%s already holds a finished run of this config; not running it again", run_dir)
     else:
         metrics = instantiate(cfg.backend).run(cfg, run_dir)
-    if metrics is None:
+    if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
+        jobs.write_record(run_dir, cfg, "pending")
         return None
     objective = metrics.get(cfg.optimized_metric)
     if not isinstance(objective, (int, float)):

@@ -68,6 +68,16 @@ def exit_on_error(check, *args) -> None:
         sys.exit(2)
 
 
+def check_sweep(config: DictConfig) -> None:
+    """A sweeper that searches (Optuna) needs each job's objective back."""
+    sweeper = config.hydra.sweeper.get("_target_", "")
+    mode = config.backend.get("mode")
+    submits = getattr(mode, "value", mode) == "submit"
+    if "optuna" in sweeper.lower() and submits and not config.backend.wait:
+        raise ConfigError("hparams_search with backend.mode=submit needs backend.wait=true: the search "
+                          "chooses each next trial from the objectives of finished runs")
+
+
 class ValidateBeforeRun(Callback):
     """Hydra callback: validate the composed config before Hydra creates any output folder."""
 
@@ -77,4 +87,5 @@ class ValidateBeforeRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         exit_on_error(validate, config)
+        exit_on_error(check_sweep, config)
         exit_on_error(check_writable_dir, "hydra.sweep.dir", config.hydra.sweep.dir)

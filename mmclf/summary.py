@@ -1,0 +1,153 @@
+"""Sweep summaries: ``summary.csv``, ``summary.md`` and ``summary.png`` in a Hydra sweep dir.
+
+Written when a multirun ends (a Hydra callback) and on demand for an existing sweep dir:
+
+    python -m mmclf.summary multirun/2026-11-29/10-00-00
+"""
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+
+from mmclf.io import read_json, write_text_atomic
+from mmclf.jobs import read_record
+
+KFP_RUN = "kfp_run.json"  # written by backends/kfp_client.py when a job is submitted
+OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra/overrides.yaml").is_file()]
+    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+
+
+def _overrides(job_dir: Path) -> dict:
+    items = yaml.safe_load((job_dir / ".hydra/overrides.yaml").read_text()) or []
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+
+
+def job_rows(sweep_dir: Path) -> list[dict]:
+    """One dict per job: its overrides, status, objective, scalar metrics and where its results are."""
+    rows = []
+    for job_dir in _job_dirs(sweep_dir):
+        record = read_record(job_dir)
+        kfp_path = job_dir / KFP_RUN
+        kfp = read_json(kfp_path) if kfp_path.is_file() else {}
+        status = record.get("status", "incomplete")
+        if status == "pending" and kfp:
+            status = f"kfp {kfp.get('state', 'submitted').lower()}"
+        rows.append({"job": job_dir.name, "status": status, "overrides": _overrides(job_dir),
+                     "objective": record.get("objective"), "metrics": record.get("metrics", {}),
+                     "run_dir": str(job_dir), "kfp_run_id": kfp.get("run_id", ""), "kfp_url": kfp.get("url", ""),
+                     "error": record.get("error", "")})
+    return rows
+
+
+def swept_keys(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between jobs."""
+    keys = sorted({key for row in rows for key in row["overrides"]})
+    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+
+
+def _table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list]]:
+    metric_names = sorted({name for row in rows for name in row["metrics"]})
+    # KFP and error columns only where some job has them: a local sweep's table stays narrow.
+    extra = [key for key in ("kfp_run_id", "kfp_url", "error") if any(row[key] for row in rows)]
+    header = ["job", "status", *swept, "objective", *metric_names, "run_dir", *extra]
+    body = [[row["job"], row["status"], *(row["overrides"].get(k, "") for k in swept),
+             "" if row["objective"] is None else row["objective"],
+             *(row["metrics"].get(name, "") for name in metric_names),
+             row["run_dir"], *(row[key] for key in extra)] for row in rows]
+    return header, body
+
+
+def _as_number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot(rows: list[dict], swept: list[str], path: Path) -> bool:
+    """The objective against each swept parameter (numeric axes where the values are numbers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if isinstance(r["objective"], (int, float)) and not math.isnan(r["objective"])]
+    if not done or not swept:
+        return False
+    fig, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], swept, strict=True):
+        values = [r["overrides"].get(key) for r in done]
+        numeric = [_as_number(v) for v in values]
+        if all(n is not None for n in numeric):
+            ax.scatter(numeric, [r["objective"] for r in done])
+        else:
+            labels = sorted(set(map(str, values)))
+            ax.scatter([labels.index(str(v)) for v in values], [r["objective"] for r in done])
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set(xlabel=key, ylabel="objective")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def _markdown(header, body, best: dict, has_plot: bool) -> str:
+    lines = ["# Sweep summary", ""]
+    if best:
+        lines += [f"Best trial (Optuna): objective {best.get('best_value')}, "
+                  f"parameters `{best.get('best_params')}`", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in body]
+    if has_plot:
+        lines += ["", "![objective per swept parameter](summary.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir) -> list[dict]:
+    """Write the summary files of ``sweep_dir``; return its rows."""
+    sweep_dir = Path(sweep_dir)
+    rows = job_rows(sweep_dir)
+    swept = swept_keys(rows)
+    header, body = _table(rows, swept)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *body])
+    write_text_atomic(sweep_dir / "summary.csv", out.getvalue())
+    optuna_path = sweep_dir / OPTUNA_RESULT
+    best = yaml.safe_load(optuna_path.read_text()) if optuna_path.is_file() else {}
+    has_plot = plot(rows, swept, sweep_dir / "summary.png")
+    write_text_atomic(sweep_dir / "summary.md", _markdown(header, body, best, has_plot))
+    return rows
+
+
+class SummarizeSweep(Callback):
+    """Hydra callback: write the sweep summary when a multirun ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        failed = sum(row["status"] == "failed" for row in rows)
+        print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows)} jobs, {failed} failed)")
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        print("usage: python -m mmclf.summary SWEEP_DIR", file=sys.stderr)
+        return 2
+    rows = write_summary(Path(args[0]))
+    print(f"{Path(args[0]) / 'summary.md'}: {len(rows)} jobs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Hydra multirun on both backends: grids, an Optuna search, KFP submit sweeps, summaries,
+re-runs that skip finished jobs, and a failing job in the middle of a sweep."""
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli, tiny_overrides
+from tests.kfp_server import FakeKfpServer
+
+GRID = ["schedule.optimizer.lr=0.1,0.05", "model=resnet18_cifar,resnet34_cifar"]
+
+
+def summary_rows(sweep_dir):
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_grid_summary(sweep_dir, result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"succeeded"}
+    assert {(r["schedule.optimizer.lr"], r["model"]) for r in rows} == {
+        (lr, m) for lr in ("0.1", "0.05") for m in ("resnet18_cifar", "resnet34_cifar")}
+    for row in rows:
+        metrics = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
+        assert float(row["objective"]) == pytest.approx(metrics["accuracy_top-1"])
+        assert row["run_dir"] == str(sweep_dir / row["job"])
+    assert (sweep_dir / "summary.png").stat().st_size > 0
+    assert "| job | status | model | schedule.optimizer.lr | objective" in (sweep_dir / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_local_grid_then_rerun_skips_finished_jobs(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", *tiny_overrides(data_root), *GRID, f"hydra.sweep.dir={sweep_dir}"]
+    assert_grid_summary(sweep_dir, run_cli(*args))
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already holds a finished run of this config") == 4
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")} == stamps
+
+
+@pytest.mark.slow
+def test_kfp_local_mode_grid(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny_overrides(data_root), "backend=kfp", "backend.mode=local", *GRID,
+                     f"hydra.sweep.dir={sweep_dir}", timeout=900)
+    assert_grid_summary(sweep_dir, result)
+    assert all((sweep_dir / str(job) / ".kfp_local").is_dir() for job in range(4))
+
+
+@pytest.mark.slow
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny_overrides(data_root), "schedule.optimizer.lr=0.1,1e30,0.05",
+                     f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert [r["status"] for r in rows] == ["succeeded", "failed", "succeeded"]
+    assert "TrainingDiverged: training loss became" in rows[1]["error"]
+    assert json.loads((sweep_dir / "1/job.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_fail_fast_stops_the_sweep(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny_overrides(data_root), "schedule.optimizer.lr=1e30,0.1", "sweep.fail_fast=true",
+                     f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode != 0
+    assert "training loss became" in result.stderr and "Traceback" not in result.stderr
+    assert not (sweep_dir / "1").exists(), "the job after the failure must not run"
+
+
+@pytest.mark.slow
+def test_optuna_search_of_three_trials(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    # tiny_overrides' schedule.runner.max_epochs=1 on the command line replaces the search over epochs
+    result = run_cli("-m", *tiny_overrides(data_root), "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                     f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"succeeded"}
+    objectives = [float(r["objective"]) for r in rows]
+    assert all(0 <= o <= 100 for o in objectives)
+    assert len({r["schedule.optimizer.lr"] for r in rows}) == 3, "TPE samples a new learning rate per trial"
+    configs = [yaml.safe_load((sweep_dir / r["job"] / "config.yaml").read_text()) for r in rows]
+    assert {c["schedule"]["runner"]["max_epochs"] for c in configs} == {1}
+    assert {c["data"]["samples_per_gpu"] for c in configs} <= {32, 64, 128}
+    best = (sweep_dir / "summary.md").read_text()
+    assert f"objective {max(objectives)}" in best, "the best trial is the best objective of the jobs"
+
+
+def test_optuna_with_submit_without_wait_is_refused(tmp_path):
+    result = run_cli("hparams_search=optuna", "backend=kfp", "backend.mode=submit", "backend.host=http://127.0.0.1:9",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2 and "backend.wait=true" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_kfp_submit_sweep_creates_one_run_per_job_in_one_experiment(tmp_path, data_root):
+    sweep_dir = tmp_path / "2026-11-29" / "10-00-00"
+    env = {"HOME": str(tmp_path)}  # kfp.Client keeps a context file under ~/.config/kfp
+    with FakeKfpServer() as server:
+        result = run_cli("-m", *tiny_overrides(data_root), "backend=kfp", "backend.mode=submit",
+                         f"backend.host={server.url}", "schedule.optimizer.lr=0.1,0.05,0.02",
+                         f"hydra.sweep.dir={sweep_dir}", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        experiments = server.requests_to("POST", "/apis/v2beta1/experiments")
+        runs = server.requests_to("POST", "/apis/v2beta1/runs")
+    assert [e.body["display_name"] for e in experiments] == ["mmclf-2026-11-29-10-00-00"]
+    assert len(runs) == 3 and len({r.body["experiment_id"] for r in runs}) == 1
+    names = sorted(r.body["display_name"] for r in runs)
+    assert all("schedule.optimizer.lr=" in name for name in names)
+    rows = summary_rows(sweep_dir)
+    assert [r["status"] for r in rows] == ["kfp submitted"] * 3
+    assert all(r["kfp_run_id"] and r["kfp_url"].startswith(server.url) for r in rows)
+    assert all(math.isnan(float(r["objective"] or "nan")) for r in rows), "no objective without waiting"
