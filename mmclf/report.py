@@ -60,7 +60,8 @@ def plot_training_curve(work_dir: Path, path: Path) -> bool:
 def write_report(result: dict, run_dir: Path, has_curve: bool) -> None:
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     lines = ["# mmclf run report", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {key} | {value:.2f} |" for key, value in scalars.items()]
+    lines += [f"| {key} | {value:.2f} |" if isinstance(value, float) else f"| {key} | {value} |"
+              for key, value in scalars.items()]
     lines += ["", "## Per-class accuracy (%)", "", "| class | accuracy |", "|---|---|"]
     lines += [f"| {name} | {acc:.2f} |" for name, acc in result["per_class_accuracy"].items()]
     lines += ["", "![confusion matrix](confusion_matrix.png)"]
