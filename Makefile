@@ -24,7 +24,7 @@ test-fast: $(STAMP)  ## the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)  ## ruff
-	$(PY) -m ruff check mmclf backends tests
+	$(PY) -m ruff check mmclf backends tests benchmarks
 
 image:  ## build the image every Kubeflow pod runs (needs a Docker engine)
 	docker build -f docker/Dockerfile -t $${IMAGE:-mmclf:latest} .

@@ -7,6 +7,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
+from mmclf.fast import uses_device_loader
 
 
 def _positive_int(cfg: DictConfig, key: str) -> None:
@@ -54,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
+    uses_device_loader(cfg.data)  # data.loader must be mmcls or device
     root = Path(cfg.data.root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")

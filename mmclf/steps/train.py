@@ -5,8 +5,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
-from mmclf.config import to_mmcv_config
+from mmclf import cifar_format, hooks  # noqa: F401  (register CifarFormat and NonFiniteLossHook in mmcls/mmcv)
+from mmclf.checkpoints import SafeEpochBasedRunner, resume_checkpoint
+from mmclf.config import to_mmcv_config, weights_fingerprint
+from mmclf.fast import uses_device_loader
+from mmclf.fast.runner import train_model as device_train_model
+from mmclf.logs import mmcls_logger
 
 log = logging.getLogger(__name__)
 
@@ -17,16 +21,23 @@ def train(cfg: DictConfig, run_dir) -> None:
     from mmcls.apis import set_random_seed, train_model
     from mmcls.datasets import build_dataset
     from mmcls.models import build_classifier
-    from mmcls.utils import get_root_logger
 
     mm_cfg = to_mmcv_config(cfg, run_dir)
     out = Path(mm_cfg.work_dir)
     out.mkdir(parents=True, exist_ok=True)
     mm_cfg.dump(str(out / "mmcls_config.py"))  # mmcls's tools can load the run's checkpoints with it
+    if mm_cfg.runner.type == "EpochBasedRunner":
+        mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
+    mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST")]
+    weights = weights_fingerprint(cfg)
+    resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights)
+    mm_cfg.resume_from = str(resume_from) if resume_from else None
+    if mm_cfg.resume_from:
+        log.info("resuming from %s", mm_cfg.resume_from)
     timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
     # mmcv's get_root_logger attaches a log file only on its first call per process, so each
     # run (a sweep runs many in one process) attaches and removes its own.
-    logger = get_root_logger(log_level=mm_cfg.log_level)
+    logger = mmcls_logger(mm_cfg.log_level)
     file_handler = logging.FileHandler(out / f"{timestamp}.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     logger.addHandler(file_handler)
@@ -39,8 +50,10 @@ def train(cfg: DictConfig, run_dir) -> None:
         mm_cfg.checkpoint_config.meta = dict(mmcls_version=mmcls_version, CLASSES=dataset.CLASSES)
         log.info("training %s on %d images for %d epochs on %s", mm_cfg.model.backbone.type,
                  len(dataset), mm_cfg.runner.max_epochs, mm_cfg.device)
-        train_model(model, [dataset], mm_cfg, distributed=False, validate=False, timestamp=timestamp,
-                    device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf"))
+        # data.loader=device: the same model, runner hooks and checkpoints, batches made on the device
+        train_fn = device_train_model if uses_device_loader(cfg.data) else train_model
+        train_fn(model, [dataset], mm_cfg, distributed=False, validate=False, timestamp=timestamp,
+                 device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights))
     finally:
         logger.removeHandler(file_handler)
         file_handler.close()

@@ -1,0 +1,69 @@
+"""mmcls's ``train_model`` for the device loader: the same optimizer, hooks, logs and checkpoints."""
+from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer
+
+from mmclf.errors import ConfigError
+from mmclf.fast import device_loader
+from mmclf.fast.precision import prepare_model, resolve_perf
+
+
+class NoEpochPause:
+    """Mixin: mmcv's ``EpochBasedRunner.train`` without its 2-second pause at every epoch start.
+
+    mmcv pauses there to let DataLoader worker processes settle; the device loader has no
+    workers, and a GPU trains a CIFAR epoch in seconds, so the pause would be a large share of
+    the run. The loop below is mmcv's otherwise.
+    """
+
+    def train(self, data_loader, **kwargs):
+        self.model.train()
+        self.mode = "train"
+        self.data_loader = data_loader
+        self._max_iters = self._max_epochs * len(self.data_loader)
+        self.call_hook("before_train_epoch")
+        for i, data_batch in enumerate(self.data_loader):
+            self.data_batch = data_batch
+            self._inner_iter = i
+            self.call_hook("before_train_iter")
+            self.run_iter(data_batch, train_mode=True, **kwargs)
+            self.call_hook("after_train_iter")
+            del self.data_batch
+            self._iter += 1
+        self.call_hook("after_train_epoch")
+        self._epoch += 1
+
+
+def device_runner_class(runner_type: str) -> type:
+    """The configured runner class (EpochBasedRunner or a subclass that keeps its loop, such as
+    mmclf's checkpoint-safe one) with ``NoEpochPause`` mixed in."""
+    base = RUNNERS.get(runner_type)
+    if base is None or not issubclass(base, EpochBasedRunner) or base.train is not EpochBasedRunner.train:
+        raise ConfigError(f"schedule.runner.type={runner_type}: data.loader=device runs EpochBasedRunner's loop only")
+    return type(f"Device{base.__name__}", (NoEpochPause, base), {})
+
+
+def train_model(model, dataset, cfg, distributed=False, validate=False, timestamp=None, device=None, meta=None):
+    """Train like ``mmcls.apis.train_model`` (same arguments), with batches from the device loader
+    and ``cfg.perf`` (runtime.perf) applied; returns the runner."""
+    from mmcls.utils import get_root_logger
+
+    if distributed or validate:
+        raise ConfigError("data.loader=device trains on one device without in-training validation; "
+                          "use data.loader=mmcls for distributed training or validate=True")
+    perf = resolve_perf(cfg.get("perf"), cfg.device)
+    datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+    loaders = [device_loader.from_dataset(ds, cfg.data.train.pipeline, cfg.data.samples_per_gpu, cfg.device,
+                                          cfg.seed, perf.channels_last) for ds in datasets]
+    model = prepare_model(model, cfg.device, perf)
+    runner_args = {key: value for key, value in cfg.runner.items() if key != "type"}
+    runner = device_runner_class(cfg.runner.type)(
+        model=model, batch_processor=None, optimizer=build_optimizer(model, cfg.optimizer), work_dir=cfg.work_dir,
+        logger=get_root_logger(), meta=meta, **runner_args)
+    runner.timestamp = timestamp  # names the .log.json after the run's .log, as mmcls does
+    runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
+                                   cfg.get("momentum_config"), custom_hooks_config=cfg.get("custom_hooks"))
+    if cfg.get("resume_from"):
+        runner.resume(cfg.resume_from)
+    elif cfg.get("load_from"):
+        runner.load_checkpoint(cfg.load_from)
+    runner.run(loaders, cfg.workflow)
+    return runner
