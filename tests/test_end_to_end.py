@@ -56,3 +56,23 @@ def test_cli_run_in_a_subprocess(tmp_path, data_root):
     assert_complete_run_dir(run_dir, num_test=32)
     assert f"run dir: {run_dir}" in result.stdout
     assert (run_dir / ".hydra/overrides.yaml").is_file()
+
+
+def test_flip_tta_averages_the_scores_of_each_image_and_its_mirror(tmp_path, data_root):
+    import numpy as np
+    from mmcls.models import build_classifier
+    from mmcv.runner import load_checkpoint
+
+    from mmclf.config import to_mmcv_config
+    from mmclf.steps.test import FLIP, predict
+
+    cfg = compose_cfg([*tiny_overrides(data_root), "schedule.flip_tta=true"])
+    run(cfg, tmp_path / "run")
+    mm_cfg = to_mmcv_config(cfg, tmp_path / "run")
+    model = build_classifier(mm_cfg.model)
+    load_checkpoint(model, str(tmp_path / "run/work_dir/epoch_1.pth"), map_location="cpu")
+    plain = predict(model, mm_cfg.data.test, mm_cfg)[1]
+    mirrored = predict(model, dict(mm_cfg.data.test, pipeline=[FLIP, *mm_cfg.data.test.pipeline]), mm_cfg)[1]
+    assert not np.allclose(plain, mirrored), "the mirror must change the scores for this test to mean anything"
+    predictions = json.loads((tmp_path / "run/predictions.json").read_text())
+    assert predictions["pred_label"] == ((plain + mirrored) / 2).argmax(axis=1).tolist()

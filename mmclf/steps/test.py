@@ -13,6 +13,7 @@ from mmclf.io import write_json_atomic
 log = logging.getLogger(__name__)
 EVAL_RESULT = "eval_result.json"
 PREDICTIONS = "predictions.json"
+FLIP = dict(type="RandomFlip", flip_prob=1.0, direction="horizontal")
 
 
 def final_checkpoint(cfg: DictConfig, run_dir) -> Path:
@@ -22,25 +23,34 @@ def final_checkpoint(cfg: DictConfig, run_dir) -> Path:
     return path
 
 
-def test(cfg: DictConfig, run_dir) -> None:
-    """Write ``eval_result.json`` (mmcls evaluate()) and ``predictions.json`` into ``run_dir``."""
+def predict(model, data_cfg, mm_cfg):
+    """(dataset, class scores of every image) with mmcls's single_gpu_test."""
     from mmcls.apis import single_gpu_test
     from mmcls.datasets import build_dataloader, build_dataset
+
+    dataset = build_dataset(data_cfg, default_args=dict(test_mode=True))
+    loader = build_dataloader(
+        dataset, samples_per_gpu=mm_cfg.data.samples_per_gpu, workers_per_gpu=mm_cfg.data.workers_per_gpu,
+        dist=False, shuffle=False, round_up=False, persistent_workers=False)
+    return dataset, np.vstack(single_gpu_test(model, loader))
+
+
+def test(cfg: DictConfig, run_dir) -> None:
+    """Write ``eval_result.json`` (mmcls evaluate()) and ``predictions.json`` into ``run_dir``."""
     from mmcls.models import build_classifier
     from mmcls.utils import wrap_non_distributed_model
     from mmcv.runner import load_checkpoint
 
     mm_cfg = to_mmcv_config(cfg, run_dir)
     checkpoint = final_checkpoint(cfg, run_dir)
-    dataset = build_dataset(mm_cfg.data.test, default_args=dict(test_mode=True))
-    loader = build_dataloader(
-        dataset, samples_per_gpu=mm_cfg.data.samples_per_gpu, workers_per_gpu=mm_cfg.data.workers_per_gpu,
-        dist=False, shuffle=False, round_up=False, persistent_workers=False)
     model = build_classifier(mm_cfg.model)
     load_checkpoint(model, str(checkpoint), map_location="cpu")
     model = wrap_non_distributed_model(model, mm_cfg.device, device_ids=mm_cfg.gpu_ids)
-    log.info("testing %s on %d images", checkpoint, len(dataset))
-    scores = np.vstack(single_gpu_test(model, loader))
+    dataset, scores = predict(model, mm_cfg.data.test, mm_cfg)
+    log.info("tested %s on %d images", checkpoint, len(dataset))
+    if mm_cfg.get("flip_tta"):  # test-time augmentation: average with the mirrored images' scores
+        flipped = dict(mm_cfg.data.test, pipeline=[FLIP, *mm_cfg.data.test.pipeline])
+        scores = (scores + predict(model, flipped, mm_cfg)[1]) / 2
     topk = (1, min(5, len(dataset.CLASSES)))
     result = dataset.evaluate(list(scores), metric=["accuracy", "precision", "recall", "f1_score"],
                               metric_options={"topk": topk})
