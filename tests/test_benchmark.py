@@ -23,7 +23,8 @@ def test_benchmark_smoke_size_prints_the_table_and_writes_json(tmp_path, capsys)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     paths = {"train_reference", "train_fast", "train_plain", "data_reference", "data_device"}
     assert set(report["results"]) == paths
-    assert all(entry["img_per_s"] > 0 and len(entry["rounds"]) == 1 for entry in report["results"].values())
+    assert all(entry["img_per_s"] > 0 and entry["end_to_end_img_per_s"] > 0 and len(entry["rounds"]) == 1
+               for entry in report["results"].values())
     assert set(report["ratios"]) >= set(report["targets"])
     assert report["setup"]["num_train"] == 48 and report["setup"]["device"] == "cpu"
     printed = capsys.readouterr().out
