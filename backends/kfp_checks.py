@@ -8,21 +8,18 @@ import re
 from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
+from mmclf.schema import plain
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.
 SIZE = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")  # a volume size, e.g. 20Gi
 CPU = re.compile(r"^(\d*\.?\d+)m?$")  # cores or millicores, e.g. 4, 0.5, 500m
-MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|K|M|G|T|P|E)?$")  # e.g. 16Gi
+MEMORY = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|K|M|G|T|P|E)?$")  # e.g. 16Gi, 1.5Gi
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 # A DNS-1123 subdomain: what Kubernetes accepts as a claim name.
 CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # CreatePVC names the claim <uuid (36 characters)><suffix>: a DNS-1123 label has at most 63.
 PVC_NAME_SUFFIX = re.compile(r"^(-*[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
 MAX_SUFFIX = 63 - 36
-
-
-def _value(value):
-    return getattr(value, "value", value)
 
 
 def check_quantity(key: str, value, pattern: re.Pattern, example: str) -> None:
@@ -38,7 +35,7 @@ def check_volume(volume: DictConfig) -> None:
     if not mount.startswith("/") or mount.rstrip("/") == "":
         raise ConfigError(f"backend.volume.mount_path={mount!r}: must be an absolute folder other than /, "
                           "e.g. backend.volume.mount_path=/mnt/mmclf")
-    mode = _value(volume.mode)
+    mode = plain(volume.mode)
     if mode == "existing":
         if not volume.claim_name or not CLAIM_NAME.match(volume.claim_name):
             raise ConfigError(f"backend.volume.claim_name={volume.claim_name!r}: backend.volume.mode=existing "
@@ -79,5 +76,10 @@ def check_backend(backend: DictConfig) -> None:
         raise ConfigError(f"backend.retries={backend.retries}: must be 0 (no retry) or more")
     if backend.timeout_s is not None and backend.timeout_s <= 0:
         raise ConfigError(f"backend.timeout_s={backend.timeout_s}: must be positive seconds, or null for no limit")
+    if backend.poll_interval_s <= 0:
+        raise ConfigError(f"backend.poll_interval_s={backend.poll_interval_s}: must be positive seconds, e.g. 10")
+    if plain(backend.component) == "container" and backend.wait:
+        raise ConfigError("backend.component=container with backend.wait=true: container components fill no KFP "
+                          "Metrics artifact, so no metrics could come back; use backend.component=python")
     check_volume(backend.volume)
     check_resources(backend.resources)

@@ -8,18 +8,15 @@ from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
 from backends.kfp_components import make_components
+from mmclf.schema import plain
 
 PIPELINE_NAME = "mmclf"
 TRAINING_STEPS = ("train", "test")  # the tasks that request backend.resources
 
 
-def _value(value):
-    return getattr(value, "value", value)
-
-
 def volume_root(volume: DictConfig) -> str:
     """Where the shared volume is mounted in every step pod."""
-    if _value(volume.mode) == "workspace":
+    if plain(volume.mode) == "workspace":
         # The workspace's fixed mount path: dsl.WORKSPACE_PATH_PLACEHOLDER resolves to it. The
         # placeholder is only substituted in task constants, never inside a pipeline parameter,
         # and the driver mounts the workspace into every task whose parameters name this path.
@@ -29,7 +26,7 @@ def volume_root(volume: DictConfig) -> str:
 
 def pipeline_config(volume: DictConfig):
     """mode=workspace: a KFP (>= 2.15) run workspace sized and patched like the PVC mode=create makes."""
-    if _value(volume.mode) != "workspace":
+    if plain(volume.mode) != "workspace":
         return None
     patch = {"accessModes": list(volume.access_modes)}
     if volume.storage_class:
@@ -40,7 +37,7 @@ def pipeline_config(volume: DictConfig):
 
 def _claim(volume: DictConfig):
     """(claim name or channel, create-volume task or None) for the PVC modes; (None, None) otherwise."""
-    mode = _value(volume.mode)
+    mode = plain(volume.mode)
     if mode == "existing":
         return volume.claim_name, None
     if mode != "create":
@@ -70,7 +67,7 @@ def _on_cluster(task, step: str, backend: DictConfig, claim) -> None:
     """
     if claim is not None:
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=backend.volume.mount_path)
-    kubernetes.set_image_pull_policy(task, _value(backend.image_pull_policy))
+    kubernetes.set_image_pull_policy(task, plain(backend.image_pull_policy))
     if backend.timeout_s:
         kubernetes.set_timeout(task, backend.timeout_s)
     if step in TRAINING_STEPS:
@@ -83,7 +80,7 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, on_clust
     ``on_cluster=False`` builds the kfp.local variant: the same step tasks in the same order,
     without the volume tasks and Kubernetes settings.
     """
-    components = make_components(_value(backend.component), backend.image)
+    components = make_components(plain(backend.component), backend.image)
     volume = backend.volume
 
     def mmclf(config_yaml: str = config_yaml, run_dir: str = run_dir):
@@ -100,7 +97,7 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, on_clust
             if on_cluster:
                 _on_cluster(task, step, backend, claim)
             previous = task
-        if on_cluster and _value(volume.mode) == "create" and volume.delete_after:
+        if on_cluster and plain(volume.mode) == "create" and volume.delete_after:
             # Runs only when every step succeeded: after a failure the volume stays for inspection.
             delete = kubernetes.DeletePVC(pvc_name=claim).after(previous)
             delete.set_display_name("delete-volume")

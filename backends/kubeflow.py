@@ -22,6 +22,7 @@ from backends.kfp_checks import check_backend
 from backends.kfp_pipeline import build_pipeline, volume_root
 from mmclf.errors import ConfigError, StepError
 from mmclf.io import read_json, write_text_atomic
+from mmclf.schema import plain
 from mmclf.steps.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ PIPELINE_FILE = "pipeline.yaml"
 GRAPH_FILE = "pipeline_graph.md"
 LOCAL_OUTPUTS = ".kfp_local"  # kfp.local's pipeline_root inside the run dir (hidden, like .hydra)
 MAX_PARAMETER_CHARS = 10_000  # KFP's limit on a pipeline parameter value
-
-
-def _value(value):
-    return getattr(value, "value", value)
 
 
 def pod_config_yaml(cfg: DictConfig, data_root: str) -> str:
@@ -154,7 +151,7 @@ def run_local(cfg: DictConfig, run_dir: Path) -> dict:
     """Execute the pipeline here through kfp.local, writing into ``run_dir``; return metrics.json."""
     from kfp import local
 
-    if _value(cfg.backend.component) != "python":
+    if plain(cfg.backend.component) != "python":
         raise ConfigError("backend.component=container cannot run with backend.mode=local: kfp.local's "
                           "SubprocessRunner runs only Python-function components; use backend.component=python "
                           "here, or backend.mode=compile for the container style")
@@ -186,7 +183,7 @@ class KfpBackend:
         """Return the metrics dict (mode=local, or submit with backend.wait), else None: no run finished here."""
         backend = cfg.backend
         check_backend(backend)
-        mode = _value(backend.mode)
+        mode = plain(backend.mode)
         if mode == "local":
             return run_local(cfg, Path(run_dir))
         name, display_name = run_names(cfg)

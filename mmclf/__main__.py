@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mmclf import jobs, schema  # noqa: F401  (schema registers the typed schemas before composition)
+from mmclf import jobs, schema, summary  # noqa: F401  (schema registers the typed schemas before composition)
 from mmclf.errors import MMClfError
 from mmclf.validate import validate
 
@@ -58,10 +58,12 @@ def main(cfg: DictConfig) -> Optional[float]:
         return run(cfg, run_dir)
     except Exception as err:
         jobs.write_record(run_dir, cfg, "failed", error=f"{type(err).__name__}: {err}")
-        if hydra_cfg.mode == RunMode.MULTIRUN and not cfg.sweep.fail_fast:
-            log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",
-                      hydra_cfg.job.num, err, exc_info=not isinstance(err, MMClfError))
-            return float("nan")  # Optuna records a NaN objective as a failed trial
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            if not cfg.sweep.fail_fast:
+                log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",
+                          hydra_cfg.job.num, err, exc_info=not isinstance(err, MMClfError))
+                return float("nan")  # Optuna records a NaN objective as a failed trial
+            summary.write_summary(hydra_cfg.sweep.dir)  # Hydra's multirun-end callback will not run
         if isinstance(err, MMClfError):
             print(f"mmclf: error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -88,26 +88,29 @@ def checkpoint_meta(path: Path):
     return None
 
 
-def resume_checkpoint(resume: str, work_dir: Path, weights: str):
-    """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` (or None),
-    ``never`` = None, anything else = that path, which must load.
+def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int):
+    """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` up to
+    ``max_epochs`` (or None), ``never`` = None, anything else = that path, which must load.
 
-    ``weights`` is the fingerprint of the model and data being trained: mmcv resumes
-    non-strictly, so a checkpoint of another model or dataset would load half its weights
-    without a word. Such a run dir is refused instead of being trained over."""
+    ``weights`` fingerprints the recipe being trained (config.weights_fingerprint): mmcv resumes
+    non-strictly, so a checkpoint of another model would load half its weights without a word,
+    and one of another schedule or seed would pass off its result as this config's. Such a run
+    dir is refused instead of being trained over."""
     if resume == "never":
         return None
     if resume != "auto":
         if not Path(resume).is_file() or checkpoint_meta(Path(resume)) is None:
             raise ConfigError(f"resume={resume}: not a loadable mmcv checkpoint; use resume=auto, never or a .pth path")
         return Path(resume)
-    for _, path in epoch_checkpoints(work_dir):
+    for epoch, path in epoch_checkpoints(work_dir):
+        if epoch > max_epochs:
+            continue
         meta = checkpoint_meta(path)
         if meta is None:
             continue
         if meta.get("weights_fingerprint") != weights:
             raise ConfigError(
-                f"hydra.run.dir: {path} is a checkpoint of another model or dataset; run into a new "
-                "hydra.run.dir, or pass resume=never to train from scratch over it")
+                f"hydra.run.dir: {path} was trained with another model, data, schedule or seed; run "
+                "into a new hydra.run.dir, or pass resume=never to train from scratch over it")
         return path
     return None

@@ -5,7 +5,7 @@ is a pickled dict with ``data`` (N x 3*H*W uint8, channel-planar, as in CIFAR) a
 the meta file has ``label_names`` and, for sizes other than 32x32, ``image_size`` [H, W].
 
 Pickle can run code, so files are unpickled with an allow-list that admits only plain
-containers and numpy arrays; only folders under the configured data root are opened.
+containers and numpy arrays; only the folders the config names are opened.
 """
 import io
 import pickle
@@ -98,10 +98,9 @@ def _pickle_batch(images: np.ndarray, labels: np.ndarray) -> bytes:
 
 
 def write_folder(folder: Path, train, test, class_names, extra_meta=None) -> None:
-    """Write (images, labels) pairs in CIFAR format; the meta file is written last, so a
-    folder with ``batches.meta`` is complete."""
+    """Write (images, labels) pairs in CIFAR format, each file atomically; the meta file last, so
+    a folder whose meta file names this source is complete."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / META_FILE).unlink(missing_ok=True)
     height, width = train[0].shape[1:3]
     write_bytes_atomic(folder / "data_batch_1", _pickle_batch(*train))
     write_bytes_atomic(folder / TEST_FILE, _pickle_batch(*test))

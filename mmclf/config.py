@@ -4,6 +4,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mmclf.schema import plain
+
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
 # mmclf data keys that mmcls configs keep at their top level: lifted there for readers of the dump.
@@ -24,15 +26,26 @@ def run_fingerprint(cfg: DictConfig) -> str:
     return fingerprint(container)
 
 
+# Data keys that say where or how fast the data is read, not what it is.
+_DATA_ACCESS_KEYS = ("root", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test")
+
+
 def weights_fingerprint(cfg: DictConfig) -> str:
-    """What a checkpoint's weights mean: the model and the data it was trained on."""
+    """What a checkpoint's training depends on, short of its length: model, data (its content and
+    pipelines, not where it lives), schedule (but ``max_epochs``: training longer resumes), seed.
+
+    A checkpoint whose fingerprint differs was trained by another recipe and is not resumed."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
+    schedule.get("runner", {}).pop("max_epochs", None)
     return fingerprint({"model": OmegaConf.to_container(cfg.model, resolve=True),
-                        "data": OmegaConf.to_container(cfg.data, resolve=True)})
+                        "data": {k: v for k, v in data.items() if k not in _DATA_ACCESS_KEYS},
+                        "schedule": schedule, "seed": cfg.seed, "deterministic": cfg.deterministic})
 
 
 def resolve_device(device) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    name = getattr(device, "value", device)
+    name = plain(device)
     if name != "auto":
         return name
     import torch

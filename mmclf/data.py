@@ -3,6 +3,8 @@
 cifar10 is mmcls's own ``CIFAR10`` (downloaded and md5-checked by mmcls); digits and synthetic
 are generated once in CIFAR's python format and reused by later runs.
 """
+import contextlib
+import fcntl
 import logging
 from pathlib import Path
 
@@ -78,11 +80,26 @@ def _ensure_generated(folder: Path, make_arrays, class_names, source: dict) -> N
     cifar_format.write_folder(folder, train, test, class_names, {"source": source})
 
 
+@contextlib.contextmanager
+def _prepare_lock(root: Path):
+    """One preparer per data root at a time: parallel sweep jobs (or KFP runs on one volume)
+    share it, and one of them must not read a dataset another is still writing."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def prepare(data_cfg: DictConfig) -> None:
     """Make the configured dataset present and readable; raise DataError naming the fix."""
     root = Path(data_cfg.root)
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root: {root} is a file; point data.root at a folder")
+    with _prepare_lock(root):
+        _prepare(data_cfg)
+
+
+def _prepare(data_cfg: DictConfig) -> None:
     name = data_cfg.name
     if name == "cifar10":
         ensure_cifar10(data_cfg)
@@ -100,4 +117,7 @@ def prepare(data_cfg: DictConfig) -> None:
     # Any CIFAR-format folder (generated above or brought by the user) is checked here, in the
     # data step, so that a bad file fails before training starts.
     for test_mode in (False, True):
-        cifar_format.read_split(folder, test_mode)
+        names = cifar_format.read_split(folder, test_mode)[2]
+    if len(names) != data_cfg.num_classes:
+        raise DataError(f"data.num_classes={data_cfg.num_classes} but {folder / cifar_format.META_FILE} names "
+                        f"{len(names)} classes; set data.num_classes={len(names)}")

@@ -33,18 +33,23 @@ def plot_confusion_matrix(confusion: dict, path: Path) -> None:
 
 
 def read_train_log(work_dir: Path) -> list[dict]:
-    """Training entries of the newest mmcv ``*.log.json`` (one JSON object per line)."""
-    logs = sorted(work_dir.glob("*.log.json"), key=lambda p: p.stat().st_mtime)
-    if not logs:
-        return []
-    entries = [json.loads(line) for line in logs[-1].read_text().splitlines() if line.strip()]
-    return [e for e in entries if e.get("mode") == "train" and "loss" in e]
+    """Training entries of every mmcv ``<time>.log.json`` in ``work_dir``, oldest first: a resumed
+    run continues in a new log. An epoch logged twice (trained, killed, trained again) keeps its
+    last attempt."""
+    by_step = {}
+    for log_file in sorted(work_dir.glob("*.log.json")):  # named by start time: sorting is chronological
+        for line in log_file.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if entry.get("mode") == "train" and "loss" in entry:
+                by_step[(entry["epoch"], entry["iter"])] = entry
+    return [by_step[key] for key in sorted(by_step)]
 
 
 def plot_training_curve(work_dir: Path, path: Path) -> bool:
     """Loss and learning rate against epoch; False when the log has no training entries."""
     entries = read_train_log(work_dir)
     if not entries:
+        path.unlink(missing_ok=True)  # no stale curve from an earlier run beside this run's report
         return False
     iters_per_epoch = max(e["iter"] for e in entries)
     x = [e["epoch"] - 1 + e["iter"] / iters_per_epoch for e in entries]

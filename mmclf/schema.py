@@ -12,6 +12,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+def plain(value):
+    """The value of an Enum member (typed options compose to members); anything else as it is."""
+    return value.value if isinstance(value, Enum) else value
+
+
 class Device(str, Enum):
     auto = "auto"  # cuda when a GPU is visible, else cpu
     cpu = "cpu"

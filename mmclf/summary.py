@@ -79,7 +79,7 @@ def plot(rows: list[dict], swept: list[str], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if isinstance(r["objective"], (int, float)) and not math.isnan(r["objective"])]
+    done = [r for r in rows if r["status"] == "succeeded" and not math.isnan(r["objective"])]
     if not done or not swept:
         return False
     fig, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 3.5), squeeze=False)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
 from mmclf.fast import uses_device_loader
+from mmclf.schema import plain
 
 
 def _positive_int(cfg: DictConfig, key: str) -> None:
@@ -18,7 +19,7 @@ def _positive_int(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={value!r}: must be a positive integer, e.g. {key}=8")
 
 
-def _positive_number(cfg: DictConfig, key: str, value) -> None:
+def _positive_number(key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a positive number, e.g. {key}=0.1")
 
@@ -40,22 +41,25 @@ def check_writable_dir(key: str, path) -> None:
 
 def trains_here(cfg: DictConfig) -> bool:
     """backend=local and kfp's local mode train on this machine; compile and submit do not."""
-    mode = cfg.backend.get("mode")
-    return getattr(mode, "value", mode) in (None, "local")
+    return plain(cfg.backend.get("mode")) in (None, "local")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any value mmclf cannot run with."""
     _positive_int(cfg, "schedule.runner.max_epochs")
     _positive_int(cfg, "data.samples_per_gpu")
-    _positive_number(cfg, "schedule.optimizer.lr", cfg.schedule.optimizer.lr)
-    device = getattr(cfg.device, "value", cfg.device)
+    _positive_number("schedule.optimizer.lr", cfg.schedule.optimizer.lr)
+    device = plain(cfg.device)
     if device == "cuda" and trains_here(cfg):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
     uses_device_loader(cfg.data)  # data.loader must be mmcls or device
+    if cfg.backend.get("mode") is not None:  # backend=kfp: values a cluster would refuse in a pod, later
+        from backends.kfp_checks import check_backend
+
+        check_backend(cfg.backend)
     root = Path(cfg.data.root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")
@@ -72,12 +76,11 @@ def exit_on_error(check, *args) -> None:
 
 def check_sweep(config: DictConfig) -> None:
     """A sweeper that searches (Optuna) needs each job's objective back."""
-    sweeper = config.hydra.sweeper.get("_target_", "")
-    mode = config.backend.get("mode")
-    submits = getattr(mode, "value", mode) == "submit"
-    if "optuna" in sweeper.lower() and submits and not config.backend.wait:
-        raise ConfigError("hparams_search with backend.mode=submit needs backend.wait=true: the search "
-                          "chooses each next trial from the objectives of finished runs")
+    if "optuna" not in config.hydra.sweeper.get("_target_", "").lower() or trains_here(config):
+        return
+    if plain(config.backend.mode) != "submit" or not config.backend.wait:
+        raise ConfigError("hparams_search needs each trial's objective: use backend=local, backend.mode=local, "
+                          "or backend.mode=submit with backend.wait=true")
 
 
 class ValidateBeforeRun(Callback):

@@ -29,7 +29,7 @@ def test_digits_conversion_is_the_real_1797_images_split_stratified():
 def test_prepare_digits_writes_once_and_reads_back(tmp_path):
     cfg = compose_cfg(["data=digits", f"data.root={tmp_path}"])
     data.prepare(cfg.data)
-    folder = tmp_path / "digits_16px"
+    folder = tmp_path / "digits_16px_test0.2"
     stamp = (folder / "data_batch_1").stat().st_mtime_ns
     data.prepare(cfg.data)
     assert (folder / "data_batch_1").stat().st_mtime_ns == stamp, "prepared data must be reused"
@@ -101,3 +101,12 @@ def test_data_root_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="data.root"):
         data.prepare(OmegaConf.create({"root": str(tmp_path / "file"), "name": "synthetic"}))
+
+
+def test_num_classes_must_match_the_folder(tmp_path):
+    cfg = compose_cfg(["data=synthetic", "data.num_train=20", "data.num_test=10", f"data.root={tmp_path}"])
+    data.prepare(cfg.data)
+    cfg.data.name, cfg.data.num_classes = "mine", 5  # a folder of one's own, as the README shows
+    cfg.data.train.data_prefix = str(next(tmp_path.glob("synthetic_*")))
+    with pytest.raises(DataError, match=r"data.num_classes=5 but .*batches.meta names 10 classes"):
+        data.prepare(cfg.data)

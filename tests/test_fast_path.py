@@ -229,8 +229,14 @@ def test_fast_train_model_runs_schedule_fast_with_mmcv_hooks_and_no_epoch_pause(
     assert set(saved["state_dict"]) == set(small_model().state_dict())  # mmcls's keys: the test step loads them
 
 
-def test_device_loader_run_end_to_end(tmp_path, data_root):
+def test_device_loader_run_end_to_end(tmp_path, data_root, monkeypatch):
+    from mmclf.steps import train as train_step
+
+    calls = []
+    real = train_step.device_train_model
+    monkeypatch.setattr(train_step, "device_train_model", lambda *a, **k: calls.append(1) or real(*a, **k))
     metrics = run(compose_cfg([*tiny_overrides(data_root), "data.loader=device"]), tmp_path / "run")
+    assert calls == [1], "data.loader=device must train through the fast path"
     assert 0 <= metrics <= 100
     assert read_json(tmp_path / "run" / "eval_result.json")["accuracy_top-1"] == metrics
 

@@ -27,11 +27,12 @@ def trained_epochs(work_dir):
     return epochs
 
 
-def wait_for(path, timeout):
+def wait_for_log_entry(work_dir, epoch, timeout):
+    """Wait until mmcv's json log records a training iteration of ``epoch`` (logged every iteration)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
-        time.sleep(0.1)
+    while epoch not in trained_epochs(work_dir):
+        assert time.monotonic() < deadline, f"no iteration of epoch {epoch} logged within {timeout} s"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -40,8 +41,7 @@ def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data
     args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root), "data.num_train=480",
             "data.samples_per_gpu=16", "schedule.runner.max_epochs=3", f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(run_dir / "work_dir/epoch_1.pth", timeout=240)
-    time.sleep(1.0)  # well inside epoch 2 (30 iterations)
+    wait_for_log_entry(run_dir / "work_dir", epoch=2, timeout=240)  # an iteration of epoch 2 is done
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (run_dir / "work_dir/epoch_2.pth").exists(), "killed too late: epoch 2 had finished"
@@ -59,9 +59,13 @@ def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data
 def test_rerun_of_a_finished_run_skips_every_step(tmp_path, data_root):
     cfg = compose_cfg(tiny_overrides(data_root))
     first = run(cfg, tmp_path / "run")
-    stamp = (tmp_path / "run/metrics.json").stat().st_mtime_ns
+    stamps = {name: (tmp_path / "run" / name).stat().st_mtime_ns for name in ("metrics.json", "eval_result.json")}
+    assert run(cfg, tmp_path / "run") == first  # the whole job is skipped through job.json
+    # A Kubeflow pod retried on the same volume has no job.json to go by: steps.json skips each step.
+    (tmp_path / "run/job.json").unlink()
     assert run(cfg, tmp_path / "run") == first
-    assert (tmp_path / "run/metrics.json").stat().st_mtime_ns == stamp
+    assert {name: (tmp_path / "run" / name).stat().st_mtime_ns for name in stamps} == stamps
+    assert len(list((tmp_path / "run/work_dir").glob("*.log.json"))) == 1, "training ran once"
     assert set(json.loads((tmp_path / "run/steps.json").read_text())) == {"prepare_data", "train", "test", "metrics"}
 
 
@@ -72,17 +76,34 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_r
     newest = work_dir / "epoch_2.pth"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     weights = weights_fingerprint(cfg)
-    assert resume_checkpoint("auto", work_dir, weights) == work_dir / "epoch_1.pth"
+    assert resume_checkpoint("auto", work_dir, weights, 2) == work_dir / "epoch_1.pth"
     assert "skipping damaged checkpoint" in caplog.text and "epoch_2.pth" in caplog.text
-    assert resume_checkpoint("never", work_dir, weights) is None
+    assert resume_checkpoint("never", work_dir, weights, 2) is None
 
 
-def test_checkpoints_of_another_model_are_not_resumed_over(tmp_path, data_root):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch run, and the data root it used."""
+    root = tmp_path_factory.mktemp("finished")
+    run(compose_cfg(tiny_overrides(root / "data")), root / "run")
+    return root / "run", root / "data"
+
+
+@pytest.mark.parametrize("change", ["data.num_classes=5", "schedule.optimizer.lr=0.2", "seed=7",
+                                    "model=resnet34_cifar"])
+def test_checkpoints_of_another_recipe_are_not_resumed_over(finished_run, change):
+    run_dir, data_root = finished_run
+    with pytest.raises(ConfigError, match="epoch_1.pth was trained with another model, data, schedule or seed"):
+        run(compose_cfg([*tiny_overrides(data_root), change]), run_dir)
+    assert (run_dir / "metrics.json").is_file(), "the earlier run's outputs stay"
+
+
+def test_more_epochs_resume_from_the_finished_ones(tmp_path, data_root):
     run(compose_cfg(tiny_overrides(data_root)), tmp_path / "run")
-    other = compose_cfg([*tiny_overrides(data_root), "data.num_classes=5"])
-    with pytest.raises(ConfigError, match="epoch_1.pth is a checkpoint of another model or dataset"):
-        run(other, tmp_path / "run")
-    assert (tmp_path / "run/metrics.json").is_file(), "the earlier run's outputs stay"
+    run(compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2", "data.workers_per_gpu=1",
+                     "data.persistent_workers=true"]), tmp_path / "run")
+    assert trained_epochs(tmp_path / "run/work_dir") == [1, 2], "epoch 1 resumed, only epoch 2 trained again"
+    assert_complete_run_dir(tmp_path / "run", num_test=32)
 
 
 def test_nan_loss_stops_training_at_once(tmp_path, data_root):
@@ -122,6 +143,6 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(small_disk,
         run(cfg, small_disk / "run")
     work_dir = small_disk / "run/work_dir"
     weights = weights_fingerprint(cfg)
-    assert resume_checkpoint("auto", work_dir, weights) == work_dir / "epoch_1.pth"
+    assert resume_checkpoint("auto", work_dir, weights, 2) == work_dir / "epoch_1.pth"
     assert not list(work_dir.glob(".*.tmp")), "the half-written temp file must be removed"
     assert (work_dir / "latest.pth").resolve() == work_dir / "epoch_1.pth"

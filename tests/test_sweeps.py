@@ -74,6 +74,7 @@ def test_fail_fast_stops_the_sweep(tmp_path, data_root):
     assert result.returncode != 0
     assert "training loss became" in result.stderr and "Traceback" not in result.stderr
     assert not (sweep_dir / "1").exists(), "the job after the failure must not run"
+    assert [r["status"] for r in summary_rows(sweep_dir)] == ["failed"], "the summary is written all the same"
 
 
 @pytest.mark.slow
@@ -95,10 +96,11 @@ def test_optuna_search_of_three_trials(tmp_path, data_root):
     assert f"objective {max(objectives)}" in best, "the best trial is the best objective of the jobs"
 
 
-def test_optuna_with_submit_without_wait_is_refused(tmp_path):
-    result = run_cli("hparams_search=optuna", "backend=kfp", "backend.mode=submit", "backend.host=http://127.0.0.1:9",
+@pytest.mark.parametrize("mode", ["backend.mode=submit", "backend.mode=compile"])
+def test_optuna_without_an_objective_coming_back_is_refused(tmp_path, mode):
+    result = run_cli("hparams_search=optuna", "backend=kfp", mode, "backend.host=http://127.0.0.1:9",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert result.returncode == 2 and "backend.wait=true" in result.stderr
+    assert result.returncode == 2 and "hparams_search needs each trial's objective" in result.stderr
     assert not (tmp_path / "sweep").exists()
 
 

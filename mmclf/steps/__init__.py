@@ -21,6 +21,9 @@ from mmclf.steps.train import train
 
 STEPS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": metrics}
 RECORD = "steps.json"
+# prepare_data checks data that lives outside the run dir (and may be gone): it always runs; it
+# is idempotent and cheap when the data is there.
+ALWAYS_RUN = {"prepare_data"}
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +34,7 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     record_path = run_dir / RECORD
     record = read_json(record_path) if record_path.is_file() else {}
     fingerprint = run_fingerprint(cfg)
-    if cfg.resume != "never" and record.get(name, {}).get("config") == fingerprint:
+    if name not in ALWAYS_RUN and cfg.resume != "never" and record.get(name, {}).get("config") == fingerprint:
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
     started = time.monotonic()

@@ -19,7 +19,8 @@ FLIP = dict(type="RandomFlip", flip_prob=1.0, direction="horizontal")
 def final_checkpoint(cfg: DictConfig, run_dir) -> Path:
     path = work_dir(run_dir) / f"epoch_{cfg.schedule.runner.max_epochs}.pth"
     if not path.is_file():
-        raise StepError(f"{path}: final checkpoint missing; run the train step first")
+        raise StepError(f"{path}: final checkpoint missing; run the train step first "
+                        "(resume=never re-runs every step of this run dir)")
     return path
 
 

@@ -30,7 +30,7 @@ def train(cfg: DictConfig, run_dir) -> None:
         mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
     mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST")]
     weights = weights_fingerprint(cfg)
-    resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights)
+    resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs)
     mm_cfg.resume_from = str(resume_from) if resume_from else None
     if mm_cfg.resume_from:
         log.info("resuming from %s", mm_cfg.resume_from)
