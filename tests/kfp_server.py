@@ -5,12 +5,11 @@ It is a real HTTP server on 127.0.0.1 (a random free port) in a background threa
 JSON field names of the kfp_server_api models (V2beta1Run: run_id, display_name, experiment_id, state,
 pipeline_spec, runtime_config.parameters, run_details.task_details ...), and errors the
 google.rpc.Status shape of the server's gRPC gateway. The MLMD protobuf messages are encoded and
-decoded by hand below, independently of the client, so a test checks the client's field numbers.
+decoded by hand (tests/protobuf_wire.py), independently of the client, so a test checks the client's field numbers.
 
 Every request is recorded (method, path, query, headers, body) for tests to assert on.
 """
 import json
-import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
+
+from tests.protobuf_wire import bytes_field, decode, grpc_web, int_field, mlmd_artifact, unframe
 
 API = "/apis/v2beta1"
 MLMD = "/ml_metadata.MetadataStoreService/"
@@ -179,19 +180,19 @@ class FakeKfpServer:
         if not self.serve_mlmd:
             return 404, {"Content-Type": "text/plain"}, b"404 page not found"
         method = request.path[len(MLMD):]
-        fields = _decode(_unframe(request.body))
+        fields = decode(unframe(request.body))
         if method == "GetContextByTypeAndName":
             run = self.runs.get(fields.get(2, b"").decode())
             found = fields.get(1) == b"system.PipelineRun" and run is not None
             # GetContextByTypeAndNameResponse{context(1): Context{id(1), name(3)}}; empty when not found
-            context = _int(1, run["_context_id"]) + _bytes(3, run["run_id"].encode()) if found else b""
-            return _grpc_web(_bytes(1, context) if found else b"")
+            context = int_field(1, run["_context_id"]) + bytes_field(3, run["run_id"].encode()) if found else b""
+            return grpc_web(bytes_field(1, context) if found else b"")
         if method == "GetArtifactsByContext":
             context_id = fields.get(1)
             artifacts = self._artifacts(context_id)
             # GetArtifactsByContextResponse{repeated artifacts(1)}
-            return _grpc_web(b"".join(_bytes(1, artifact) for artifact in artifacts))
-        return _grpc_web(b"", status=12, detail=f"{method} is not served by this fake")
+            return grpc_web(b"".join(bytes_field(1, artifact) for artifact in artifacts))
+        return grpc_web(b"", status=12, detail=f"{method} is not served by this fake")
 
     def _artifacts(self, context_id: int) -> list[bytes]:
         """The run's output artifacts as KFP records them: display_name = the output's name."""
@@ -199,10 +200,11 @@ class FakeKfpServer:
             return []
         session = {"store_session_info": '{"Provider":"minio"}'}
         return [
-            _artifact(context_id * 10 + 1, "system.Model", {"display_name": "model", **session}),
-            _artifact(context_id * 10 + 2, "system.Metrics", {"display_name": "metrics", **session, **self.metrics}),
-            _artifact(context_id * 10 + 3, "system.ClassificationMetrics",
-                      {"display_name": "classification", "accuracy_top-1": -1.0, **session}),
+            mlmd_artifact(context_id * 10 + 1, "system.Model", {"display_name": "model", **session}),
+            mlmd_artifact(context_id * 10 + 2, "system.Metrics",
+                          {"display_name": "metrics", **session, **self.metrics}),
+            mlmd_artifact(context_id * 10 + 3, "system.ClassificationMetrics",
+                          {"display_name": "classification", "accuracy_top-1": -1.0, **session}),
         ]
 
 
@@ -231,75 +233,6 @@ def _status(http_status: int, message: str) -> tuple[int, dict, bytes]:
     """An error as the KFP gRPC gateway writes it: a google.rpc.Status (plus the legacy "error")."""
     return _json(http_status, {"error": message, "code": _GRPC_CODES.get(http_status, 2), "message": message,
                                "details": []})
-
-
-# --- protobuf wire format and gRPC-web framing, by hand --------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf encodes them
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _int(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _bytes(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _value(value) -> bytes:
-    """An MLMD Value: double_value (2) for numbers, string_value (3) for text."""
-    if isinstance(value, str):
-        return _bytes(3, value.encode())
-    return _varint(2 << 3 | 1) + struct.pack("<d", float(value))
-
-
-def _artifact(artifact_id: int, type_name: str, custom_properties: dict) -> bytes:
-    """An MLMD Artifact: id (1), type (8), custom_properties (5, map<string, Value>)."""
-    entries = b"".join(_bytes(5, _bytes(1, key.encode()) + _bytes(2, _value(value)))
-                       for key, value in custom_properties.items())
-    return _int(1, artifact_id) + _bytes(8, type_name.encode()) + entries
-
-
-def _decode(message: bytes) -> dict:
-    """Field number -> last value (int for varints, bytes for length-delimited) of a flat message."""
-    fields, offset = {}, 0
-    while offset < len(message):
-        key, offset = _read_varint(message, offset)
-        if key & 7 == 0:
-            fields[key >> 3], offset = _read_varint(message, offset)
-        else:
-            length, offset = _read_varint(message, offset)
-            fields[key >> 3], offset = message[offset:offset + length], offset + length
-    return fields
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[offset]
-        value |= (byte & 0x7F) << shift
-        offset, shift = offset + 1, shift + 7
-        if not byte & 0x80:
-            return value, offset
-
-
-def _unframe(body: bytes) -> bytes:
-    _, length = struct.unpack(">BI", body[:5])
-    return body[5:5 + length]
-
-
-def _grpc_web(message: bytes, status: int = 0, detail: str = "") -> tuple[int, dict, bytes]:
-    trailer = f"grpc-status:{status}\r\ngrpc-message:{detail}\r\n".encode()
-    body = struct.pack(">BI", 0, len(message)) + message + struct.pack(">BI", 0x80, len(trailer)) + trailer
-    return 200, {"Content-Type": "application/grpc-web+proto"}, body
 
 
 class _Handler(BaseHTTPRequestHandler):
