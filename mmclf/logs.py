@@ -16,6 +16,9 @@ def mmcls_logger(log_level="INFO") -> logging.Logger:
     logger = get_root_logger(log_level=log_level)
     for name in ("mmcv", "mmcls"):
         logging.getLogger(name).propagate = False
+    # mmcv's INFO lines are per-parameter weight-init tables: hundreds of lines before training
+    # starts that bury the progress lines. Its warnings still show.
+    logging.getLogger("mmcv").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and handler.level == logging.ERROR:
             handler.setLevel(logging.NOTSET)
