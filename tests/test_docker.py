@@ -12,7 +12,8 @@ VENV = "/opt/mmclf"
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "cmake", "git")
 # What `pip install .` reads from the build context.
 NEEDED = ["pyproject.toml", "constraints.txt", "README.md", "mmclf/__main__.py", "mmclf/step.py",
-          "backends/kubeflow.py", "backends/kfp_components.py", "conf/config.yaml", "conf/backend/kfp.yaml"]
+          "backends/kubeflow.py", "backends/kfp_components.py", "conf/config.yaml", "conf/backend/kfp.yaml",
+          "conf/data/cifar10.yaml", "mmclf/fast/runner.py"]  # conf/data: the "data" rule must spare it
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -74,10 +75,18 @@ def test_runtime_stage_runs_as_non_root_without_build_tools(stages):
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: a pattern is anchored at the context root and excludes a folder with all
+    below it; ``**/`` stands for any number of folders."""
     parts = path.split("/")
-    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatch(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatch(prefix, pattern)
-               for pattern in patterns for prefix in prefixes + parts)
+    for end in range(1, len(parts) + 1):  # the path and each folder above it
+        for pattern in patterns:
+            if pattern.startswith("**/"):
+                tails = ["/".join(parts[start:end]) for start in range(end)]
+                if any(fnmatch.fnmatch(tail, pattern[3:]) for tail in tails):
+                    return True
+            elif fnmatch.fnmatch("/".join(parts[:end]), pattern):
+                return True
+    return False
 
 
 def test_dockerignore_keeps_local_state_out_and_the_project_in():
