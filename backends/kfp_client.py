@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 from backends.kfp_mlmd import read_metrics
 from backends.kfp_target import CONNECT_S, READ_S, KfpError, Target, auth_hint, target_from_config
 from mmclf.io import write_json_atomic
+from mmclf.jobs import KFP_RUN_FILE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "mmclf"
-RUN_RECORD = "kfp_run.json"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # V2beta1RuntimeState values that end a run
 _HEALTH_READ_S = 10.0  # healthz is cheap: a server that accepts but does not answer fails sooner
 _MAX_POLL_FAILURES = 5  # consecutive unanswered polls before waiting gives up (the run goes on regardless)
@@ -49,11 +49,11 @@ def submit(pipeline_file: Path, backend_cfg: DictConfig, run_name: str, argument
     run_id = _create_run(client, target, experiment_id, run_name, arguments)
     log.info("KFP run %s created: %s", run_id, target.run_link(run_id))
     record = {"run_id": run_id, "url": target.run_link(run_id), "experiment": experiment_name, "name": run_name}
-    write_json_atomic(pipeline_file.parent / RUN_RECORD, record)
+    write_json_atomic(pipeline_file.parent / KFP_RUN_FILE, record)
     if not backend_cfg.wait:
         return None
     run = _wait_for_final_state(client, target, run_id, float(backend_cfg.poll_interval_s))
-    write_json_atomic(pipeline_file.parent / RUN_RECORD, {**record, "state": run.state})
+    write_json_atomic(pipeline_file.parent / KFP_RUN_FILE, {**record, "state": run.state})
     _raise_unless_succeeded(target, run)
     metrics = read_metrics(target, run_id)
     log.info("KFP run %s metrics: %s", run_id, metrics)

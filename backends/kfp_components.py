@@ -7,6 +7,9 @@ prepare-data, train, test, produce-metrics.
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 
+from mmclf.report import REPORT
+from mmclf.steps.metrics import METRICS
+
 # Python-function components: KFP embeds each function's source in pipeline.yaml and runs it in
 # the project image (which has kfp installed, hence install_kfp_package=False), so each body
 # imports what it uses.
@@ -65,7 +68,7 @@ def _container_metrics(image: str):
         """Write metrics.json, plots and report.md; export metrics.json and the report."""
         return dsl.ContainerSpec(image=image, command=[*STEP_COMMAND, "metrics"], args=[
             "--config-yaml", config_yaml, "--run-dir", run_dir,
-            "--export", "metrics.json", metrics_json.path, "--export", "report.md", report.path])
+            "--export", METRICS, metrics_json.path, "--export", REPORT, report.path])
 
     return dsl.container_component(produce_metrics)
 

@@ -13,6 +13,7 @@ from mmclf.io import read_json, write_json_atomic
 from mmclf.schema import plain
 
 JOB_FILE = "job.json"
+KFP_RUN_FILE = "kfp_run.json"  # written by backends/kfp_client.py when a job is submitted
 
 
 def read_record(run_dir) -> dict:

@@ -62,6 +62,9 @@ def plot_training_curve(work_dir: Path, path: Path) -> bool:
     return True
 
 
+REPORT = "report.md"
+
+
 def write_report(result: dict, run_dir: Path, has_curve: bool) -> None:
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     lines = ["# mmclf run report", "", "| metric | value |", "|---|---|"]
@@ -72,4 +75,4 @@ def write_report(result: dict, run_dir: Path, has_curve: bool) -> None:
     lines += ["", "![confusion matrix](confusion_matrix.png)"]
     if has_curve:
         lines += ["", "![training curve](training_curve.png)"]
-    write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    write_text_atomic(run_dir / REPORT, "\n".join(lines) + "\n")

@@ -14,10 +14,9 @@ from omegaconf import OmegaConf
 
 from mmclf.errors import MMClfError
 from mmclf.io import read_json
+from mmclf.report import REPORT
 from mmclf.steps import STEPS, run_step
 from mmclf.steps.metrics import METRICS
-
-REPORT = "report.md"
 
 
 def run_from_yaml(name: str, config_yaml: str, run_dir: str) -> None:

@@ -14,9 +14,8 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from mmclf.io import read_json, write_text_atomic
-from mmclf.jobs import read_record
+from mmclf.jobs import KFP_RUN_FILE, read_record
 
-KFP_RUN = "kfp_run.json"  # written by backends/kfp_client.py when a job is submitted
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
 
 
@@ -35,7 +34,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     rows = []
     for job_dir in _job_dirs(sweep_dir):
         record = read_record(job_dir)
-        kfp_path = job_dir / KFP_RUN
+        kfp_path = job_dir / KFP_RUN_FILE
         kfp = read_json(kfp_path) if kfp_path.is_file() else {}
         status = record.get("status", "incomplete")
         if status == "pending" and kfp:
