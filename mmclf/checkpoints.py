@@ -2,7 +2,8 @@
 
 - ``SafeEpochBasedRunner``: mmcv's EpochBasedRunner, but each checkpoint is written to a temp
   file and renamed, so a killed process leaves the old file or the new one; ``latest.pth`` is a
-  symlink where the volume allows one and an atomic copy where it does not.
+  symlink where the volume allows one and an atomic copy where it does not. It skips mmcv's idle
+  pause at each epoch start when no DataLoader workers run (``NoEpochPause``).
 - mmcv's local checkpoint loader is replaced by one that passes ``weights_only=True`` to
   ``torch.load`` explicitly: a checkpoint cannot run code when it is opened.
 - ``resume_checkpoint`` picks the newest checkpoint that loads, skipping damaged ones.
@@ -18,9 +19,9 @@ from mmcv.runner import RUNNERS, EpochBasedRunner
 from mmcv.runner.checkpoint import CheckpointLoader
 
 from mmclf.errors import ConfigError, MMClfError
+from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
-LATEST = "latest.pth"
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")
 
 
@@ -37,18 +38,47 @@ def load_from_local_weights_only(filename, map_location=None):
 
 
 def _point_latest_at(out_dir: Path, filename: str) -> None:
-    tmp = out_dir / f".{LATEST}.tmp"
+    tmp = out_dir / f".{RunDir.LATEST}.tmp"
     tmp.unlink(missing_ok=True)
     try:
         os.symlink(filename, tmp)
     except OSError:  # volumes without symlinks (some NFS/SMB/object-store mounts)
         shutil.copyfile(out_dir / filename, tmp)
-    os.replace(tmp, out_dir / LATEST)
+    os.replace(tmp, out_dir / RunDir.LATEST)
+
+
+class NoEpochPause:
+    """Mixin: mmcv's ``EpochBasedRunner.train`` without its 2-second pause at every epoch start,
+    when the data loader runs no worker processes.
+
+    mmcv pauses there to let DataLoader worker processes settle; with none (``workers_per_gpu=0``,
+    or the device loader) there is nothing to wait for, and on small epochs the pause is a large
+    share of the run. The loop below is mmcv's otherwise.
+    """
+
+    def train(self, data_loader, **kwargs):
+        if getattr(data_loader, "num_workers", 0) > 0:
+            return super().train(data_loader, **kwargs)
+        self.model.train()
+        self.mode = "train"
+        self.data_loader = data_loader
+        self._max_iters = self._max_epochs * len(self.data_loader)
+        self.call_hook("before_train_epoch")
+        for i, data_batch in enumerate(self.data_loader):
+            self.data_batch = data_batch
+            self._inner_iter = i
+            self.call_hook("before_train_iter")
+            self.run_iter(data_batch, train_mode=True, **kwargs)
+            self.call_hook("after_train_iter")
+            del self.data_batch
+            self._iter += 1
+        self.call_hook("after_train_epoch")
+        self._epoch += 1
 
 
 @RUNNERS.register_module()
-class SafeEpochBasedRunner(EpochBasedRunner):
-    """EpochBasedRunner whose checkpoints are written atomically."""
+class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
+    """EpochBasedRunner whose checkpoints are written atomically (and no idle pause without workers)."""
 
     def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
                         create_symlink=True):

@@ -1,10 +1,9 @@
 """The one bridge from the composed OmegaConf config to an ``mmcv.Config`` for mmcls."""
 import hashlib
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.schema import plain
+from mmclf.rundir import RunDir
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
@@ -19,9 +18,10 @@ def fingerprint(node) -> str:
 
 
 def run_fingerprint(cfg: DictConfig) -> str:
-    """What a run's outputs depend on: the config, minus how it is run and whether it resumes."""
+    """What a run's outputs depend on: the config, minus how it is run, whether it resumes and
+    which metric a sweeper reads from it."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("backend", "resume", "sweep"):
+    for key in ("backend", "resume", "sweep", "optimized_metric"):
         container.pop(key, None)
     return fingerprint(container)
 
@@ -45,16 +45,11 @@ def weights_fingerprint(cfg: DictConfig) -> str:
 
 def resolve_device(device) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    name = plain(device)
-    if name != "auto":
-        return name
+    if device != "auto":
+        return str(device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def work_dir(run_dir) -> Path:
-    return Path(run_dir) / "work_dir"
 
 
 def to_mmcv_config(cfg: DictConfig, run_dir):
@@ -69,5 +64,5 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))
     mm["workflow"] = [tuple(stage) for stage in mm.get("workflow", [["train", 1]])]
     device = resolve_device(cfg.device)
-    mm.update(work_dir=str(work_dir(run_dir)), seed=cfg.seed, device=device, gpu_ids=[0])
+    mm.update(work_dir=str(RunDir(run_dir).work_dir), seed=cfg.seed, device=device, gpu_ids=[0])
     return mmcv.Config(mm)

@@ -1,4 +1,6 @@
 """Errors a user can cause and fix: they end the run with one clear line, not a traceback."""
+import contextlib
+import sys
 
 
 class MMClfError(Exception):
@@ -15,3 +17,21 @@ class DataError(MMClfError):
 
 class StepError(MMClfError):
     """A step cannot run because an earlier step's output is missing."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def exit_with(err: MMClfError):
+    """Print ``err`` as one line on stderr and exit with status 2."""
+    print(f"mmclf: error: {err}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Turn a user error raised inside into one line and exit status 2; anything else propagates."""
+    try:
+        yield
+    except MMClfError as err:
+        exit_with(err)

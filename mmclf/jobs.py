@@ -1,37 +1,52 @@
-"""One record per job, ``job.json`` in its run dir: what happened, for sweep summaries and re-runs.
+"""A job: what Hydra says about it (``JobContext``) and what it left, ``job.json`` in its run dir.
 
 A job whose record says ``succeeded`` for the same config is not run again: re-running an
 interrupted sweep into the same sweep dir finishes only what is missing.
 """
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
+from mmclf.errors import MMClfError
 from mmclf.io import read_json, write_json_atomic
-from mmclf.schema import plain
+from mmclf.rundir import RunDir
 
-JOB_FILE = "job.json"
-KFP_RUN_FILE = "kfp_run.json"  # written by backends/kfp_client.py when a job is submitted
+
+@dataclass(frozen=True)
+class JobContext:
+    """Hydra's word on one job, handed to the backend: its command-line overrides and, in a
+    multirun, its number and the sweep dir. The default is a single run outside Hydra (tests)."""
+
+    overrides: tuple[str, ...] = ()
+    number: Optional[int] = None  # None: not part of a sweep
+    sweep_dir: Optional[Path] = None
+
+    @property
+    def in_sweep(self) -> bool:
+        return self.number is not None
 
 
 def read_record(run_dir) -> dict:
-    path = Path(run_dir) / JOB_FILE
+    path = RunDir(run_dir).job_record
     return read_json(path) if path.is_file() else {}
 
 
 def _identity(cfg: DictConfig) -> dict:
     """What makes two jobs the same job: the config and where it ran (a local result does not
     stand in for a KFP run, nor the other way round)."""
-    return {"config": run_fingerprint(cfg), "backend": cfg.backend._target_, "mode": plain(cfg.backend.get("mode"))}
+    return {"config": run_fingerprint(cfg), "backend": cfg.backend._target_, "mode": cfg.backend.get("mode")}
 
 
-def write_record(run_dir, cfg: DictConfig, status: str, **fields) -> None:
-    """Write ``job.json`` afresh: status, the job's identity and ``fields`` (metrics, error...)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / JOB_FILE, {"status": status, **_identity(cfg), **fields})
+def write_record(run_dir, cfg: DictConfig, status: str, remote: Optional[dict] = None, **fields) -> None:
+    """Write ``job.json`` afresh: status, the job's identity, where it runs elsewhere (``remote``,
+    from the backend) and ``fields`` (metrics, error...)."""
+    run_dir = RunDir(run_dir)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    where = {"remote": remote} if remote else {}
+    write_json_atomic(run_dir.job_record, {"status": status, **_identity(cfg), **where, **fields})
 
 
 def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
@@ -41,3 +56,16 @@ def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
         return None
     same_job = all(record.get(key) == value for key, value in _identity(cfg).items())
     return record.get("metrics") if same_job else None
+
+
+def scalars(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+
+
+def objective(cfg: DictConfig, metrics: dict) -> float:
+    """``metrics[cfg.optimized_metric]``, the value returned to Hydra's sweeper."""
+    value = metrics.get(cfg.optimized_metric)
+    if not isinstance(value, (int, float)):
+        raise MMClfError(f"optimized_metric={cfg.optimized_metric!r} is not a scalar metric; "
+                         f"use one of {sorted(scalars(metrics))}")
+    return float(value)

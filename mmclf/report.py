@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mmclf.io import write_text_atomic  # noqa: E402
+from mmclf.rundir import RunDir  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -62,17 +63,14 @@ def plot_training_curve(work_dir: Path, path: Path) -> bool:
     return True
 
 
-REPORT = "report.md"
-
-
-def write_report(result: dict, run_dir: Path, has_curve: bool) -> None:
+def write_report(result: dict, run_dir: RunDir, has_curve: bool) -> None:
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     lines = ["# mmclf run report", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.2f} |" if isinstance(value, float) else f"| {key} | {value} |"
               for key, value in scalars.items()]
     lines += ["", "## Per-class accuracy (%)", "", "| class | accuracy |", "|---|---|"]
     lines += [f"| {name} | {acc:.2f} |" for name, acc in result["per_class_accuracy"].items()]
-    lines += ["", "![confusion matrix](confusion_matrix.png)"]
+    lines += ["", f"![confusion matrix]({RunDir.CONFUSION_MATRIX})"]
     if has_curve:
-        lines += ["", "![training curve](training_curve.png)"]
-    write_text_atomic(run_dir / REPORT, "\n".join(lines) + "\n")
+        lines += ["", f"![training curve]({RunDir.TRAINING_CURVE})"]
+    write_text_atomic(run_dir.report, "\n".join(lines) + "\n")

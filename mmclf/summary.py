@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from mmclf.io import read_json, write_text_atomic
-from mmclf.jobs import KFP_RUN_FILE, read_record
+from mmclf.io import write_text_atomic
+from mmclf.jobs import read_record
 
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
 
@@ -29,20 +29,24 @@ def _overrides(job_dir: Path) -> dict:
     return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
 
 
+def _remote_columns(remote: dict) -> dict:
+    """Where a job runs elsewhere, as columns named after the backend: ``kfp_run_id``, ``kfp_url``."""
+    kind = remote.get("kind", "remote")
+    return {f"{kind}_{key}": value for key, value in remote.items() if key not in ("kind", "state")}
+
+
 def job_rows(sweep_dir: Path) -> list[dict]:
     """One dict per job: its overrides, status, objective, scalar metrics and where its results are."""
     rows = []
     for job_dir in _job_dirs(sweep_dir):
         record = read_record(job_dir)
-        kfp_path = job_dir / KFP_RUN_FILE
-        kfp = read_json(kfp_path) if kfp_path.is_file() else {}
+        remote = record.get("remote", {})
         status = record.get("status", "incomplete")
-        if status == "pending" and kfp:
-            status = f"kfp {kfp.get('state', 'submitted').lower()}"
+        if status == "pending" and remote:
+            status = f"{remote.get('kind', 'remote')} {remote.get('state', 'submitted').lower()}"
         rows.append({"job": job_dir.name, "status": status, "overrides": _overrides(job_dir),
                      "objective": record.get("objective"), "metrics": record.get("metrics", {}),
-                     "run_dir": str(job_dir), "kfp_run_id": kfp.get("run_id", ""), "kfp_url": kfp.get("url", ""),
-                     "error": record.get("error", "")})
+                     "run_dir": str(job_dir), "remote": _remote_columns(remote), "error": record.get("error", "")})
     return rows
 
 
@@ -54,13 +58,15 @@ def swept_keys(rows: list[dict]) -> list[str]:
 
 def _table(rows: list[dict], swept: list[str]) -> tuple[list[str], list[list]]:
     metric_names = sorted({name for row in rows for name in row["metrics"]})
-    # KFP and error columns only where some job has them: a local sweep's table stays narrow.
-    extra = [key for key in ("kfp_run_id", "kfp_url", "error") if any(row[key] for row in rows)]
-    header = ["job", "status", *swept, "objective", *metric_names, "run_dir", *extra]
+    # Remote-run and error columns only where some job has them: a local sweep's table stays narrow.
+    remote = list(dict.fromkeys(key for row in rows for key in row["remote"]))
+    error = ["error"] if any(row["error"] for row in rows) else []
+    header = ["job", "status", *swept, "objective", *metric_names, "run_dir", *remote, *error]
     body = [[row["job"], row["status"], *(row["overrides"].get(k, "") for k in swept),
              "" if row["objective"] is None else row["objective"],
              *(row["metrics"].get(name, "") for name in metric_names),
-             row["run_dir"], *(row[key] for key in extra)] for row in rows]
+             row["run_dir"], *(row["remote"].get(key, "") for key in remote),
+             *(row[key] for key in error)] for row in rows]
     return header, body
 
 

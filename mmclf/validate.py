@@ -1,14 +1,22 @@
-"""Checks that need values, not just types: they run before Hydra creates the run dir."""
+"""Checks that need values, not just types: they run before Hydra creates the run dir.
+
+The core checks its own options, then asks the configured backend to check its own
+(``backend.check``); a sweep that needs objectives asks the backend whether it returns them.
+"""
 import os
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from mmclf.errors import ConfigError
+from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
-from mmclf.schema import plain
+
+
+def backend_of(cfg: DictConfig):
+    """The backend ``cfg.backend._target_`` names (see backends/base.py for the contract)."""
+    return get_class(cfg.backend._target_)()
 
 
 def _positive_int(cfg: DictConfig, key: str) -> None:
@@ -39,9 +47,13 @@ def check_writable_dir(key: str, path) -> None:
         raise ConfigError(f"{key}: cannot write under {existing}; choose a writable {key}")
 
 
-def trains_here(cfg: DictConfig) -> bool:
-    """backend=local and kfp's local mode train on this machine; compile and submit do not."""
-    return plain(cfg.backend.get("mode")) in (None, "local")
+def check_device_here(cfg: DictConfig) -> None:
+    """For backends that train on this machine: ``device=cuda`` needs a visible GPU."""
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -49,48 +61,40 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "schedule.runner.max_epochs")
     _positive_int(cfg, "data.samples_per_gpu")
     _positive_number("schedule.optimizer.lr", cfg.schedule.optimizer.lr)
-    device = plain(cfg.device)
-    if device == "cuda" and trains_here(cfg):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
     uses_device_loader(cfg.data)  # data.loader must be mmcls or device
-    if cfg.backend.get("mode") is not None:  # backend=kfp: values a cluster would refuse in a pod, later
-        from backends.kfp_checks import check_backend
-
-        check_backend(cfg.backend)
     root = Path(cfg.data.root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")
+    backend_of(cfg).check(cfg)
 
 
-def exit_on_error(check, *args) -> None:
-    """Run a check; on ConfigError print one line and exit 2 (no traceback, nothing written)."""
-    try:
-        check(*args)
-    except ConfigError as err:
-        print(f"mmclf: error: {err}", file=sys.stderr)
-        sys.exit(2)
+def searches(sweeper: DictConfig) -> bool:
+    """Whether a Hydra sweeper uses each job's return value: every sweeper but the basic grid one."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return not issubclass(get_class(sweeper._target_), BasicSweeper)
 
 
 def check_sweep(config: DictConfig) -> None:
-    """A sweeper that searches (Optuna) needs each job's objective back."""
-    if "optuna" not in config.hydra.sweeper.get("_target_", "").lower() or trains_here(config):
-        return
-    if plain(config.backend.mode) != "submit" or not config.backend.wait:
+    """A sweeper that searches (Optuna) needs each job's objective back from the backend."""
+    if searches(config.hydra.sweeper) and not backend_of(config).returns_objective(config):
         raise ConfigError("hparams_search needs each trial's objective: use backend=local, backend.mode=local, "
                           "or backend.mode=submit with backend.wait=true")
 
 
 class ValidateBeforeRun(Callback):
-    """Hydra callback: validate the composed config before Hydra creates any output folder."""
+    """Hydra callback: validate the composed config before Hydra creates any output folder.
+
+    Hydra turns an exception raised in a callback into a warning and carries on, so errors end the
+    process here (one line, exit 2) instead of being raised."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        exit_on_error(validate, config)
-        exit_on_error(check_writable_dir, "hydra.run.dir", config.hydra.run.dir)
+        with one_line_errors():
+            validate(config)
+            check_writable_dir("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        exit_on_error(validate, config)
-        exit_on_error(check_sweep, config)
-        exit_on_error(check_writable_dir, "hydra.sweep.dir", config.hydra.sweep.dir)
+        with one_line_errors():
+            validate(config)
+            check_sweep(config)
+            check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir)

@@ -1,5 +1,6 @@
 """Shared test helpers: compose the real Hydra config and run on tiny synthetic data."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,10 @@ import mmclf.schema  # noqa: F401  (registers the typed schemas)
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
 
+# mmcls's ResNet-18, 8 channels wide instead of 64: the same code path, 1/64 of the arithmetic,
+# 1.5 MB checkpoints instead of 86 MB.
+NARROW_MODEL = ["+model.backbone.stem_channels=8", "+model.backbone.base_channels=8", "model.head.in_channels=64"]
+
 
 def compose_cfg(overrides=()):
     """The config ``python -m mmclf <overrides>`` would run with (without the hydra node)."""
@@ -19,11 +24,15 @@ def compose_cfg(overrides=()):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def tiny_overrides(data_root) -> list[str]:
-    """One epoch of ResNet-18 on 64 synthetic 16x16 images: a few seconds on a CPU."""
+def tiny_overrides(data_root, narrow: bool = True) -> list[str]:
+    """One epoch of a (narrow) ResNet-18 on 64 synthetic 16x16 images: a second or two on a CPU.
+
+    ``narrow=False`` keeps the full width, for tests that need its size (a full disk) or its pace
+    (a kill in mid-epoch)."""
     return [
         "data=synthetic", "data.num_train=64", "data.num_test=32", f"data.root={data_root}",
         "schedule=quick", "schedule.runner.max_epochs=1", "runtime.log_config.interval=1", "device=cpu",
+        *(NARROW_MODEL if narrow else []),
     ]
 
 
@@ -34,7 +43,34 @@ def run_cli(*args, cwd=REPO, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def closed_port_url() -> str:
+    """An http URL on loopback where nothing listens: a port bound, then released."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """A data root shared by the session's tests, so synthetic data is written once."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, data_root):
+    """One finished ``tiny_overrides`` run (backend=local), trained once per session.
+
+    Tests only read it; a test that runs into a run dir again takes ``copy_of_finished_run``."""
+    from mmclf.task import run
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run(compose_cfg(tiny_overrides(data_root)), run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def copy_of_finished_run(finished_run, tmp_path):
+    """A private copy of ``finished_run`` (symlinks such as latest.pth kept as symlinks)."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))

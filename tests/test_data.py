@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from mmclf import cifar_format, data
 from mmclf.cifar_format import CifarFormat
 from mmclf.errors import DataError
-from tests.conftest import compose_cfg
+from tests.conftest import closed_port_url, compose_cfg
 
 
 def test_digits_conversion_is_the_real_1797_images_split_stratified():
@@ -89,7 +89,7 @@ def test_cifar10_offline_names_data_root_and_the_folder_to_place(tmp_path, monke
     from mmcls.datasets import CIFAR10
 
     # a closed loopback port stands in for the unreachable internet
-    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr(CIFAR10, "url", f"{closed_port_url()}/cifar-10-python.tar.gz")
     cfg = compose_cfg([f"data.root={tmp_path}"])
     with pytest.raises(DataError) as err:
         data.prepare(cfg.data)

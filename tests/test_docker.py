@@ -11,8 +11,8 @@ BASE = "python:3.11-slim"
 VENV = "/opt/mmclf"
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "cmake", "git")
 # What `pip install .` reads from the build context.
-NEEDED = ["pyproject.toml", "constraints.txt", "README.md", "mmclf/__main__.py", "mmclf/step.py",
-          "backends/kubeflow.py", "backends/kfp_components.py", "conf/config.yaml", "conf/backend/kfp.yaml",
+NEEDED = ["pyproject.toml", "constraints.txt", "README.md", "mmclf/__main__.py", "backends/kfp/pod.py",
+          "backends/kfp/backend.py", "backends/kfp/components.py", "conf/config.yaml", "conf/backend/kfp.yaml",
           "conf/data/cifar10.yaml", "mmclf/fast/runner.py"]  # conf/data: the "data" rule must spare it
 
 
@@ -93,7 +93,7 @@ def test_dockerignore_keeps_local_state_out_and_the_project_in():
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     for local in [".git/config", ".venv/bin/python", "outputs/2026-01-01/run/metrics.json", "multirun/x/0/a",
-                  "data/cifar10/x", "work_dir/epoch_1.pth", "mmclf/__pycache__/step.cpython-311.pyc", ".env"]:
+                  "data/cifar10/x", "work_dir/epoch_1.pth", "backends/kfp/__pycache__/pod.cpython-311.pyc", ".env"]:
         assert _ignored(local, patterns), f"{local} would enter the image's build context"
     for needed in NEEDED:
         assert (REPO / needed).is_file(), needed

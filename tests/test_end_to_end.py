@@ -4,7 +4,7 @@ import json
 import mmcv
 import pytest
 
-from mmclf.__main__ import run
+from mmclf.task import run
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
 RUN_FILES = ["config.yaml", "eval_result.json", "predictions.json", "metrics.json", "report.md",
@@ -32,20 +32,21 @@ def assert_complete_run_dir(run_dir, num_test):
     return metrics
 
 
-def test_in_process_run_writes_the_whole_run_dir(tmp_path, data_root):
-    cfg = compose_cfg(tiny_overrides(data_root))
-    objective = run(cfg, tmp_path / "run")
-    metrics = assert_complete_run_dir(tmp_path / "run", num_test=32)
-    assert objective == metrics["accuracy_top-1"]
-    dumped = mmcv.Config.fromfile(str(tmp_path / "run/work_dir/mmcls_config.py"))
+def test_in_process_run_writes_the_whole_run_dir(finished_run):
+    metrics = assert_complete_run_dir(finished_run, num_test=32)
+    job = json.loads((finished_run / "job.json").read_text())
+    assert job["status"] == "succeeded" and job["objective"] == metrics["accuracy_top-1"]
+    dumped = mmcv.Config.fromfile(str(finished_run / "work_dir/mmcls_config.py"))
     assert dumped.runner.max_epochs == 1 and dumped.data.test.type == "CifarFormat"
-    assert "accuracy_top-1" in (tmp_path / "run/report.md").read_text()
+    assert "accuracy_top-1" in (finished_run / "report.md").read_text()
 
 
-def test_optimized_metric_selects_the_objective(tmp_path, data_root):
+def test_optimized_metric_selects_the_objective_without_training_again(copy_of_finished_run, data_root):
     cfg = compose_cfg([*tiny_overrides(data_root), "optimized_metric=f1_score"])
-    objective = run(cfg, tmp_path / "run")
-    assert objective == json.loads((tmp_path / "run/metrics.json").read_text())["f1_score"]
+    stamp = (copy_of_finished_run / "metrics.json").stat().st_mtime_ns
+    objective = run(cfg, copy_of_finished_run)
+    assert objective == json.loads((copy_of_finished_run / "metrics.json").read_text())["f1_score"]
+    assert (copy_of_finished_run / "metrics.json").stat().st_mtime_ns == stamp, "the objective is read, not re-run"
 
 
 @pytest.mark.slow

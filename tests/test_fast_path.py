@@ -17,7 +17,6 @@ from mmcv.runner import epoch_based_runner
 from omegaconf import OmegaConf
 
 from mmclf import data, fast
-from mmclf.__main__ import run
 from mmclf.config import to_mmcv_config
 from mmclf.errors import ConfigError
 from mmclf.fast import runner as fast_runner
@@ -25,6 +24,7 @@ from mmclf.fast.augment import Augment, parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
 from mmclf.io import read_json
+from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
 
 SIDE, PAD = 6, 2

@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-from mmclf.__main__ import run
 from mmclf.checkpoints import CheckpointWriteError, resume_checkpoint
 from mmclf.config import weights_fingerprint
 from mmclf.errors import ConfigError, DataError
 from mmclf.hooks import TrainingDiverged
+from mmclf.task import run
 from tests.conftest import REPO, compose_cfg, tiny_overrides
 from tests.test_end_to_end import assert_complete_run_dir
 
@@ -38,7 +38,7 @@ def wait_for_log_entry(work_dir, epoch, timeout):
 @pytest.mark.slow
 def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root), "data.num_train=480",
+    args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root, narrow=False), "data.num_train=480",
             "data.samples_per_gpu=16", "schedule.runner.max_epochs=3", f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_log_entry(run_dir / "work_dir", epoch=2, timeout=240)  # an iteration of epoch 2 is done
@@ -56,17 +56,17 @@ def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data
     assert_complete_run_dir(run_dir, num_test=32)
 
 
-def test_rerun_of_a_finished_run_skips_every_step(tmp_path, data_root):
-    cfg = compose_cfg(tiny_overrides(data_root))
-    first = run(cfg, tmp_path / "run")
-    stamps = {name: (tmp_path / "run" / name).stat().st_mtime_ns for name in ("metrics.json", "eval_result.json")}
-    assert run(cfg, tmp_path / "run") == first  # the whole job is skipped through job.json
+def test_rerun_of_a_finished_run_skips_every_step(copy_of_finished_run, data_root):
+    cfg, run_dir = compose_cfg(tiny_overrides(data_root)), copy_of_finished_run
+    first = json.loads((run_dir / "job.json").read_text())["objective"]
+    stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("metrics.json", "eval_result.json")}
+    assert run(cfg, run_dir) == first  # the whole job is skipped through job.json
     # A Kubeflow pod retried on the same volume has no job.json to go by: steps.json skips each step.
-    (tmp_path / "run/job.json").unlink()
-    assert run(cfg, tmp_path / "run") == first
-    assert {name: (tmp_path / "run" / name).stat().st_mtime_ns for name in stamps} == stamps
-    assert len(list((tmp_path / "run/work_dir").glob("*.log.json"))) == 1, "training ran once"
-    assert set(json.loads((tmp_path / "run/steps.json").read_text())) == {"prepare_data", "train", "test", "metrics"}
+    (run_dir / "job.json").unlink()
+    assert run(cfg, run_dir) == first
+    assert {name: (run_dir / name).stat().st_mtime_ns for name in stamps} == stamps
+    assert len(list((run_dir / "work_dir").glob("*.log.json"))) == 1, "training ran once"
+    assert set(json.loads((run_dir / "steps.json").read_text())) == {"prepare_data", "train", "test", "metrics"}
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_root, caplog):
@@ -81,29 +81,19 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_r
     assert resume_checkpoint("never", work_dir, weights, 2) is None
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished one-epoch run, and the data root it used."""
-    root = tmp_path_factory.mktemp("finished")
-    run(compose_cfg(tiny_overrides(root / "data")), root / "run")
-    return root / "run", root / "data"
-
-
 @pytest.mark.parametrize("change", ["data.num_classes=5", "schedule.optimizer.lr=0.2", "seed=7",
                                     "model=resnet34_cifar"])
-def test_checkpoints_of_another_recipe_are_not_resumed_over(finished_run, change):
-    run_dir, data_root = finished_run
+def test_checkpoints_of_another_recipe_are_not_resumed_over(copy_of_finished_run, data_root, change):
     with pytest.raises(ConfigError, match="epoch_1.pth was trained with another model, data, schedule or seed"):
-        run(compose_cfg([*tiny_overrides(data_root), change]), run_dir)
-    assert (run_dir / "metrics.json").is_file(), "the earlier run's outputs stay"
+        run(compose_cfg([*tiny_overrides(data_root), change]), copy_of_finished_run)
+    assert (copy_of_finished_run / "metrics.json").is_file(), "the earlier run's outputs stay"
 
 
-def test_more_epochs_resume_from_the_finished_ones(tmp_path, data_root):
-    run(compose_cfg(tiny_overrides(data_root)), tmp_path / "run")
+def test_more_epochs_resume_from_the_finished_ones(copy_of_finished_run, data_root):
     run(compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2", "data.workers_per_gpu=1",
-                     "data.persistent_workers=true"]), tmp_path / "run")
-    assert trained_epochs(tmp_path / "run/work_dir") == [1, 2], "epoch 1 resumed, only epoch 2 trained again"
-    assert_complete_run_dir(tmp_path / "run", num_test=32)
+                     "data.persistent_workers=true"]), copy_of_finished_run)
+    assert trained_epochs(copy_of_finished_run / "work_dir") == [1, 2], "epoch 1 resumed, only epoch 2 trained again"
+    assert_complete_run_dir(copy_of_finished_run, num_test=32)
 
 
 def test_nan_loss_stops_training_at_once(tmp_path, data_root):
@@ -138,7 +128,7 @@ def small_disk(tmp_path):
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(small_disk, data_root):
-    cfg = compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2"])
+    cfg = compose_cfg([*tiny_overrides(data_root, narrow=False), "schedule.runner.max_epochs=2"])
     with pytest.raises(CheckpointWriteError, match="epoch_2.pth failed .* previous checkpoint epoch_1.pth is intact"):
         run(cfg, small_disk / "run")
     work_dir = small_disk / "run/work_dir"

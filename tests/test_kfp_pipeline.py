@@ -4,18 +4,19 @@ Compiled by kfp's own compiler from the real composed config; nothing of kfp is 
 """
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from kfp import components
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from backends.kubeflow import KfpBackend, run_names
+from backends.kfp.backend import KfpBackend
+from backends.kfp.naming import run_names, sweep_experiment
 from mmclf.errors import ConfigError, MMClfError
-from tests.conftest import CONF_DIR, compose_cfg
+from mmclf.jobs import JobContext
+from mmclf.rundir import RunDir
+from tests.conftest import closed_port_url, compose_cfg
 
 STEP_TASKS = ["prepare-data", "train", "test", "produce-metrics"]
 STEP_OF_TASK = {"prepare-data": "prepare_data", "train": "train", "test": "test", "produce-metrics": "metrics"}
@@ -24,7 +25,8 @@ STEP_OF_TASK = {"prepare-data": "prepare_data", "train": "train", "test": "test"
 def compile_pipeline(run_dir, *overrides):
     """Compile like ``python -m mmclf backend=kfp OVERRIDES``; return (cfg, pipeline spec, kubernetes executors)."""
     cfg = compose_cfg(["backend=kfp", "data=synthetic", *overrides])
-    assert KfpBackend().run(cfg, run_dir) is None, "compile mode finishes no run, so it has no metrics"
+    metrics = KfpBackend().run(cfg, RunDir(run_dir), JobContext())
+    assert metrics is None, "compile mode finishes no run, so it has no metrics"
     docs = list(yaml.safe_load_all((run_dir / "pipeline.yaml").read_text()))
     kubernetes = docs[1]["platforms"]["kubernetes"] if len(docs) > 1 else {}
     return cfg, docs[0], kubernetes
@@ -175,11 +177,11 @@ def test_workspace_mode_uses_the_kfp_run_workspace(tmp_path):
     assert OmegaConf.create(params["config_yaml"]["defaultValue"]).data.root == "/kfp-workspace/data"
 
 
-def test_container_style_runs_python_m_mmclf_step(tmp_path):
+def test_container_style_runs_the_pod_entry_point(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.component=container")
     for task in STEP_TASKS:
         _, container = executor(spec, task)
-        assert container["command"] == ["python", "-m", "mmclf.step", STEP_OF_TASK[task]]
+        assert container["command"] == ["python", "-m", "backends.kfp.pod", STEP_OF_TASK[task]]
         assert container["args"][:4] == ["--config-yaml", "{{$.inputs.parameters['config_yaml']}}",
                                          "--run-dir", "{{$.inputs.parameters['run_dir']}}"]
         assert container["image"] == "mmclf:latest"
@@ -227,7 +229,7 @@ def test_bad_volume_or_resource_values_fail_before_compiling(tmp_path, override,
 def test_pipeline_file_stays_when_submitting_fails(tmp_path):
     # Port 9 (discard) is closed here: the submit client fails at once with a user-facing error.
     with pytest.raises(MMClfError):
-        compile_pipeline(tmp_path, "backend.mode=submit", "backend.host=http://127.0.0.1:9")
+        compile_pipeline(tmp_path, "backend.mode=submit", f"backend.host={closed_port_url()}")
     spec = yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text())
     assert "produce-metrics" in tasks_of(next(spec))
 
@@ -246,16 +248,12 @@ def test_compiled_file_is_valid_yaml_despite_its_comment_header(tmp_path):
     assert loaded.name == "mmclf" and list(loaded.component_spec.inputs) == ["config_yaml", "run_dir"]
 
 
-def test_run_names_come_from_the_config_and_the_hydra_job(monkeypatch):
-    name, display = run_names(compose_cfg(["backend=kfp", "data=synthetic"]))  # outside Hydra: no overrides
+def test_run_names_come_from_the_config_and_the_hydra_job():
+    name, display = run_names(compose_cfg(["backend=kfp", "data=synthetic"]), JobContext())  # a single run
     assert re.fullmatch(r"mmclf-resnet18-synthetic-\d{8}-\d{6}", name) and display == name
-    overrides = ["backend=kfp", "backend.host=http://kfp", "model=resnet50_cifar", "schedule.optimizer.lr=0.05"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 3
-    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored after the test
-    HydraConfig.instance().set_config(cfg)
-    name, display = run_names(cfg)
+    overrides = ("backend=kfp", "backend.host=http://kfp", "model=resnet50_cifar", "schedule.optimizer.lr=0.05")
+    job = JobContext(overrides=overrides, number=3, sweep_dir=Path("multirun/2026-11-29/10-00-00"))
+    name, display = run_names(compose_cfg(list(overrides)), job)
     assert re.fullmatch(r"mmclf-resnet50-cifar10-\d{8}-\d{6}-3", name), "a sweep's jobs get their own folders"
     assert display == f"{name} model=resnet50_cifar schedule.optimizer.lr=0.05", "backend.* overrides left out"
+    assert sweep_experiment(job) == "mmclf-2026-11-29-10-00-00" and sweep_experiment(JobContext()) is None

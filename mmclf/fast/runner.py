@@ -1,44 +1,20 @@
 """mmcls's ``train_model`` for the device loader: the same optimizer, hooks, logs and checkpoints."""
 from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer
 
+from mmclf.checkpoints import NoEpochPause
 from mmclf.errors import ConfigError
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf
-
-
-class NoEpochPause:
-    """Mixin: mmcv's ``EpochBasedRunner.train`` without its 2-second pause at every epoch start.
-
-    mmcv pauses there to let DataLoader worker processes settle; the device loader has no
-    workers, and a GPU trains a CIFAR epoch in seconds, so the pause would be a large share of
-    the run. The loop below is mmcv's otherwise.
-    """
-
-    def train(self, data_loader, **kwargs):
-        self.model.train()
-        self.mode = "train"
-        self.data_loader = data_loader
-        self._max_iters = self._max_epochs * len(self.data_loader)
-        self.call_hook("before_train_epoch")
-        for i, data_batch in enumerate(self.data_loader):
-            self.data_batch = data_batch
-            self._inner_iter = i
-            self.call_hook("before_train_iter")
-            self.run_iter(data_batch, train_mode=True, **kwargs)
-            self.call_hook("after_train_iter")
-            del self.data_batch
-            self._iter += 1
-        self.call_hook("after_train_epoch")
-        self._epoch += 1
 
 
 def device_runner_class(runner_type: str) -> type:
     """The configured runner class (EpochBasedRunner or a subclass that keeps its loop, such as
     mmclf's checkpoint-safe one) with ``NoEpochPause`` mixed in."""
     base = RUNNERS.get(runner_type)
-    if base is None or not issubclass(base, EpochBasedRunner) or base.train is not EpochBasedRunner.train:
+    if base is None or not issubclass(base, EpochBasedRunner) or base.train not in (EpochBasedRunner.train,
+                                                                                      NoEpochPause.train):
         raise ConfigError(f"schedule.runner.type={runner_type}: data.loader=device runs EpochBasedRunner's loop only")
-    return type(f"Device{base.__name__}", (NoEpochPause, base), {})
+    return base if issubclass(base, NoEpochPause) else type(f"Device{base.__name__}", (NoEpochPause, base), {})
 
 
 def train_model(model, dataset, cfg, distributed=False, validate=False, timestamp=None, device=None, meta=None):

@@ -1,46 +1,83 @@
-"""The steps, in order. Each is a plain function ``step(cfg, run_dir)``: it reads what the
-previous step left in ``run_dir`` and writes its own files there; no Hydra, no backend.
+"""The step table: prepare-data -> train -> test -> metrics, and ``run_step``, how backends call them.
 
-``run_step`` is how backends call them: it records each finished step in ``steps.json`` with a
-fingerprint of the config, so re-running into the same run dir (after a kill, or a Kubeflow
-retry on the same volume) skips the steps already done for that config.
+Each step is a plain function ``step(cfg, run_dir)`` in its own module: it reads what the previous
+step left in the run dir and writes its own files there; no Hydra, no backend. The table says what
+each step needs, so both backends, the Kubeflow components and their resource requests derive from
+it. Functions are imported when a step runs, not when the table is read: compiling a pipeline needs
+the table, not torch.
+
+``run_step`` records each finished step in ``steps.json`` with a fingerprint of the config, so
+re-running into the same run dir (after a kill, or a Kubeflow retry on the same volume) skips the
+steps already done for that config.
 """
+import importlib
 import logging
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 
 from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
 from mmclf.io import read_json, write_json_atomic
 from mmclf.logs import mmcls_logger
-from mmclf.steps.metrics import metrics
-from mmclf.steps.prepare_data import prepare_data
-from mmclf.steps.test import test
-from mmclf.steps.train import train
+from mmclf.rundir import RunDir
 
-STEPS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": metrics}
-RECORD = "steps.json"
-# prepare_data checks data that lives outside the run dir (and may be gone): it always runs; it
-# is idempotent and cheap when the data is there.
-ALWAYS_RUN = {"prepare_data"}
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # the function's name and its module's, in mmclf.steps
+    accelerated: bool  # trains or evaluates the model: runs on the accelerator, gets backend resources
+    reads: tuple[str, ...]  # run-dir files (RunDir names) it needs from earlier steps
+    writes: tuple[str, ...]  # run-dir files it leaves for later steps and for people
+    always_run: bool = False  # checks things outside the run dir, so a record of it proves nothing
+
+    @property
+    def function(self) -> Callable[[DictConfig, RunDir], None]:
+        return getattr(importlib.import_module(f"mmclf.steps.{self.name}"), self.name)
+
+
+STEPS = (
+    # prepare_data checks data that lives outside the run dir (and may be gone); it is idempotent
+    # and cheap when the data is there.
+    Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG,), always_run=True),
+    Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,)),
+    Step("test", accelerated=True, reads=(RunDir.WORK_DIR,), writes=(RunDir.EVAL_RESULT, RunDir.PREDICTIONS)),
+    Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.PREDICTIONS),
+         writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),
+)
+STEP_NAMES = tuple(step.name for step in STEPS)
+
+
+def step_named(name: str) -> Step:
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise KeyError(f"no step {name!r}; the steps are {', '.join(STEP_NAMES)}")
 
 
 def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     """Run step ``name`` unless ``run_dir`` records it as done for this config."""
+    step, run_dir = step_named(name), RunDir(run_dir)
     mmcls_logger()
-    run_dir = Path(run_dir)
-    record_path = run_dir / RECORD
-    record = read_json(record_path) if record_path.is_file() else {}
+    record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
     fingerprint = run_fingerprint(cfg)
-    if name not in ALWAYS_RUN and cfg.resume != "never" and record.get(name, {}).get("config") == fingerprint:
+    if not step.always_run and cfg.resume != "never" and record.get(name, {}).get("config") == fingerprint:
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
     started = time.monotonic()
     log.info("step %s: started", name)
-    STEPS[name](cfg, run_dir)
+    step.function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
     record[name] = {"config": fingerprint, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(record_path, record)
+    write_json_atomic(run_dir.steps_record, record)
+
+
+def run_all(cfg: DictConfig, run_dir) -> dict:
+    """Every step in order in this process; the run's metrics.json."""
+    for step in STEPS:
+        run_step(step.name, cfg, run_dir)
+    return read_json(RunDir(run_dir).metrics)

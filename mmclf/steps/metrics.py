@@ -1,16 +1,11 @@
 """Step 4: turn eval_result.json and predictions into metrics.json, plots and report.md."""
-from pathlib import Path
-
 import numpy as np
 from omegaconf import DictConfig
 
 from mmclf import report
-from mmclf.config import work_dir
 from mmclf.errors import StepError
 from mmclf.io import read_json, write_json_atomic
-from mmclf.steps.test import EVAL_RESULT, PREDICTIONS
-
-METRICS = "metrics.json"
+from mmclf.rundir import RunDir
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -35,15 +30,14 @@ def build_metrics(eval_result: dict, predictions: dict) -> dict:
     }
 
 
-def metrics(cfg: DictConfig, run_dir) -> None:
+def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     """Write ``metrics.json``, ``confusion_matrix.png``, ``training_curve.png`` and ``report.md``."""
-    run_dir = Path(run_dir)
-    for name in (EVAL_RESULT, PREDICTIONS):
-        if not (run_dir / name).is_file():
-            raise StepError(f"{run_dir / name}: missing; run the test step first")
-    result = build_metrics(read_json(run_dir / EVAL_RESULT), read_json(run_dir / PREDICTIONS))
-    report.plot_confusion_matrix(result["confusion_matrix"], run_dir / "confusion_matrix.png")
-    curve = report.plot_training_curve(work_dir(run_dir), run_dir / "training_curve.png")
+    for path in (run_dir.eval_result, run_dir.predictions):
+        if not path.is_file():
+            raise StepError(f"{path}: missing; run the test step first")
+    result = build_metrics(read_json(run_dir.eval_result), read_json(run_dir.predictions))
+    report.plot_confusion_matrix(result["confusion_matrix"], run_dir.confusion_matrix)
+    curve = report.plot_training_curve(run_dir.work_dir, run_dir.training_curve)
     report.write_report(result, run_dir, has_curve=curve)
     # metrics.json last: its presence means the run is complete.
-    write_json_atomic(run_dir / METRICS, result)
+    write_json_atomic(run_dir.metrics, result)

@@ -6,18 +6,17 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
-from mmclf.config import to_mmcv_config, work_dir
+from mmclf.config import to_mmcv_config
 from mmclf.errors import StepError
 from mmclf.io import write_json_atomic
+from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
-EVAL_RESULT = "eval_result.json"
-PREDICTIONS = "predictions.json"
 FLIP = dict(type="RandomFlip", flip_prob=1.0, direction="horizontal")
 
 
-def final_checkpoint(cfg: DictConfig, run_dir) -> Path:
-    path = work_dir(run_dir) / f"epoch_{cfg.schedule.runner.max_epochs}.pth"
+def final_checkpoint(cfg: DictConfig, run_dir: RunDir) -> Path:
+    path = run_dir.checkpoint(cfg.schedule.runner.max_epochs)
     if not path.is_file():
         raise StepError(f"{path}: final checkpoint missing; run the train step first "
                         "(resume=never re-runs every step of this run dir)")
@@ -36,7 +35,7 @@ def predict(model, data_cfg, mm_cfg):
     return dataset, np.vstack(single_gpu_test(model, loader))
 
 
-def test(cfg: DictConfig, run_dir) -> None:
+def test(cfg: DictConfig, run_dir: RunDir) -> None:
     """Write ``eval_result.json`` (mmcls evaluate()) and ``predictions.json`` into ``run_dir``."""
     from mmcls.models import build_classifier
     from mmcls.utils import wrap_non_distributed_model
@@ -55,10 +54,9 @@ def test(cfg: DictConfig, run_dir) -> None:
     topk = (1, min(5, len(dataset.CLASSES)))
     result = dataset.evaluate(list(scores), metric=["accuracy", "precision", "recall", "f1_score"],
                               metric_options={"topk": topk})
-    run_dir = Path(run_dir)
-    write_json_atomic(run_dir / PREDICTIONS, {
+    write_json_atomic(run_dir.predictions, {
         "classes": list(dataset.CLASSES),
         "gt_label": dataset.get_gt_labels().tolist(),
         "pred_label": scores.argmax(axis=1).tolist(),
     })
-    write_json_atomic(run_dir / EVAL_RESULT, {key: float(value) for key, value in result.items()})
+    write_json_atomic(run_dir.eval_result, {key: float(value) for key, value in result.items()})

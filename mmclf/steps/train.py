@@ -1,7 +1,6 @@
 """Step 2: train with mmcls's own builders and mmcv's EpochBasedRunner."""
 import logging
 import time
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -11,21 +10,22 @@ from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.logs import mmcls_logger
+from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir) -> None:
-    """Train ``cfg.model`` on ``cfg.data.train``; checkpoints and logs go to ``run_dir/work_dir``."""
+def train(cfg: DictConfig, run_dir: RunDir) -> None:
+    """Train ``cfg.model`` on ``cfg.data.train``; checkpoints and logs go to ``run_dir.work_dir``."""
     from mmcls import __version__ as mmcls_version
     from mmcls.apis import set_random_seed, train_model
     from mmcls.datasets import build_dataset
     from mmcls.models import build_classifier
 
     mm_cfg = to_mmcv_config(cfg, run_dir)
-    out = Path(mm_cfg.work_dir)
+    out = run_dir.work_dir
     out.mkdir(parents=True, exist_ok=True)
-    mm_cfg.dump(str(out / "mmcls_config.py"))  # mmcls's tools can load the run's checkpoints with it
+    mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools can load the run's checkpoints with it
     if mm_cfg.runner.type == "EpochBasedRunner":
         mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
     mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST")]

@@ -7,16 +7,15 @@ the Kubernetes parts are left out: kfp.local cannot run CreatePVC and ignores Ku
 from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
-from backends.kfp_components import make_components
-from mmclf.schema import plain
+from backends.kfp.components import make_components
+from mmclf.steps import STEPS
 
 PIPELINE_NAME = "mmclf"
-TRAINING_STEPS = ("train", "test")  # the tasks that request backend.resources
 
 
 def volume_root(volume: DictConfig) -> str:
     """Where the shared volume is mounted in every step pod."""
-    if plain(volume.mode) == "workspace":
+    if volume.mode == "workspace":
         # The workspace's fixed mount path: dsl.WORKSPACE_PATH_PLACEHOLDER resolves to it. The
         # placeholder is only substituted in task constants, never inside a pipeline parameter,
         # and the driver mounts the workspace into every task whose parameters name this path.
@@ -26,7 +25,7 @@ def volume_root(volume: DictConfig) -> str:
 
 def pipeline_config(volume: DictConfig):
     """mode=workspace: a KFP (>= 2.15) run workspace sized and patched like the PVC mode=create makes."""
-    if plain(volume.mode) != "workspace":
+    if volume.mode != "workspace":
         return None
     patch = {"accessModes": list(volume.access_modes)}
     if volume.storage_class:
@@ -37,7 +36,7 @@ def pipeline_config(volume: DictConfig):
 
 def _claim(volume: DictConfig):
     """(claim name or channel, create-volume task or None) for the PVC modes; (None, None) otherwise."""
-    mode = plain(volume.mode)
+    mode = volume.mode
     if mode == "existing":
         return volume.claim_name, None
     if mode != "create":
@@ -60,17 +59,17 @@ def _request_resources(task, resources: DictConfig) -> None:
         task.set_memory_limit(str(resources.memory))
 
 
-def _on_cluster(task, step: str, backend: DictConfig, claim) -> None:
+def _on_cluster(task, step, backend: DictConfig, claim) -> None:
     """Kubernetes settings of one step task: volume mount, pull policy, timeout, resources.
 
     Only step tasks get them: KFP's driver does create-volume and delete-volume itself, in no pod.
     """
     if claim is not None:
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=backend.volume.mount_path)
-    kubernetes.set_image_pull_policy(task, plain(backend.image_pull_policy))
+    kubernetes.set_image_pull_policy(task, backend.image_pull_policy)
     if backend.timeout_s:
         kubernetes.set_timeout(task, backend.timeout_s)
-    if step in TRAINING_STEPS:
+    if step.accelerated:
         _request_resources(task, backend.resources)
 
 
@@ -80,13 +79,13 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, on_clust
     ``on_cluster=False`` builds the kfp.local variant: the same step tasks in the same order,
     without the volume tasks and Kubernetes settings.
     """
-    components = make_components(plain(backend.component), backend.image)
+    components = make_components(backend.component, backend.image)
     volume = backend.volume
 
     def mmclf(config_yaml: str = config_yaml, run_dir: str = run_dir):
         claim, previous = _claim(volume) if on_cluster else (None, None)
-        for step, component in components.items():
-            task = component(config_yaml=config_yaml, run_dir=run_dir)
+        for step in STEPS:
+            task = components[step.name](config_yaml=config_yaml, run_dir=run_dir)
             # Every task reads or writes the shared volume, so caching is off: a cached train would
             # skip work that a new (empty) volume or run dir needs, and test would find no checkpoint.
             task.set_caching_options(False)
@@ -97,7 +96,7 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, on_clust
             if on_cluster:
                 _on_cluster(task, step, backend, claim)
             previous = task
-        if on_cluster and plain(volume.mode) == "create" and volume.delete_after:
+        if on_cluster and volume.mode == "create" and volume.delete_after:
             # Runs only when every step succeeded: after a failure the volume stays for inspection.
             delete = kubernetes.DeletePVC(pvc_name=claim).after(previous)
             delete.set_display_name("delete-volume")

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from backends.kfp_target import CONNECT_S, READ_S, KfpError, Target, auth_hint
+from backends.kfp.target import CONNECT_S, READ_S, KfpError, Target, auth_hint
 
 METRICS_OUTPUT = "metrics"  # the produce-metrics task's Output[Metrics] parameter name
 _RUN_CONTEXT_TYPE = "system.PipelineRun"  # KFP's MLMD context per run, named by the run id

@@ -1,6 +1,6 @@
 """The facts every call to a KFP server shares: which host, how to authenticate, and the errors.
 
-kfp_client (runs and experiments over REST) and kfp_mlmd (metric values over gRPC-web) both take a
+client (runs and experiments over REST) and mlmd (metric values over gRPC-web) both take a
 ``Target`` and raise ``KfpError``.
 
 The bearer token is sent in a header and nowhere else: never logged, printed or put in a message.

@@ -1,6 +1,6 @@
 """Value checks for ``backend=kfp``: a bad volume or resource value stops before anything is compiled.
 
-The typed schema (mmclf/schema.py) already refused wrong types and unknown keys; these checks
+The typed schema (schema.py) already refused wrong types and unknown keys; these checks
 catch values a cluster would only refuse at run time, minutes later, inside a pod.
 """
 import re
@@ -8,7 +8,6 @@ import re
 from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
-from mmclf.schema import plain
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.
 SIZE = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")  # a volume size, e.g. 20Gi
@@ -35,7 +34,7 @@ def check_volume(volume: DictConfig) -> None:
     if not mount.startswith("/") or mount.rstrip("/") == "":
         raise ConfigError(f"backend.volume.mount_path={mount!r}: must be an absolute folder other than /, "
                           "e.g. backend.volume.mount_path=/mnt/mmclf")
-    mode = plain(volume.mode)
+    mode = volume.mode
     if mode == "existing":
         if not volume.claim_name or not CLAIM_NAME.match(volume.claim_name):
             raise ConfigError(f"backend.volume.claim_name={volume.claim_name!r}: backend.volume.mode=existing "
@@ -78,7 +77,7 @@ def check_backend(backend: DictConfig) -> None:
         raise ConfigError(f"backend.timeout_s={backend.timeout_s}: must be positive seconds, or null for no limit")
     if backend.poll_interval_s <= 0:
         raise ConfigError(f"backend.poll_interval_s={backend.poll_interval_s}: must be positive seconds, e.g. 10")
-    if plain(backend.component) == "container" and backend.wait:
+    if backend.component == "container" and backend.wait:
         raise ConfigError("backend.component=container with backend.wait=true: container components fill no KFP "
                           "Metrics artifact, so no metrics could come back; use backend.component=python")
     check_volume(backend.volume)

@@ -1,37 +1,38 @@
-"""The four step components, in both styles: Python-function (default) and custom container.
+"""The step components, in both styles: Python-function (default) and custom container.
 
-Either style only forwards to :mod:`mmclf.step`, so a pod runs exactly the step function that
+Either style only forwards to :mod:`backends.kfp.pod`, so a pod runs exactly the step function that
 ``backend=local`` runs. Component names give the task names of the seed's pipeline:
 prepare-data, train, test, produce-metrics.
 """
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 
-from mmclf.report import REPORT
-from mmclf.steps.metrics import METRICS
+from mmclf.rundir import RunDir
+from mmclf.steps import STEP_NAMES
 
 # Python-function components: KFP embeds each function's source in pipeline.yaml and runs it in
 # the project image (which has kfp installed, hence install_kfp_package=False), so each body
-# imports what it uses.
+# imports what it uses. KFP names a component (and its task) after the function, so each step
+# has its own small function rather than one generated from the step table.
 
 
 def prepare_data(config_yaml: str, run_dir: str):
     """Prepare the dataset under data.root and record the run's config.yaml."""
-    from mmclf.step import run_from_yaml
+    from backends.kfp.pod import run_from_yaml
 
     run_from_yaml("prepare_data", config_yaml, run_dir)
 
 
 def train(config_yaml: str, run_dir: str):
     """Train the model; checkpoints and logs go to <run_dir>/work_dir."""
-    from mmclf.step import run_from_yaml
+    from backends.kfp.pod import run_from_yaml
 
     run_from_yaml("train", config_yaml, run_dir)
 
 
 def test(config_yaml: str, run_dir: str):
     """Evaluate the final checkpoint: eval_result.json and predictions.json."""
-    from mmclf.step import run_from_yaml
+    from backends.kfp.pod import run_from_yaml
 
     run_from_yaml("test", config_yaml, run_dir)
 
@@ -39,22 +40,21 @@ def test(config_yaml: str, run_dir: str):
 def produce_metrics(config_yaml: str, run_dir: str, metrics: Output[Metrics],
                     classification: Output[ClassificationMetrics], report: Output[Markdown]):
     """Write metrics.json, plots and report.md; show them in the KFP UI."""
-    from mmclf.step import log_kfp_metrics, run_from_yaml
+    from backends.kfp.pod import log_kfp_metrics, run_from_yaml
 
     run_from_yaml("metrics", config_yaml, run_dir)
     log_kfp_metrics(run_dir, metrics, classification, report)
 
 
 PYTHON_FUNCTIONS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": produce_metrics}
-STEP_COMMAND = ["python", "-m", "mmclf.step"]
+POD_COMMAND = ["python", "-m", "backends.kfp.pod"]
 
 
 def _container_step(step: str, image: str):
     def component(config_yaml: str, run_dir: str):
-        return dsl.ContainerSpec(image=image, command=[*STEP_COMMAND, step],
+        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, step],
                                  args=["--config-yaml", config_yaml, "--run-dir", run_dir])
 
-    # KFP names a component (and so its task) after the function.
     component.__name__ = PYTHON_FUNCTIONS[step].__name__
     component.__doc__ = PYTHON_FUNCTIONS[step].__doc__
     return dsl.container_component(component)
@@ -66,18 +66,17 @@ def _container_metrics(image: str):
     def produce_metrics(config_yaml: str, run_dir: str, metrics_json: dsl.Output[dsl.Artifact],
                         report: dsl.Output[dsl.Markdown]):
         """Write metrics.json, plots and report.md; export metrics.json and the report."""
-        return dsl.ContainerSpec(image=image, command=[*STEP_COMMAND, "metrics"], args=[
+        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "metrics"], args=[
             "--config-yaml", config_yaml, "--run-dir", run_dir,
-            "--export", METRICS, metrics_json.path, "--export", REPORT, report.path])
+            "--export", RunDir.METRICS, metrics_json.path, "--export", RunDir.REPORT, report.path])
 
     return dsl.container_component(produce_metrics)
 
 
 def make_components(style: str, image: str) -> dict:
-    """Step name (a key of mmclf.steps.STEPS) -> KFP component of ``style`` (python | container)."""
+    """Step name -> KFP component of ``style`` (python | container), in the order of the step table."""
     if style == "python":
         return {name: dsl.component(func, base_image=image, install_kfp_package=False)
                 for name, func in PYTHON_FUNCTIONS.items()}
-    components = {name: _container_step(name, image) for name in ("prepare_data", "train", "test")}
-    components["metrics"] = _container_metrics(image)
-    return components
+    return {name: _container_metrics(image) if name == "metrics" else _container_step(name, image)
+            for name in STEP_NAMES}

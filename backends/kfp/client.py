@@ -1,8 +1,8 @@
 """Talk to a Kubeflow Pipelines API server: submit a compiled pipeline, wait for it, read its metrics back.
 
 Runs and experiments go through the kfp SDK client, which speaks the KFP v2beta1 REST API. The
-metric values of a finished run are read back from ML Metadata by backends/kfp_mlmd.py; the
-connection facts both share (host, token, KfpError) live in backends/kfp_target.py.
+metric values of a finished run are read back from ML Metadata by mlmd.py; the connection facts
+both share (host, token, KfpError) live in target.py.
 
 The bearer token is sent in a header and nowhere else: never logged, printed or put in a message.
 """
@@ -19,10 +19,10 @@ import kfp_server_api
 import urllib3
 from omegaconf import DictConfig
 
-from backends.kfp_mlmd import read_metrics
-from backends.kfp_target import CONNECT_S, READ_S, KfpError, Target, auth_hint, target_from_config
-from mmclf.io import write_json_atomic
-from mmclf.jobs import KFP_RUN_FILE
+from backends.kfp.mlmd import read_metrics
+from backends.kfp.record import write_run_record
+from backends.kfp.target import CONNECT_S, READ_S, KfpError, Target, auth_hint, target_from_config
+from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,12 @@ def submit(pipeline_file: Path, backend_cfg: DictConfig, run_name: str, argument
     run_id = _create_run(client, target, experiment_id, run_name, arguments)
     log.info("KFP run %s created: %s", run_id, target.run_link(run_id))
     record = {"run_id": run_id, "url": target.run_link(run_id), "experiment": experiment_name, "name": run_name}
-    write_json_atomic(pipeline_file.parent / KFP_RUN_FILE, record)
+    run_dir = RunDir(pipeline_file.parent)
+    write_run_record(run_dir, record)
     if not backend_cfg.wait:
         return None
     run = _wait_for_final_state(client, target, run_id, float(backend_cfg.poll_interval_s))
-    write_json_atomic(pipeline_file.parent / KFP_RUN_FILE, {**record, "state": run.state})
+    write_run_record(run_dir, {**record, "state": run.state})
     _raise_unless_succeeded(target, run)
     metrics = read_metrics(target, run_id)
     log.info("KFP run %s metrics: %s", run_id, metrics)

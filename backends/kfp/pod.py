@@ -1,22 +1,20 @@
 """One step in a fresh process: what every Kubeflow pod runs.
 
 Python-function components call :func:`run_from_yaml` from their body; custom container components run
-``python -m mmclf.step NAME --config-yaml YAML --run-dir DIR``. Either way the pod rebuilds the
+``python -m backends.kfp.pod NAME --config-yaml YAML --run-dir DIR``. Either way the pod rebuilds the
 config from its YAML parameter and calls the same step function as ``backend=local``.
 """
 import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmclf.errors import MMClfError
+from mmclf.errors import one_line_errors
 from mmclf.io import read_json
-from mmclf.report import REPORT
-from mmclf.steps import STEPS, run_step
-from mmclf.steps.metrics import METRICS
+from mmclf.rundir import RunDir
+from mmclf.steps import STEP_NAMES, run_step
 
 
 def run_from_yaml(name: str, config_yaml: str, run_dir: str) -> None:
@@ -26,7 +24,7 @@ def run_from_yaml(name: str, config_yaml: str, run_dir: str) -> None:
     """
     # A pod's Python starts with no logging config; without one, the steps' progress is silent.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    run_step(name, OmegaConf.create(config_yaml), Path(run_dir))
+    run_step(name, OmegaConf.create(config_yaml), RunDir(run_dir))
 
 
 def log_kfp_metrics(run_dir: str, metrics, classification, report) -> None:
@@ -34,19 +32,20 @@ def log_kfp_metrics(run_dir: str, metrics, classification, report) -> None:
 
     The v2 UI renders these three artifact types; it shows nothing for a plain metrics JSON file.
     """
-    result = read_json(Path(run_dir) / METRICS)
+    run_dir = RunDir(run_dir)
+    result = read_json(run_dir.metrics)
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, float(value))
     confusion = result["confusion_matrix"]
     classification.log_confusion_matrix(confusion["classes"], confusion["matrix"])
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(run_dir) / REPORT, report.path)
+    shutil.copyfile(run_dir.report, report.path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mmclf.step", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=list(STEPS), help="the step to run")
+    parser = argparse.ArgumentParser(prog="python -m backends.kfp.pod", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=STEP_NAMES, help="the step to run")
     parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
     parser.add_argument("--run-dir", required=True, help="the run directory (on the shared volume in a pod)")
     parser.add_argument("--export", nargs=2, action="append", default=[], metavar=("FILE", "PATH"),
@@ -57,14 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     """Entry point of custom container components; a user error ends in one line and exit status 2."""
     args = parse_args(argv)
-    try:
+    with one_line_errors():
         run_from_yaml(args.name, args.config_yaml, args.run_dir)
-    except MMClfError as err:
-        print(f"mmclf: error: {err}", file=sys.stderr)
-        sys.exit(2)
     for name, path in args.export:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(args.run_dir) / name, path)
+        shutil.copyfile(RunDir(args.run_dir) / name, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""backend.mode=local: the pipeline on this machine through kfp.local, writing into the run dir."""
+import importlib.util
+import logging
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from backends.kfp.compile import pod_config_yaml
+from backends.kfp.pipeline import build_pipeline
+from mmclf.errors import ConfigError, StepError
+from mmclf.io import read_json
+from mmclf.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def _hide_docker_folder() -> None:
+    """Keep kfp.local from taking this repo's docker/ folder for the docker SDK.
+
+    Run from the repo root, ``import docker`` finds docker/ (the Dockerfile's folder) as a namespace
+    package, and kfp.local, which imports the SDK for its DockerRunner, then fails. The SDK is a
+    regular package, so a namespace ``docker`` is never it: mark it absent, as kfp.local expects.
+    """
+    spec = importlib.util.find_spec("docker")
+    if spec is not None and spec.origin is None:
+        sys.modules["docker"] = None
+
+
+def run_local(cfg: DictConfig, run_dir: RunDir) -> dict:
+    """Execute the pipeline here through kfp.local, writing into ``run_dir``; return metrics.json."""
+    from kfp import local
+
+    if cfg.backend.component != "python":
+        raise ConfigError("backend.component=container cannot run with backend.mode=local: kfp.local's "
+                          "SubprocessRunner runs only Python-function components; use backend.component=python "
+                          "here, or backend.mode=compile for the container style")
+    run_dir = RunDir(run_dir.path.absolute())
+    arguments = {"config_yaml": pod_config_yaml(cfg, str(Path(cfg.data.root).absolute())), "run_dir": str(run_dir)}
+    pipeline = build_pipeline(cfg.backend, **arguments, on_cluster=False)
+    _hide_docker_folder()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir.kfp_local))
+    log.info("kfp.local: running the pipeline; task outputs under %s", run_dir.kfp_local)
+    try:
+        with warnings.catch_warnings():
+            # kfp.local warns that an image without "python" in its name may lack Python; the
+            # subprocess runs this environment's Python, not the image.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            pipeline()
+    except RuntimeError as err:
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp.local colours its messages for terminals
+        raise StepError(f"backend.mode=local: {message} (that task's log is printed above)") from None
+    return read_json(run_dir.metrics)

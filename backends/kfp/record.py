@@ -1,0 +1,19 @@
+"""``kfp_run.json``: the KFP run a run dir belongs to (id, UI link, experiment, name, final state)."""
+from mmclf.io import read_json, write_json_atomic
+from mmclf.rundir import RunDir
+
+
+def write_run_record(run_dir: RunDir, record: dict) -> None:
+    write_json_atomic(run_dir.kfp_run, record)
+
+
+def read_run_record(run_dir: RunDir) -> dict:
+    return read_json(run_dir.kfp_run) if run_dir.kfp_run.is_file() else {}
+
+
+def remote_run(run_dir: RunDir) -> dict:
+    """The job record's ``remote`` entry: which KFP run, its link and its last known state."""
+    record = read_run_record(run_dir)
+    if not record:
+        return {}
+    return {"kind": "kfp", "state": record.get("state", "submitted"), "run_id": record["run_id"], "url": record["url"]}

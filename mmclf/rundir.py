@@ -1,0 +1,115 @@
+"""The run directory: every file and folder name of the run-dir contract, defined once.
+
+A step reads what the previous step left in its run dir and writes its own files there; that is
+the whole contract between steps, on every backend. Every module asks a ``RunDir`` for a path
+instead of spelling a file name.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, init=False)
+class RunDir:
+    """A run directory at ``path``; accepts a path, a string or a RunDir."""
+
+    path: Path
+
+    # prepare-data
+    CONFIG = "config.yaml"  # the resolved config this run used
+    # train: mmcls's work dir
+    WORK_DIR = "work_dir"
+    MMCLS_CONFIG = "mmcls_config.py"  # the mmcv config, for mmcls's own tools
+    LATEST = "latest.pth"
+    # test
+    EVAL_RESULT = "eval_result.json"
+    PREDICTIONS = "predictions.json"
+    # metrics (METRICS last: its presence means the run is complete)
+    METRICS = "metrics.json"
+    REPORT = "report.md"
+    CONFUSION_MATRIX = "confusion_matrix.png"
+    TRAINING_CURVE = "training_curve.png"
+    # records
+    STEPS = "steps.json"  # which steps finished, for which config
+    JOB = "job.json"  # the job's status, for sweeps and re-runs
+    # backend=kfp
+    PIPELINE = "pipeline.yaml"
+    PIPELINE_GRAPH = "pipeline_graph.md"
+    KFP_RUN = "kfp_run.json"
+    KFP_LOCAL = ".kfp_local"  # kfp.local's pipeline root (hidden, like .hydra)
+
+    def __init__(self, path) -> None:
+        object.__setattr__(self, "path", Path(path.path if isinstance(path, RunDir) else path))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def work_dir(self) -> Path:
+        return self.path / self.WORK_DIR
+
+    @property
+    def mmcls_config(self) -> Path:
+        return self.work_dir / self.MMCLS_CONFIG
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        return self.work_dir / self.LATEST
+
+    def checkpoint(self, epoch: int) -> Path:
+        """``work_dir/epoch_<epoch>.pth``: mmcv's name for the checkpoint after ``epoch`` epochs."""
+        return self.work_dir / f"epoch_{epoch}.pth"
+
+    @property
+    def eval_result(self) -> Path:
+        return self.path / self.EVAL_RESULT
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.path / self.CONFUSION_MATRIX
+
+    @property
+    def training_curve(self) -> Path:
+        return self.path / self.TRAINING_CURVE
+
+    @property
+    def steps_record(self) -> Path:
+        return self.path / self.STEPS
+
+    @property
+    def job_record(self) -> Path:
+        return self.path / self.JOB
+
+    @property
+    def pipeline(self) -> Path:
+        return self.path / self.PIPELINE
+
+    @property
+    def pipeline_graph(self) -> Path:
+        return self.path / self.PIPELINE_GRAPH
+
+    @property
+    def kfp_run(self) -> Path:
+        return self.path / self.KFP_RUN
+
+    @property
+    def kfp_local(self) -> Path:
+        return self.path / self.KFP_LOCAL

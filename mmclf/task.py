@@ -1,0 +1,68 @@
+"""The task Hydra runs for each job: validate, run the configured backend, record the job, and
+turn failures into the job record, the sweep's policy and one line with exit status 2."""
+import logging
+import math
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from mmclf import jobs, summary
+from mmclf.errors import MMClfError, exit_with
+from mmclf.rundir import RunDir
+from mmclf.validate import backend_of, validate
+
+log = logging.getLogger("mmclf")
+SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (tests, notebooks)
+
+
+def hydra_job() -> tuple[Path, jobs.JobContext]:
+    """This job's run dir and context, from Hydra's runtime config (inside ``@hydra.main`` only)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    in_sweep = hydra.mode == RunMode.MULTIRUN
+    context = jobs.JobContext(overrides=tuple(hydra.overrides.task), number=hydra.job.num if in_sweep else None,
+                              sweep_dir=Path(hydra.sweep.dir) if in_sweep else None)
+    return Path(hydra.runtime.output_dir), context
+
+
+def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional[float]:
+    """Validate, run the configured backend and return the objective ``cfg.optimized_metric``.
+
+    None when no run finished here (backend=kfp compiling, or submitting without waiting)."""
+    validate(cfg)
+    run_dir, backend = RunDir(run_dir), backend_of(cfg)
+    metrics = jobs.finished_metrics(cfg, run_dir)
+    if metrics is not None:
+        log.info("%s already holds a finished run of this config; not running it again", run_dir)
+    else:
+        metrics = backend.run(cfg, run_dir, job)
+    remote = backend.remote_run(run_dir)
+    if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
+        jobs.write_record(run_dir, cfg, "pending", remote=remote)
+        return None
+    objective = jobs.objective(cfg, metrics)
+    jobs.write_record(run_dir, cfg, "succeeded", remote=remote, objective=objective, metrics=jobs.scalars(metrics))
+    print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
+    return objective
+
+
+def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
+    """``run``, and when it fails: record the failure, then go on with the sweep (a NaN objective),
+    or stop: one line and exit status 2 for a user error, the traceback for anything else."""
+    try:
+        return run(cfg, run_dir, job)
+    except Exception as err:
+        jobs.write_record(run_dir, cfg, "failed", remote=backend_of(cfg).remote_run(RunDir(run_dir)),
+                          error=f"{type(err).__name__}: {err}")
+        if job.in_sweep:
+            if not cfg.sweep.fail_fast:
+                log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",
+                          job.number, err, exc_info=not isinstance(err, MMClfError))
+                return math.nan  # Optuna records a NaN objective as a failed trial
+            summary.write_summary(job.sweep_dir)  # Hydra's multirun-end callback will not run
+        if isinstance(err, MMClfError):
+            exit_with(err)
+        raise
