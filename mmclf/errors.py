@@ -19,6 +19,14 @@ class StepError(MMClfError):
     """A step cannot run because an earlier step's output is missing."""
 
 
+class ResultNotHere(MMClfError):
+    """The job finished elsewhere (on a cluster), but its result could not be brought back.
+
+    Recorded in job.json as ``job_status``, not as a failure: the run's outputs exist where it ran."""
+
+    job_status = "succeeded_without_metrics"
+
+
 EXIT_USER_ERROR = 2
 
 

@@ -55,7 +55,8 @@ def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     try:
         return run(cfg, run_dir, job)
     except Exception as err:
-        jobs.write_record(run_dir, cfg, "failed", remote=backend_of(cfg).remote_run(RunDir(run_dir)),
+        status = getattr(err, "job_status", "failed")  # ResultNotHere: finished, result elsewhere
+        jobs.write_record(run_dir, cfg, status, remote=backend_of(cfg).remote_run(RunDir(run_dir)),
                           error=f"{type(err).__name__}: {err}")
         if job.in_sweep:
             if not cfg.sweep.fail_fast:
