@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.steps import run_all
-from mmclf.validate import check_device_here
+from mmclf.validate import check_runs_here
 
 
 @dataclass
@@ -20,7 +20,7 @@ ConfigStore.instance().store(group="backend", name="local_schema", node=LocalBac
 
 class LocalBackend:
     def check(self, cfg: DictConfig) -> None:
-        check_device_here(cfg)
+        check_runs_here(cfg)
 
     def returns_objective(self, cfg: DictConfig) -> bool:
         return True

@@ -18,7 +18,7 @@ import torch
 from mmcv.runner import RUNNERS, EpochBasedRunner
 from mmcv.runner.checkpoint import CheckpointLoader
 
-from mmclf.errors import ConfigError, MMClfError
+from mmclf.errors import ConfigError, MMClfError, RunDirRefused
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
             super().save_checkpoint(str(out_dir), tmp_name, save_optimizer, meta, create_symlink=False)
         except Exception as err:
             (out_dir / tmp_name).unlink(missing_ok=True)
-            previous = sorted(out_dir.glob("epoch_*.pth"))
-            kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint"
+            previous = epoch_checkpoints(out_dir)
+            kept = f"the previous checkpoint {previous[0][1].name} is intact" if previous else "no earlier checkpoint"
             raise CheckpointWriteError(
                 f"writing checkpoint {out_dir / filename} failed ({type(err).__name__}: {err}); {kept}. "
                 "Free space on that volume (or lower runtime.checkpoint_config.max_keep_ckpts) and run "
@@ -98,6 +98,20 @@ class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
         os.replace(out_dir / tmp_name, out_dir / filename)
         if create_symlink:
             _point_latest_at(out_dir, filename)
+
+
+def tidy_work_dir(work_dir: Path, resume_from, max_keep: int) -> None:
+    """Undo what a kill can leave: temp files of unfinished writes, ``latest.pth`` not yet moved
+    to the newest checkpoint, more checkpoints than ``max_keep`` (mmcv prunes only after a save,
+    which a finished run never makes again). Run by the one process holding the run dir's lock."""
+    for tmp in work_dir.glob(".*.tmp"):
+        tmp.unlink()
+    if resume_from is not None and resume_from.parent == work_dir:
+        _point_latest_at(work_dir, resume_from.name)
+    if max_keep > 0:
+        for _, path in epoch_checkpoints(work_dir)[max_keep:]:
+            if path != resume_from:
+                path.unlink()
 
 
 def epoch_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
@@ -118,19 +132,29 @@ def checkpoint_meta(path: Path):
     return None
 
 
+def _check_recipe(path: Path, meta: dict, weights: str, key: str) -> None:
+    if meta.get("weights_fingerprint") != weights:
+        error = ConfigError if key == "resume" else RunDirRefused
+        raise error(f"{key}: {path} was trained with another model, data, schedule or seed; "
+                    + ("pass a checkpoint of this recipe, or resume=auto" if key == "resume" else
+                       "run into a new hydra.run.dir, or pass resume=never to train from scratch over it"))
+
+
 def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int):
     """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` up to
     ``max_epochs`` (or None), ``never`` = None, anything else = that path, which must load.
 
     ``weights`` fingerprints the recipe being trained (config.weights_fingerprint): mmcv resumes
     non-strictly, so a checkpoint of another model would load half its weights without a word,
-    and one of another schedule or seed would pass off its result as this config's. Such a run
-    dir is refused instead of being trained over."""
+    and one of another schedule or seed would pass off its result as this config's. Such a
+    checkpoint is refused instead of being trained over, whether found in the run dir or named."""
     if resume == "never":
         return None
     if resume != "auto":
-        if not Path(resume).is_file() or checkpoint_meta(Path(resume)) is None:
+        meta = checkpoint_meta(Path(resume)) if Path(resume).is_file() else None
+        if meta is None:
             raise ConfigError(f"resume={resume}: not a loadable mmcv checkpoint; use resume=auto, never or a .pth path")
+        _check_recipe(Path(resume), meta, weights, "resume")
         return Path(resume)
     for epoch, path in epoch_checkpoints(work_dir):
         if epoch > max_epochs:
@@ -138,9 +162,6 @@ def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int
         meta = checkpoint_meta(path)
         if meta is None:
             continue
-        if meta.get("weights_fingerprint") != weights:
-            raise ConfigError(
-                f"hydra.run.dir: {path} was trained with another model, data, schedule or seed; run "
-                "into a new hydra.run.dir, or pass resume=never to train from scratch over it")
+        _check_recipe(path, meta, weights, "hydra.run.dir")
         return path
     return None

@@ -64,6 +64,15 @@ def read_meta(folder: Path) -> tuple[list[str], tuple[int, int]]:
     return list(names), (int(height), int(width))
 
 
+def _labels(path: Path, raw) -> np.ndarray:
+    """Class indices as int64; strings or fractions are refused, not converted or truncated."""
+    labels = np.asarray(raw)
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        kind = labels.dtype if labels.ndim == 1 else f"shape {labels.shape}"
+        raise DataError(f"{path}: 'labels' must be a list of integer class indices, found {kind}")
+    return labels.astype(np.int64)
+
+
 def read_split(folder: Path, test_mode: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (N, H, W, 3) uint8, labels (N,) int64 and class names of one split, validated."""
     names, (height, width) = read_meta(folder)
@@ -74,7 +83,7 @@ def read_split(folder: Path, test_mode: bool) -> tuple[np.ndarray, np.ndarray, l
     for path in paths:
         entry = load_pickle(path)
         data = np.asarray(entry.get("data"))
-        batch_labels = np.asarray(entry.get("labels", entry.get("fine_labels", [])), dtype=np.int64)
+        batch_labels = _labels(path, entry.get("labels", entry.get("fine_labels", [])))
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * height * width:
             raise DataError(
                 f"{path}: 'data' must be uint8 of shape (N, {3 * height * width}) for "

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from mmclf import cifar_format
 from mmclf.errors import DataError
+from mmclf.io import remove_stale_temps
 
 log = logging.getLogger(__name__)
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -71,6 +72,7 @@ def synthetic_arrays(num_classes: int, image_size: int, num_train: int, num_test
 
 
 def _ensure_generated(folder: Path, make_arrays, class_names, source: dict) -> None:
+    remove_stale_temps(folder)  # of a writer killed mid-file; this one holds the data root's lock
     meta_path = folder / cifar_format.META_FILE
     if meta_path.exists() and cifar_format.load_pickle(meta_path).get("source") == source:
         log.info("dataset ready: %s", folder)
@@ -118,6 +120,12 @@ def _prepare(data_cfg: DictConfig) -> None:
     # data step, so that a bad file fails before training starts.
     for test_mode in (False, True):
         names = cifar_format.read_split(folder, test_mode)[2]
+    meta = folder / cifar_format.META_FILE
     if len(names) != data_cfg.num_classes:
-        raise DataError(f"data.num_classes={data_cfg.num_classes} but {folder / cifar_format.META_FILE} names "
+        raise DataError(f"data.num_classes={data_cfg.num_classes} but {meta} names "
                         f"{len(names)} classes; set data.num_classes={len(names)}")
+    height, width = cifar_format.read_meta(folder)[1]
+    size = data_cfg.get("image_size")
+    if size is not None and (height, width) != (size, size):
+        fix = f"set data.image_size={height}" if height == width else "use a folder of square images"
+        raise DataError(f"data.image_size={size} but {meta} says {height}x{width} images; {fix}")

@@ -11,6 +11,10 @@ class ConfigError(MMClfError):
     """A config value is out of range or inconsistent with this machine."""
 
 
+class RunDirRefused(ConfigError):
+    """The run dir belongs to another run or another process: refused before anything in it is touched."""
+
+
 class DataError(MMClfError):
     """A dataset is missing, corrupt or not in the expected format."""
 
@@ -37,9 +41,14 @@ def exit_with(err: MMClfError):
 
 
 @contextlib.contextmanager
-def one_line_errors():
-    """Turn a user error raised inside into one line and exit status 2; anything else propagates."""
+def one_line_errors(os_errors: bool = False):
+    """Turn a user error raised inside into one line and exit status 2; with ``os_errors``, an
+    OSError too (an unreadable or vanished path), naming its path. Anything else propagates."""
     try:
         yield
     except MMClfError as err:
         exit_with(err)
+    except OSError as err:
+        if not os_errors:
+            raise
+        exit_with(MMClfError(f"{err.filename or 'a path in the config'}: {err.strerror or err}; check that path"))

@@ -24,3 +24,41 @@ class NonFiniteLossHook(Hook):
             raise TrainingDiverged(
                 f"training loss became {loss} at epoch {runner.epoch + 1}, iteration {runner.inner_iter + 1} "
                 f"(lr {lr:.3g}); lower schedule.optimizer.lr or check the data")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for ``epoch`` (0-based) of a run seeded with ``seed``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+@HOOKS.register_module()
+class EpochSeedHook(Hook):
+    """Seed every random number generator at the start of each epoch from (seed, epoch).
+
+    Epoch e's shuffle and augmentation then depend on nothing but the seed and e, so a run that
+    resumes at epoch e (after a kill) draws exactly what the uninterrupted run drew: its final
+    weights are bit-identical on the CPU, with nothing to save in the checkpoints. It covers
+    Python's, numpy's and torch's generators (DataLoader shuffling and mmcls's pipelines in this
+    process) and a loader with ``set_epoch`` (the device loader's own generator). DataLoader
+    workers reseed themselves (mmcls's ``worker_init_fn``); with ``persistent_workers`` their
+    streams run on across epochs, so that setting resumes with fresh streams, not the same draws.
+    Registered with the highest priority: before anything else in the epoch draws a number.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_train_epoch(self, runner):
+        import random
+
+        import numpy as np
+        import torch
+
+        seed = epoch_seed(self.seed, runner.epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # and every CUDA device's
+        if hasattr(runner.data_loader, "set_epoch"):
+            runner.data_loader.set_epoch(runner.epoch)

@@ -19,8 +19,10 @@ def write_bytes_atomic(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name it
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -32,6 +34,21 @@ def write_json_atomic(path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+def write_figure_atomic(fig, path, **savefig_options) -> None:
+    """Save a matplotlib figure to ``path`` through a temp file beside it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format=path.suffix.lstrip("."), **savefig_options)
+    os.replace(tmp, path)
+
+
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def remove_stale_temps(folder) -> None:
+    """Delete the temp files writes above leave when their process is killed (``.<name>.*.tmp``).
+    Only for the one process that may write ``folder`` now (it holds the folder's lock)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

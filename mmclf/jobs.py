@@ -58,6 +58,13 @@ def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
     return record.get("metrics") if same_job else None
 
 
+def scalar_metric_names(num_classes: int) -> list[str]:
+    """The scalars of metrics.json (mmcls's evaluate() with top-1 and top-min(5, classes), and the
+    test-set size): what ``optimized_metric`` may name."""
+    top_k = sorted({1, min(5, num_classes)})
+    return [*(f"accuracy_top-{k}" for k in top_k), "precision", "recall", "f1_score", "num_test_images"]
+
+
 def scalars(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 

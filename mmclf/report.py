@@ -7,15 +7,13 @@ import matplotlib
 matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mmclf.io import write_text_atomic  # noqa: E402
+from mmclf.io import write_figure_atomic, write_text_atomic  # noqa: E402
 from mmclf.rundir import RunDir  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    write_figure_atomic(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def plot_confusion_matrix(confusion: dict, path: Path) -> None:

@@ -31,6 +31,7 @@ class RunDir:
     # records
     STEPS = "steps.json"  # which steps finished, for which config
     JOB = "job.json"  # the job's status, for sweeps and re-runs
+    LOCK = ".lock"  # held by the one process running a job here (mmclf/lock.py)
     # backend=kfp
     PIPELINE = "pipeline.yaml"
     PIPELINE_GRAPH = "pipeline_graph.md"
@@ -97,6 +98,10 @@ class RunDir:
     @property
     def job_record(self) -> Path:
         return self.path / self.JOB
+
+    @property
+    def lock(self) -> Path:
+        return self.path / self.LOCK
 
     @property
     def pipeline(self) -> Path:

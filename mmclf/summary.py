@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from mmclf.io import write_text_atomic
+from mmclf.io import remove_stale_temps, write_figure_atomic, write_text_atomic
 from mmclf.jobs import read_record
 
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
@@ -99,10 +99,8 @@ def plot(rows: list[dict], swept: list[str], path: Path) -> bool:
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set(xlabel=key, ylabel="objective")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return True
 
 
@@ -121,6 +119,7 @@ def _markdown(header, body, best: dict, has_plot: bool) -> str:
 def write_summary(sweep_dir) -> list[dict]:
     """Write the summary files of ``sweep_dir``; return its rows."""
     sweep_dir = Path(sweep_dir)
+    remove_stale_temps(sweep_dir)  # of a summary write that was killed
     rows = job_rows(sweep_dir)
     swept = swept_keys(rows)
     header, body = _table(rows, swept)

@@ -1,5 +1,6 @@
 """The task Hydra runs for each job: validate, run the configured backend, record the job, and
 turn failures into the job record, the sweep's policy and one line with exit status 2."""
+import errno
 import logging
 import math
 from pathlib import Path
@@ -8,12 +9,19 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from mmclf import jobs, summary
-from mmclf.errors import MMClfError, exit_with
+from mmclf.errors import MMClfError, RunDirRefused, exit_with
+from mmclf.io import remove_stale_temps
+from mmclf.lock import run_dir_lock
+from mmclf.preflight import refuse_foreign_run
 from mmclf.rundir import RunDir
 from mmclf.validate import backend_of, validate
 
 log = logging.getLogger("mmclf")
 SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (tests, notebooks)
+
+
+class DiskFull(MMClfError):
+    """No space left (or quota exceeded) while writing a file."""
 
 
 def hydra_job() -> tuple[Path, jobs.JobContext]:
@@ -31,33 +39,61 @@ def hydra_job() -> tuple[Path, jobs.JobContext]:
 def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional[float]:
     """Validate, run the configured backend and return the objective ``cfg.optimized_metric``.
 
-    None when no run finished here (backend=kfp compiling, or submitting without waiting)."""
+    One job per run dir at a time (a lock); a run dir holding another recipe's checkpoints is
+    refused before anything in it changes. None when no run finished here (backend=kfp
+    compiling, or submitting without waiting)."""
     validate(cfg)
     run_dir, backend = RunDir(run_dir), backend_of(cfg)
-    metrics = jobs.finished_metrics(cfg, run_dir)
-    if metrics is not None:
-        log.info("%s already holds a finished run of this config; not running it again", run_dir)
-    else:
-        metrics = backend.run(cfg, run_dir, job)
-    remote = backend.remote_run(run_dir)
-    if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
-        jobs.write_record(run_dir, cfg, "pending", remote=remote)
-        return None
-    objective = jobs.objective(cfg, metrics)
-    jobs.write_record(run_dir, cfg, "succeeded", remote=remote, objective=objective, metrics=jobs.scalars(metrics))
+    with run_dir_lock(run_dir):
+        refuse_foreign_run(cfg, run_dir)
+        remove_stale_temps(run_dir.path)  # of a write killed mid-file; this process holds the lock
+        metrics = jobs.finished_metrics(cfg, run_dir)
+        if metrics is not None:
+            log.info("%s already holds a finished run of this config; not running it again", run_dir)
+        else:
+            metrics = _disk_full_in_one_line(backend.run, cfg, run_dir, job)
+        remote = backend.remote_run(run_dir)
+        if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
+            jobs.write_record(run_dir, cfg, "pending", remote=remote)
+            return None
+        objective = jobs.objective(cfg, metrics)
+        jobs.write_record(run_dir, cfg, "succeeded", remote=remote, objective=objective,
+                          metrics=jobs.scalars(metrics))
     print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
     return objective
 
 
+def _disk_full_in_one_line(function, *args):
+    """``function(*args)``, with a full disk (or quota) anywhere said in one line naming the path."""
+    try:
+        return function(*args)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(f"{err.filename or 'a file'}: no space left on that volume ({err.strerror}). Files "
+                       "already written are intact (each is written whole or not at all); free space and run the "
+                       "same command again to continue") from None
+
+
+def _record_failure(run_dir, cfg: DictConfig, err: Exception) -> None:
+    """job.json for a failed job; never a second error on top of the first (a full disk, say)."""
+    status = getattr(err, "job_status", "failed")  # ResultNotHere: finished, result elsewhere
+    try:
+        jobs.write_record(run_dir, cfg, status, remote=backend_of(cfg).remote_run(RunDir(run_dir)),
+                          error=f"{type(err).__name__}: {err}")
+    except OSError as record_err:
+        log.warning("could not record the failure in %s (%s)", RunDir(run_dir).job_record, record_err)
+
+
 def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
-    """``run``, and when it fails: record the failure, then go on with the sweep (a NaN objective),
-    or stop: one line and exit status 2 for a user error, the traceback for anything else."""
+    """``run``, and when it fails: record the failure (unless the run dir was refused: it belongs
+    to another run), then go on with the sweep (a NaN objective), or stop: one line and exit
+    status 2 for a user error, the traceback for anything else."""
     try:
         return run(cfg, run_dir, job)
     except Exception as err:
-        status = getattr(err, "job_status", "failed")  # ResultNotHere: finished, result elsewhere
-        jobs.write_record(run_dir, cfg, status, remote=backend_of(cfg).remote_run(RunDir(run_dir)),
-                          error=f"{type(err).__name__}: {err}")
+        if not isinstance(err, RunDirRefused):
+            _record_failure(run_dir, cfg, err)
         if job.in_sweep:
             if not cfg.sweep.fail_fast:
                 log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",

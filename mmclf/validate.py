@@ -12,6 +12,10 @@ from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
+from mmclf.jobs import scalar_metric_names
+from mmclf.preflight import check_run_dir
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 def backend_of(cfg: DictConfig):
@@ -19,12 +23,17 @@ def backend_of(cfg: DictConfig):
     return get_class(cfg.backend._target_)()
 
 
-def _positive_int(cfg: DictConfig, key: str) -> None:
+def _integer(cfg: DictConfig, key: str, low: int, example: str, high: int = None) -> None:
+    """``cfg.<key>`` (when present) must be an integer in [low, high]."""
     value = cfg
     for part in key.split("."):
+        if part not in value:
+            return
         value = value[part]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r}: must be a positive integer, e.g. {key}=8")
+    in_range = not isinstance(value, bool) and isinstance(value, int) and value >= low
+    if not in_range or (high is not None and value > high):
+        bound = "a positive integer" if low == 1 else f"an integer from {low}" + (f" to {high}" if high else " up")
+        raise ConfigError(f"{key}={value!r}: must be {bound}, e.g. {key}={example}")
 
 
 def _positive_number(key: str, value) -> None:
@@ -32,14 +41,34 @@ def _positive_number(key: str, value) -> None:
         raise ConfigError(f"{key}={value!r}: must be a positive number, e.g. {key}=0.1")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up
+        return False
+
+
 def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    while not _exists(path) and path != path.parent:
         path = path.parent
     return path
 
 
+def check_path(key: str, path) -> None:
+    """A usable path: not empty, no part longer than the filesystem allows."""
+    if not str(path).strip():
+        raise ConfigError(f"{key} is empty; give a folder, e.g. {key}=data")
+    existing = _nearest_existing(Path(path).absolute())
+    longest = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > longest:
+            raise ConfigError(f"{key}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; this filesystem "
+                              f"allows {longest}: choose a shorter {key}")
+
+
 def check_writable_dir(key: str, path) -> None:
     """The folder (or its nearest existing parent) must be a writable directory."""
+    check_path(key, path)
     existing = _nearest_existing(Path(path).absolute())
     if not existing.is_dir():
         raise ConfigError(f"{key}: {existing} is a file, not a folder; choose another {key}")
@@ -47,24 +76,46 @@ def check_writable_dir(key: str, path) -> None:
         raise ConfigError(f"{key}: cannot write under {existing}; choose a writable {key}")
 
 
-def check_device_here(cfg: DictConfig) -> None:
-    """For backends that train on this machine: ``device=cuda`` needs a visible GPU."""
+def check_runs_here(cfg: DictConfig) -> None:
+    """For backends that train on this machine: ``device=cuda`` needs a visible GPU, and
+    ``resume=<path>`` a checkpoint here of the same recipe."""
     if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
+    if cfg.resume not in ("auto", "never"):
+        from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
+        from mmclf.config import weights_fingerprint
+
+        resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    check_path("data.root", cfg.data.root)
+    root = Path(cfg.data.root)
+    if _exists(root) and not root.is_dir():
+        raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")
+    for key, low, example in [("num_classes", 1, "10"), ("image_size", 1, "32"), ("num_train", 1, "500"),
+                              ("num_test", 1, "100"), ("samples_per_gpu", 1, "64"), ("workers_per_gpu", 0, "2")]:
+        _integer(cfg, f"data.{key}", low, example)
+    uses_device_loader(cfg.data)  # data.loader must be mmcls or device
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any value mmclf cannot run with."""
-    _positive_int(cfg, "schedule.runner.max_epochs")
-    _positive_int(cfg, "data.samples_per_gpu")
+    _integer(cfg, "schedule.runner.max_epochs", 1, "8")
     _positive_number("schedule.optimizer.lr", cfg.schedule.optimizer.lr)
-    uses_device_loader(cfg.data)  # data.loader must be mmcls or device
-    root = Path(cfg.data.root)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")
+    _integer(cfg, "runtime.checkpoint_config.interval", 1, "1")
+    _integer(cfg, "runtime.log_config.interval", 1, "50")
+    _integer(cfg, "seed", 0, "0", high=MAX_SEED)
+    _check_data(cfg)
+    if not cfg.resume.strip():
+        raise ConfigError("resume is empty: use resume=auto (continue), never (start again) or a checkpoint path")
+    metrics = scalar_metric_names(cfg.data.num_classes)
+    if cfg.optimized_metric not in metrics:
+        raise ConfigError(f"optimized_metric={cfg.optimized_metric!r}: not a metric of metrics.json; "
+                          f"use one of {', '.join(metrics)}")
     backend_of(cfg).check(cfg)
 
 
@@ -78,23 +129,25 @@ def searches(sweeper: DictConfig) -> bool:
 def check_sweep(config: DictConfig) -> None:
     """A sweeper that searches (Optuna) needs each job's objective back from the backend."""
     if searches(config.hydra.sweeper) and not backend_of(config).returns_objective(config):
-        raise ConfigError("hparams_search needs each trial's objective: use backend=local, backend.mode=local, "
-                          "or backend.mode=submit with backend.wait=true")
+        raise ConfigError("hparams_search needs each trial's objective, and this backend returns none as configured: "
+                          "use backend=local, backend.mode=local, or backend.mode=submit with backend.wait=true")
 
 
 class ValidateBeforeRun(Callback):
     """Hydra callback: validate the composed config before Hydra creates any output folder.
 
-    Hydra turns an exception raised in a callback into a warning and carries on, so errors end the
-    process here (one line, exit 2) instead of being raised."""
+    Hydra turns an exception raised in a callback into a warning and carries on, so every error
+    ends the process here (one line, exit 2) instead of being raised."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        with one_line_errors():
+        with one_line_errors(os_errors=True):
             validate(config)
             check_writable_dir("hydra.run.dir", config.hydra.run.dir)
+            check_run_dir(config, config.hydra.run.dir)  # before Hydra writes .hydra/ into it
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        with one_line_errors():
+        with one_line_errors(os_errors=True):
             validate(config)
             check_sweep(config)
             check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir)
+

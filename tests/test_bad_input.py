@@ -1,11 +1,16 @@
 """Bad input stops before any work: non-zero exit, a message naming the key, no traceback,
 and nothing created or damaged on disk."""
+import json
 import os
 
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from mmclf import validate as validate_module
+from mmclf.errors import ConfigError
+from mmclf.jobs import scalar_metric_names
+from mmclf.validate import validate
+from tests.conftest import compose_cfg, run_cli
 
 HYDRA_ERRORS = [  # Hydra's own composition errors: its message, no traceback
     ("not_a_key=1", "not_a_key"),
@@ -80,3 +85,50 @@ def test_unwritable_run_dir_is_refused():
 def test_unwritable_sweep_dir_is_refused():
     result = run_cli("-m", "hydra.sweep.dir=/proc/sys/mmclf-sweep", "schedule.optimizer.lr=0.1,0.05")
     assert result.returncode == 2 and "hydra.sweep.dir: cannot write under /proc/sys" in result.stderr
+
+
+BAD_VALUES = [  # mmclf's value checks, in process: each names its key and a fix
+    ("data.num_classes=0", "data.num_classes=0: must be a positive integer"),
+    ("data.num_classes=-2", "data.num_classes=-2: must be a positive integer"),
+    ("data.image_size=0", "data.image_size=0: must be a positive integer"),
+    ("data.num_train=0", "data.num_train=0: must be a positive integer"),
+    ("seed=-1", "seed=-1: must be an integer from 0 to 4294967295"),
+    ("seed=99999999999", "seed=99999999999: must be an integer from 0 to 4294967295"),
+    ("data.workers_per_gpu=-1", "data.workers_per_gpu=-1: must be an integer from 0 up"),
+    ("runtime.checkpoint_config.interval=0", "runtime.checkpoint_config.interval=0: must be a positive integer"),
+    ("optimized_metric=bogus", "optimized_metric='bogus': not a metric of metrics.json; use one of accuracy_top-1"),
+    ("optimized_metric=", "optimized_metric='': not a metric of metrics.json"),
+    ("resume=", "resume is empty"),
+    ("resume=/nowhere/epoch_3.pth", "resume=/nowhere/epoch_3.pth: not a loadable mmcv checkpoint"),
+    ("data.root=", "data.root is empty"),
+    ("data.root=/tmp/" + "x" * 300, "bytes long; this filesystem allows 255: choose a shorter data.root"),
+]
+
+
+@pytest.mark.parametrize("override, expected", BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_bad_values_are_refused_before_any_work(override, expected):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["data=synthetic", override]))
+    assert expected in str(err.value)
+
+
+def test_metric_names_are_the_scalars_of_metrics_json(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert scalar_metric_names(10) == [key for key, value in metrics.items() if isinstance(value, (int, float))]
+
+
+def test_an_empty_data_root_writes_nothing_anywhere(tmp_path):
+    result = run_cli("data=synthetic", "data.root=", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and "mmclf: error: data.root is empty" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "no run dir, no .prepare.lock, no dataset"
+
+
+def test_an_os_error_in_the_validation_callback_is_one_line_not_swallowed(monkeypatch, capsys):
+    def unreadable(cfg):
+        raise PermissionError(13, "Permission denied", "/srv/datasets")
+
+    monkeypatch.setattr(validate_module, "validate", unreadable)
+    with pytest.raises(SystemExit) as exit_info:
+        validate_module.ValidateBeforeRun().on_multirun_start(compose_cfg())
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "mmclf: error: /srv/datasets: Permission denied; check that path\n"

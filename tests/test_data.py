@@ -67,6 +67,8 @@ def rewrite(path, **changes):
     (lambda f: (f / "test_batch").write_bytes((f / "test_batch").read_bytes()[:100]), "not a readable"),
     (lambda f: (f / "test_batch").unlink(), "file missing"),
     (lambda f: rewrite(f / "batches.meta", label_names=[]), "label_names"),
+    (lambda f: rewrite(f / "test_batch", labels=["a", "b", "c", "a", "b", "c"]), "integer class indices, found <U1"),
+    (lambda f: rewrite(f / "test_batch", labels=[0.0, 1.5, 2.0, 0.0, 1.0, 2.0]), "integer class indices, found float"),
 ])
 def test_bad_files_are_named_in_one_clear_error(folder, damage, message):
     damage(folder)
@@ -109,4 +111,11 @@ def test_num_classes_must_match_the_folder(tmp_path):
     cfg.data.name, cfg.data.num_classes = "mine", 5  # a folder of one's own, as the README shows
     cfg.data.train.data_prefix = str(next(tmp_path.glob("synthetic_*")))
     with pytest.raises(DataError, match=r"data.num_classes=5 but .*batches.meta names 10 classes"):
+        data.prepare(cfg.data)
+
+
+def test_image_size_must_match_the_folder(folder, tmp_path):
+    cfg = compose_cfg(["data=synthetic", "data.name=mine", "data.num_classes=3", "data.image_size=16",
+                       f"data.root={tmp_path}", f"data.train.data_prefix={folder}"])
+    with pytest.raises(DataError, match=r"data.image_size=16 but .*batches.meta says 8x8 images; set .*=8"):
         data.prepare(cfg.data)

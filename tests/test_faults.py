@@ -16,6 +16,7 @@ from mmclf.hooks import TrainingDiverged
 from mmclf.task import run
 from tests.conftest import REPO, compose_cfg, tiny_overrides
 from tests.test_end_to_end import assert_complete_run_dir
+from tests.test_reliability import assert_same_weights
 
 
 def trained_epochs(work_dir):
@@ -36,7 +37,7 @@ def wait_for_log_entry(work_dir, epoch, timeout):
 
 
 @pytest.mark.slow
-def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data_root):
+def test_sigkill_in_epoch_2_resumes_trains_exactly_max_epochs_and_ends_bit_identical(tmp_path, data_root):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root, narrow=False), "data.num_train=480",
             "data.samples_per_gpu=16", "schedule.runner.max_epochs=3", f"hydra.run.dir={run_dir}"]
@@ -54,6 +55,9 @@ def test_sigkill_in_epoch_2_resumes_and_trains_exactly_max_epochs(tmp_path, data
     checkpoint = torch.load(run_dir / "work_dir/epoch_3.pth", map_location="cpu", weights_only=True)
     assert checkpoint["meta"]["epoch"] == 3 and not (run_dir / "work_dir/epoch_4.pth").exists()
     assert_complete_run_dir(run_dir, num_test=32)
+    uninterrupted = tmp_path / "uninterrupted"
+    run(compose_cfg(args[3:-1]), uninterrupted)  # the same overrides, in one go
+    assert_same_weights(run_dir, uninterrupted, epoch=3)
 
 
 def test_rerun_of_a_finished_run_skips_every_step(copy_of_finished_run, data_root):

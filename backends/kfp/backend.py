@@ -16,7 +16,7 @@ from backends.kfp.record import remote_run
 from backends.kfp.schema import KfpMode
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
-from mmclf.validate import check_device_here
+from mmclf.validate import check_runs_here
 
 
 class KfpBackend:
@@ -25,7 +25,7 @@ class KfpBackend:
     def check(self, cfg: DictConfig) -> None:
         check_backend(cfg.backend)
         if cfg.backend.mode == KfpMode.local:  # trains on this machine
-            check_device_here(cfg)
+            check_runs_here(cfg)
 
     def returns_objective(self, cfg: DictConfig) -> bool:
         backend = cfg.backend

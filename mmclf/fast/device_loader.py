@@ -46,6 +46,7 @@ class DeviceLoader:
         """``images``: (N, H, W, C) uint8 as in mmcls's ``data_infos``; ``labels``: (N,) int."""
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.seed = seed
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
@@ -67,6 +68,13 @@ class DeviceLoader:
         # mmcv.imnormalize multiplies by 1 / std in float64 and rounds to float32: an in-place
         # multiply of a float32 tensor by a float64 one does the same, so batches are bit-identical.
         self.stdinv = 1 / torch.tensor(augment.std, dtype=torch.float32).double().to(self.device).view(-1, 1, 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s shuffle, crops and flips from (seed, epoch) alone, so a resumed
+        run repeats them (mmclf.hooks.EpochSeedHook calls this at every epoch start)."""
+        from mmclf.hooks import epoch_seed
+
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __len__(self) -> int:
         return math.ceil(self.count / self.batch_size)

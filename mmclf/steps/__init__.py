@@ -33,17 +33,29 @@ class Step:
     reads: tuple[str, ...]  # run-dir files (RunDir names) it needs from earlier steps
     writes: tuple[str, ...]  # run-dir files it leaves for later steps and for people
     always_run: bool = False  # checks things outside the run dir, so a record of it proves nothing
+    # Its module's outputs_intact(cfg, run_dir) is asked before a recorded run is trusted.
+    checks_outputs: bool = False
+
+    @property
+    def module(self):
+        return importlib.import_module(f"mmclf.steps.{self.name}")
 
     @property
     def function(self) -> Callable[[DictConfig, RunDir], None]:
-        return getattr(importlib.import_module(f"mmclf.steps.{self.name}"), self.name)
+        return getattr(self.module, self.name)
+
+    def done(self, cfg: DictConfig, run_dir: RunDir, record: dict) -> bool:
+        """Whether ``record`` (steps.json) shows this step finished for ``cfg``, its outputs intact."""
+        if self.always_run or cfg.resume == "never" or record.get(self.name, {}).get("config") != run_fingerprint(cfg):
+            return False
+        return not self.checks_outputs or self.module.outputs_intact(cfg, run_dir)
 
 
 STEPS = (
     # prepare_data checks data that lives outside the run dir (and may be gone); it is idempotent
     # and cheap when the data is there.
     Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG,), always_run=True),
-    Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,)),
+    Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,), checks_outputs=True),
     Step("test", accelerated=True, reads=(RunDir.WORK_DIR,), writes=(RunDir.EVAL_RESULT, RunDir.PREDICTIONS)),
     Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.PREDICTIONS),
          writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),
@@ -63,8 +75,7 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     step, run_dir = step_named(name), RunDir(run_dir)
     mmcls_logger()
     record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
-    fingerprint = run_fingerprint(cfg)
-    if not step.always_run and cfg.resume != "never" and record.get(name, {}).get("config") == fingerprint:
+    if step.done(cfg, run_dir, record):
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
     started = time.monotonic()
@@ -72,7 +83,7 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     step.function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
-    record[name] = {"config": fingerprint, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(run_dir.steps_record, record)
 
 

@@ -44,14 +44,18 @@ def test(cfg: DictConfig, run_dir: RunDir) -> None:
     mm_cfg = to_mmcv_config(cfg, run_dir)
     checkpoint = final_checkpoint(cfg, run_dir)
     model = build_classifier(mm_cfg.model)
-    load_checkpoint(model, str(checkpoint), map_location="cpu")
+    try:
+        load_checkpoint(model, str(checkpoint), map_location="cpu")
+    except Exception as err:  # truncated, or a pickle that weights_only refuses to run
+        raise StepError(f"{checkpoint}: the final checkpoint does not load ({type(err).__name__}: {err}); run the "
+                        "same command again: training resumes from the newest good checkpoint") from None
     model = wrap_non_distributed_model(model, mm_cfg.device, device_ids=mm_cfg.gpu_ids)
     dataset, scores = predict(model, mm_cfg.data.test, mm_cfg)
     log.info("tested %s on %d images", checkpoint, len(dataset))
     if mm_cfg.get("flip_tta"):  # test-time augmentation: average with the mirrored images' scores
         flipped = dict(mm_cfg.data.test, pipeline=[FLIP, *mm_cfg.data.test.pipeline])
         scores = (scores + predict(model, flipped, mm_cfg)[1]) / 2
-    topk = (1, min(5, len(dataset.CLASSES)))
+    topk = (1, min(5, len(dataset.CLASSES)))  # jobs.scalar_metric_names lists the scalars this gives
     result = dataset.evaluate(list(scores), metric=["accuracy", "precision", "recall", "f1_score"],
                               metric_options={"topk": topk})
     write_json_atomic(run_dir.predictions, {

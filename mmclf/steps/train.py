@@ -1,11 +1,12 @@
 """Step 2: train with mmcls's own builders and mmcv's EpochBasedRunner."""
 import logging
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from mmclf import cifar_format, hooks  # noqa: F401  (register CifarFormat and NonFiniteLossHook in mmcls/mmcv)
-from mmclf.checkpoints import SafeEpochBasedRunner, resume_checkpoint
+from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
@@ -13,6 +14,12 @@ from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+
+def outputs_intact(cfg: DictConfig, run_dir: RunDir) -> bool:
+    """Whether the final checkpoint loads: a damaged one sends a re-run back to training, which
+    resumes from the newest good checkpoint."""
+    return checkpoint_meta(run_dir.checkpoint(cfg.schedule.runner.max_epochs)) is not None
 
 
 def train(cfg: DictConfig, run_dir: RunDir) -> None:
@@ -25,15 +32,18 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
     mm_cfg = to_mmcv_config(cfg, run_dir)
     out = run_dir.work_dir
     out.mkdir(parents=True, exist_ok=True)
-    mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools can load the run's checkpoints with it
+    mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools load the run's checkpoints with it (custom_imports)
     if mm_cfg.runner.type == "EpochBasedRunner":
         mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
-    mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST")]
+    mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST"),
+                           dict(type="EpochSeedHook", seed=cfg.seed, priority="HIGHEST")]
     weights = weights_fingerprint(cfg)
     resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs)
     mm_cfg.resume_from = str(resume_from) if resume_from else None
     if mm_cfg.resume_from:
         log.info("resuming from %s", mm_cfg.resume_from)
+    tidy_work_dir(out, Path(mm_cfg.resume_from) if mm_cfg.resume_from else None,
+                  mm_cfg.checkpoint_config.get("max_keep_ckpts", -1))
     timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
     # mmcv's get_root_logger attaches a log file only on its first call per process, so each
     # run (a sweep runs many in one process) attaches and removes its own.
