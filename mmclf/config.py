@@ -8,7 +8,7 @@ from mmclf.rundir import RunDir
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
 # mmclf data keys that mmcls configs keep at their top level: lifted there for readers of the dump.
-LIFTED_DATA_KEYS = ("img_norm_cfg", "train_pipeline", "test_pipeline")
+LIFTED_DATA_KEYS = ("img_norm_cfg", "train_pipeline", "test_pipeline", "evaluation")
 
 
 def fingerprint(node) -> str:
@@ -18,10 +18,10 @@ def fingerprint(node) -> str:
 
 
 def run_fingerprint(cfg: DictConfig) -> str:
-    """What a run's outputs depend on: the config, minus how it is run, whether it resumes and
-    which metric a sweeper reads from it."""
+    """What a run's outputs depend on: the config, minus how it is run, whether it resumes,
+    which metric a sweeper reads from it and where it reports as it trains."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("backend", "resume", "sweep", "optimized_metric"):
+    for key in ("backend", "resume", "sweep", "optimized_metric", "logger"):
         container.pop(key, None)
     return fingerprint(container)
 
@@ -29,8 +29,8 @@ def run_fingerprint(cfg: DictConfig) -> str:
 # Modules that register mmclf's parts in mmcls's and mmcv's registries (CifarFormat, hooks, runner).
 MMCLF_REGISTRANTS = ("mmclf.cifar_format", "mmclf.hooks", "mmclf.checkpoints")
 
-# Data keys that say where or how fast the data is read, not what it is.
-_DATA_ACCESS_KEYS = ("root", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test")
+# Data keys that say where or how fast the data is read (or how often it is evaluated), not what it is.
+_DATA_ACCESS_KEYS = ("root", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test", "evaluation")
 
 
 def weights_fingerprint(cfg: DictConfig) -> str:
@@ -62,6 +62,8 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     data = OmegaConf.to_container(cfg.data, resolve=True)
     mm = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
     mm.update({key: data[key] for key in LIFTED_DATA_KEYS if key in data})
+    if "evaluation" in mm:  # top-5 needs five classes; jobs.scalar_metric_names says the same
+        mm["evaluation"].setdefault("metric_options", {"topk": (1, min(5, cfg.data.num_classes))})
     mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
     mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))

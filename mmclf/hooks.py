@@ -2,8 +2,11 @@
 import math
 
 from mmcv.runner import HOOKS, Hook
+from mmcv.runner.hooks import LoggerHook
 
 from mmclf.errors import MMClfError
+from mmclf.rundir import RunDir
+from mmclf.tracking import open_run
 
 
 class TrainingDiverged(MMClfError):
@@ -62,3 +65,26 @@ class EpochSeedHook(Hook):
         torch.manual_seed(seed)  # and every CUDA device's
         if hasattr(runner.data_loader, "set_epoch"):
             runner.data_loader.set_epoch(runner.epoch)
+
+
+@HOOKS.register_module()
+class MlflowRunHook(LoggerHook):
+    """Log mmcv's tags (train loss and lr per logged iteration, val accuracy per evaluated epoch)
+    to the run dir's MLflow run, stepped by iteration."""
+
+    def __init__(self, run_dir: str, config: dict, interval: int = 10, ignore_last: bool = False, **kwargs):
+        super().__init__(interval=interval, ignore_last=ignore_last, **kwargs)
+        self.run_dir, self.config = RunDir(run_dir), config
+        self.mlflow = None
+
+    def before_run(self, runner) -> None:
+        super().before_run(runner)
+        self.mlflow = open_run(self.run_dir, self.config)
+
+    def log(self, runner) -> None:
+        tags = self.get_loggable_tags(runner)
+        if tags:
+            self.mlflow.log_metrics(tags, step=self.get_iter(runner))
+
+    def after_run(self, runner) -> None:
+        self.mlflow.end_run()

@@ -3,6 +3,7 @@
 A job whose record says ``succeeded`` for the same config is not run again: re-running an
 interrupted sweep into the same sweep dir finishes only what is missing.
 """
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,14 @@ class JobContext:
     @property
     def in_sweep(self) -> bool:
         return self.number is not None
+
+    @property
+    def experiment(self) -> str:
+        """A name for the experiment this job belongs to: ``mmclf``, or for a sweep's jobs
+        ``mmclf-<the sweep dir's last two parts>`` (its date and time), shared by all of them."""
+        if not self.in_sweep:
+            return "mmclf"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(["mmclf", *self.sweep_dir.parts[-2:]]))
 
 
 def read_record(run_dir) -> dict:

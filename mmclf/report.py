@@ -31,32 +31,37 @@ def plot_confusion_matrix(confusion: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def read_train_log(work_dir: Path) -> list[dict]:
-    """Training entries of every mmcv ``<time>.log.json`` in ``work_dir``, oldest first: a resumed
-    run continues in a new log. An epoch logged twice (trained, killed, trained again) keeps its
-    last attempt."""
+def read_log(work_dir: Path, mode: str = "train") -> list[dict]:
+    """Entries of ``mode`` (train: loss and lr per logged iteration; val: accuracy per evaluated
+    epoch) from every mmcv ``<time>.log.json`` in ``work_dir``, oldest first: a resumed run
+    continues in a new log. An entry logged twice (trained, killed, trained again) keeps its last."""
+    key = "loss" if mode == "train" else "accuracy_top-1"
     by_step = {}
     for log_file in sorted(work_dir.glob("*.log.json")):  # named by start time: sorting is chronological
         for line in log_file.read_text().splitlines():
             entry = json.loads(line) if line.strip() else {}
-            if entry.get("mode") == "train" and "loss" in entry:
+            if entry.get("mode") == mode and key in entry:
                 by_step[(entry["epoch"], entry["iter"])] = entry
-    return [by_step[key] for key in sorted(by_step)]
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def plot_training_curve(work_dir: Path, path: Path) -> bool:
-    """Loss and learning rate against epoch; False when the log has no training entries."""
-    entries = read_train_log(work_dir)
+    """Train loss, validation top-1 (when evaluated) and learning rate against epoch; False when
+    the log has no training entries."""
+    entries, val = read_log(work_dir, "train"), read_log(work_dir, "val")
     if not entries:
         path.unlink(missing_ok=True)  # no stale curve from an earlier run beside this run's report
         return False
     iters_per_epoch = max(e["iter"] for e in entries)
     x = [e["epoch"] - 1 + e["iter"] / iters_per_epoch for e in entries]
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    loss_ax.plot(x, [e["loss"] for e in entries])
-    loss_ax.set(ylabel="train loss", title="Training curve")
-    lr_ax.plot(x, [e["lr"] for e in entries])
-    lr_ax.set(xlabel="epoch", ylabel="learning rate")
+    fig, axes = plt.subplots(3 if val else 2, 1, figsize=(7, 7 if val else 5), sharex=True)
+    axes[0].plot(x, [e["loss"] for e in entries])
+    axes[0].set(ylabel="train loss", title="Training curve")
+    if val:  # mmcv logs a val entry with the epoch that was just trained
+        axes[1].plot([e["epoch"] for e in val], [e["accuracy_top-1"] for e in val], marker="o")
+        axes[1].set(ylabel="val top-1 (%)")
+    axes[-1].plot(x, [e["lr"] for e in entries])
+    axes[-1].set(xlabel="epoch", ylabel="learning rate")
     _save(fig, path)
     return True
 

@@ -32,6 +32,9 @@ class RunDir:
     STEPS = "steps.json"  # which steps finished, for which config
     JOB = "job.json"  # the job's status, for sweeps and re-runs
     LOCK = ".lock"  # held by the one process running a job here (mmclf/lock.py)
+    # logger=tensorboard / mlflow
+    TENSORBOARD = "tensorboard"  # event files (the default logger.tensorboard.log_dir)
+    MLFLOW_RUN = "mlflow_run.json"  # which MLflow run this run dir reports to
     # backend=kfp
     PIPELINE = "pipeline.yaml"
     PIPELINE_GRAPH = "pipeline_graph.md"
@@ -98,6 +101,10 @@ class RunDir:
     @property
     def job_record(self) -> Path:
         return self.path / self.JOB
+
+    @property
+    def mlflow_run(self) -> Path:
+        return self.path / self.MLFLOW_RUN
 
     @property
     def lock(self) -> Path:

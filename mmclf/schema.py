@@ -11,7 +11,7 @@ and importing each one registers its schema.
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -32,6 +32,27 @@ class SweepConfig:
 
 
 @dataclass
+class TensorboardConfig:
+    log_dir: str = "tensorboard"  # event files, inside the run dir
+
+
+@dataclass
+class MlflowConfig:
+    # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the folder the command runs in
+    tracking_uri: Optional[str] = None
+    # null: "mmclf" for a single run, "mmclf-<date>-<time>" (the sweep dir) for a sweep's jobs
+    experiment: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    """Where a run reports as it trains, besides mmcv's text log (always on): conf/logger/."""
+
+    tensorboard: Optional[TensorboardConfig] = None
+    mlflow: Optional[MlflowConfig] = None
+
+
+@dataclass
 class MMClfConfig:
     device: Device = Device.auto
     seed: int = 0
@@ -42,6 +63,7 @@ class MMClfConfig:
     # finished steps; never = start again from scratch; or the path of a checkpoint to resume.
     resume: str = "auto"
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     backend: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING

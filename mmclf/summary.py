@@ -8,7 +8,9 @@ import csv
 import io
 import math
 import sys
+import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -133,14 +135,51 @@ def write_summary(sweep_dir) -> list[dict]:
     return rows
 
 
+def planned_jobs(config) -> Optional[int]:
+    """How many jobs the sweep will run: the grid's size for Hydra's basic sweeper, ``n_trials``
+    for a searching one (Optuna); None when the sweeper does not say."""
+    if "n_trials" in config.hydra.sweeper:
+        return int(config.hydra.sweeper.n_trials)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    try:
+        return math.prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in overrides)
+    except Exception:  # sweeps over intervals have no size
+        return None
+
+
 class SummarizeSweep(Callback):
-    """Hydra callback: write the sweep summary when a multirun ends."""
+    """Hydra callback: a line per finished job while a multirun goes (job k/N, status, objective,
+    best so far, elapsed), the summary files when it ends, and a non-zero exit when every job failed."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.started, self.planned, self.finished, self.best = time.monotonic(), planned_jobs(config), 0, None
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if not hasattr(self, "started"):  # a single run, or a launcher that runs jobs in other processes
+            return
+        self.finished += 1
+        hydra = job_return.hydra_cfg.hydra
+        record = read_record(hydra.runtime.output_dir)
+        objective = record.get("objective")
+        if isinstance(objective, (int, float)) and (self.best is None or objective > self.best[0]):
+            self.best = (objective, hydra.job.num)
+        shown = "-" if objective is None else f"{objective:.2f}"
+        best = "-" if self.best is None else f"{self.best[0]:.2f} (job {self.best[1]})"
+        print(f"sweep: job {self.finished}/{self.planned or '?'} (#{hydra.job.num}) "
+              f"{record.get('status', 'incomplete')}, objective {shown}, best {best}, "
+              f"{time.monotonic() - self.started:.0f} s elapsed", flush=True)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         failed = sum(row["status"] == "failed" for row in rows)
         print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows)} jobs, {failed} failed)")
+        if rows and failed == len(rows):
+            print(f"mmclf: error: every job of the sweep failed; see the error column of {sweep_dir / 'summary.md'}",
+                  file=sys.stderr)
+            sys.exit(1)
 
 
 def main(argv=None) -> int:

@@ -44,6 +44,8 @@ def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional
     compiling, or submitting without waiting)."""
     validate(cfg)
     run_dir, backend = RunDir(run_dir), backend_of(cfg)
+    if cfg.logger.mlflow is not None and cfg.logger.mlflow.experiment is None:
+        cfg.logger.mlflow.experiment = job.experiment  # a sweep's jobs share one MLflow experiment
     with run_dir_lock(run_dir):
         refuse_foreign_run(cfg, run_dir)
         remove_stale_temps(run_dir.path)  # of a write killed mid-file; this process holds the lock

@@ -18,10 +18,10 @@ CONF_DIR = REPO / "conf"
 NARROW_MODEL = ["+model.backbone.stem_channels=8", "+model.backbone.base_channels=8", "model.head.in_channels=64"]
 
 
-def compose_cfg(overrides=()):
-    """The config ``python -m mmclf <overrides>`` would run with (without the hydra node)."""
+def compose_cfg(overrides=(), return_hydra_config=False):
+    """The config ``python -m mmclf <overrides>`` would run with (without the hydra node unless asked)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def tiny_overrides(data_root, narrow: bool = True) -> list[str]:

@@ -24,6 +24,7 @@ from mmclf.fast.augment import Augment, parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
 from mmclf.io import read_json
+from mmclf.report import read_log
 from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
 
@@ -240,6 +241,8 @@ def test_device_loader_run_end_to_end(tmp_path, data_root, monkeypatch):
     assert calls == [1], "data.loader=device must train through the fast path"
     assert 0 <= metrics <= 100
     assert read_json(tmp_path / "run" / "eval_result.json")["accuracy_top-1"] == metrics
+    (val,) = read_log(tmp_path / "run" / "work_dir", "val")  # per-epoch validation on this loader too
+    assert val["accuracy_top-1"] == metrics
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import closed_port_url, run_cli, tiny_overrides
 from tests.kfp_server import FakeKfpServer
@@ -37,14 +38,26 @@ def assert_grid_summary(sweep_dir, result, models=MODELS):
 @pytest.mark.slow
 def test_local_grid_then_rerun_skips_finished_jobs(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", *tiny_overrides(data_root), *GRID, f"hydra.sweep.dir={sweep_dir}"]
-    assert_grid_summary(sweep_dir, run_cli(*args))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", *tiny_overrides(data_root), *GRID, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+            f"hydra.sweep.dir={sweep_dir}"]
+    first = run_cli(*args)
+    assert_grid_summary(sweep_dir, first)
+    progress = [line for line in first.stdout.splitlines() if line.startswith("sweep: job")]
+    assert [line.split(" (")[0] for line in progress] == [f"sweep: job {k}/4" for k in (1, 2, 3, 4)]
+    assert all("succeeded, objective" in line and ", best " in line and "s elapsed" in line for line in progress)
     stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
+    # One MLflow experiment for the sweep, named after its dir, with a run per job.
+    mlflow_runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(
+        f"mmclf-{sweep_dir.parent.name}-{sweep_dir.name}").experiment_id])
+    assert sorted((r.data.params["schedule.optimizer.lr"], r.data.params["model.backbone.depth"])
+                  for r in mlflow_runs) == [("0.05", "18"), ("0.05", "34"), ("0.1", "18"), ("0.1", "34")]
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already holds a finished run of this config") == 4
     assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")} == stamps
+    assert len(MlflowClient(uri).search_runs([mlflow_runs[0].info.experiment_id])) == 4, "nor logged again"
 
 
 @pytest.mark.slow

@@ -81,6 +81,11 @@ class AutocastModel(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None):
             return self.module.val_step(*args, **kwargs)
 
+    def forward(self, img, **kwargs):
+        """Inference for mmcls's EvalHook (per-epoch validation): the batch from its DataLoader
+        moved to the device, in float32, since mmcls turns the scores into numpy, which has no bf16."""
+        return self.module(img=img.to(self.device_type), **kwargs)
+
 
 def prepare_model(model: nn.Module, device: str, perf: Perf) -> AutocastModel:
     """Move ``model`` to ``device`` in the configured layout, compile its backbone if asked, and wrap it."""

@@ -22,9 +22,8 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
     and ``cfg.perf`` (runtime.perf) applied; returns the runner."""
     from mmcls.utils import get_root_logger
 
-    if distributed or validate:
-        raise ConfigError("data.loader=device trains on one device without in-training validation; "
-                          "use data.loader=mmcls for distributed training or validate=True")
+    if distributed:
+        raise ConfigError("data.loader=device trains on one device; use data.loader=mmcls for distributed training")
     perf = resolve_perf(cfg.get("perf"), cfg.device)
     datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
     loaders = [device_loader.from_dataset(ds, cfg.data.train.pipeline, cfg.data.samples_per_gpu, cfg.device,
@@ -37,9 +36,25 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
     runner.timestamp = timestamp  # names the .log.json after the run's .log, as mmcls does
     runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
                                    cfg.get("momentum_config"), custom_hooks_config=cfg.get("custom_hooks"))
+    if validate:
+        register_eval_hook(runner, cfg)
     if cfg.get("resume_from"):
         runner.resume(cfg.resume_from)
     elif cfg.get("load_from"):
         runner.load_checkpoint(cfg.load_from)
     runner.run(loaders, cfg.workflow)
     return runner
+
+
+def register_eval_hook(runner, cfg) -> None:
+    """Per-epoch validation as mmcls's ``train_model`` sets it up: its own DataLoader over the val
+    split (evaluation reads each image once, unaugmented) and mmcls's EvalHook after the IterTimerHook."""
+    from mmcls.core import EvalHook
+    from mmcls.datasets import build_dataloader, build_dataset
+
+    val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
+    val_loader = build_dataloader(val_dataset, samples_per_gpu=cfg.data.samples_per_gpu,
+                                  workers_per_gpu=cfg.data.workers_per_gpu, dist=False, shuffle=False,
+                                  round_up=True, persistent_workers=False)
+    eval_cfg = {**cfg.evaluation, "by_epoch": True}
+    runner.register_hook(EvalHook(val_loader, **eval_cfg), priority="LOW")

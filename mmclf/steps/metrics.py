@@ -1,11 +1,15 @@
 """Step 4: turn eval_result.json and predictions into metrics.json, plots and report.md."""
+import logging
+
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import report
+from mmclf import jobs, report, tracking
 from mmclf.errors import StepError
 from mmclf.io import read_json, write_json_atomic
 from mmclf.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -41,3 +45,6 @@ def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     report.write_report(result, run_dir, has_curve=curve)
     # metrics.json last: its presence means the run is complete.
     write_json_atomic(run_dir.metrics, result)
+    run_id = tracking.report_results(cfg, run_dir, jobs.scalars(result))
+    if run_id:
+        log.info("MLflow run %s: final metrics and report logged", run_id)

@@ -12,6 +12,7 @@ from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
+from mmclf.tracking import logger_hooks
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
     mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools load the run's checkpoints with it (custom_imports)
     if mm_cfg.runner.type == "EpochBasedRunner":
         mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
+    log_config = mm_cfg.log_config
+    log_config.hooks = [*log_config.hooks, *logger_hooks(cfg, run_dir, log_config.interval)]  # logger group
     mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST"),
                            dict(type="EpochSeedHook", seed=cfg.seed, priority="HIGHEST")]
     weights = weights_fingerprint(cfg)
@@ -62,7 +65,8 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
                  len(dataset), mm_cfg.runner.max_epochs, mm_cfg.device)
         # data.loader=device: the same model, runner hooks and checkpoints, batches made on the device
         train_fn = device_train_model if uses_device_loader(cfg.data) else train_model
-        train_fn(model, [dataset], mm_cfg, distributed=False, validate=False, timestamp=timestamp,
+        validate = mm_cfg.get("evaluation", {}).get("interval", 0) > 0  # per-epoch accuracy on the test split
+        train_fn(model, [dataset], mm_cfg, distributed=False, validate=validate, timestamp=timestamp,
                  device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights))
     finally:
         logger.removeHandler(file_handler)

@@ -1,0 +1,100 @@
+"""The ``logger`` group: TensorBoard and MLflow beside mmcv's text log.
+
+TensorBoard is mmcv's own TensorboardLoggerHook, writing into the run dir. MLflow is a hook of
+mmclf's own, ``mmclf.hooks.MlflowRunHook``, on mmcv's LoggerHook (the same tags: ``train/loss``,
+``train/lr``, ``val/accuracy_top-1``), because mmcv's MlflowLoggerHook falls short here: it never
+names or ends its MLflow run, so the jobs of an in-process sweep would all log into one run and
+a resumed run would start a second one. Here each run dir reports to one MLflow run, recorded in
+``mlflow_run.json``: the train step opens it (or reopens it after a kill), and the metrics step,
+maybe in another pod, adds the final metrics.json scalars and the plots and report as artifacts.
+"""
+import os
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from mmclf.io import read_json, write_json_atomic
+from mmclf.rundir import RunDir
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # no server: a SQLite file where the command runs
+ARTIFACTS_BESIDE_DB = "mlflow-artifacts"  # a SQLite store's artifact folder, next to the file
+_PARAMS_PER_CALL = 100  # MLflow's limit on params per log_params batch
+_MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
+
+
+def logger_hooks(cfg: DictConfig, run_dir: RunDir, interval: int) -> list[dict]:
+    """mmcv log hook dicts for ``cfg.logger``, to add beside the text logger."""
+    hooks = []
+    if cfg.logger.tensorboard is not None:
+        hooks.append(dict(type="TensorboardLoggerHook", log_dir=str(run_dir / cfg.logger.tensorboard.log_dir),
+                          interval=interval, ignore_last=False))
+    if cfg.logger.mlflow is not None:
+        hooks.append(dict(type="MlflowRunHook", run_dir=str(run_dir), interval=interval, ignore_last=False,
+                          config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    return hooks
+
+
+def tracking_uri(mlflow_cfg) -> str:
+    return mlflow_cfg["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _experiment_id(mlflow, name: str, uri: str) -> str:
+    """The experiment's id, created on first use; with a SQLite store, its artifacts go beside the
+    database file rather than into the working directory."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).absolute().parent / ARTIFACTS_BESIDE_DB).as_uri()
+    return mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)[:_MAX_PARAM_CHARS]
+    return flat
+
+
+def open_run(run_dir: RunDir, config: dict):
+    """Start (or resume) this run dir's MLflow run and return the ``mlflow`` module; a new run
+    gets the resolved config as params and is recorded in ``mlflow_run.json``."""
+    import mlflow
+
+    mlflow_cfg = config["logger"]["mlflow"]
+    uri = tracking_uri(mlflow_cfg)
+    mlflow.set_tracking_uri(uri)
+    record = read_json(run_dir.mlflow_run) if run_dir.mlflow_run.is_file() else {}
+    if record.get("tracking_uri") == uri:
+        mlflow.start_run(run_id=record["run_id"])
+        return mlflow
+    run = mlflow.start_run(experiment_id=_experiment_id(mlflow, mlflow_cfg["experiment"], uri),
+                           run_name=run_dir.path.name)
+    params = _flat({key: value for key, value in config.items() if key != "hydra"})
+    items = list(params.items())
+    for start in range(0, len(items), _PARAMS_PER_CALL):
+        mlflow.log_params(dict(items[start:start + _PARAMS_PER_CALL]))
+    write_json_atomic(run_dir.mlflow_run, {"tracking_uri": uri, "experiment": mlflow_cfg["experiment"],
+                                           "run_id": run.info.run_id})
+    return mlflow
+
+
+def report_results(cfg: DictConfig, run_dir: RunDir, scalars: dict) -> Optional[str]:
+    """Add the final metrics and the human-readable outputs to the run dir's MLflow run (when
+    logger.mlflow is on) and end it; the run's id."""
+    if cfg.logger.mlflow is None:
+        return None
+    mlflow = open_run(run_dir, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    try:
+        mlflow.log_metrics(scalars)
+        for path in (run_dir.confusion_matrix, run_dir.training_curve, run_dir.report, run_dir.metrics):
+            if path.is_file():
+                mlflow.log_artifact(str(path))
+        return mlflow.active_run().info.run_id
+    finally:
+        mlflow.end_run()
