@@ -157,11 +157,11 @@ def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int
         _check_recipe(Path(resume), meta, weights, "resume")
         return Path(resume)
     for epoch, path in epoch_checkpoints(work_dir):
-        if epoch > max_epochs:
-            continue
         meta = checkpoint_meta(path)
         if meta is None:
             continue
+        # Past max_epochs too: a run dir never holds the checkpoints of two recipes.
         _check_recipe(path, meta, weights, "hydra.run.dir")
-        return path
+        if epoch <= max_epochs:
+            return path
     return None

@@ -72,7 +72,7 @@ def synthetic_arrays(num_classes: int, image_size: int, num_train: int, num_test
 
 
 def _ensure_generated(folder: Path, make_arrays, class_names, source: dict) -> None:
-    remove_stale_temps(folder)  # of a writer killed mid-file; this one holds the data root's lock
+    remove_stale_temps(folder)  # of a writer killed mid-file; preparers take turns (the data root's lock)
     meta_path = folder / cifar_format.META_FILE
     if meta_path.exists() and cifar_format.load_pickle(meta_path).get("source") == source:
         log.info("dataset ready: %s", folder)

@@ -1,7 +1,9 @@
 """Atomic file writes: a reader (or a killed writer) sees the old file or the new one, never half."""
+import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -35,11 +37,10 @@ def write_json_atomic(path, obj) -> None:
 
 
 def write_figure_atomic(fig, path, **savefig_options) -> None:
-    """Save a matplotlib figure to ``path`` through a temp file beside it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format=path.suffix.lstrip("."), **savefig_options)
-    os.replace(tmp, path)
+    """Save a matplotlib figure to ``path`` as ``write_bytes_atomic`` writes (format from the suffix)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip("."), **savefig_options)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_json(path):
@@ -47,8 +48,13 @@ def read_json(path):
         return json.load(f)
 
 
-def remove_stale_temps(folder) -> None:
+def remove_stale_temps(folder, min_age_s: float = 0) -> None:
     """Delete the temp files writes above leave when their process is killed (``.<name>.*.tmp``).
-    Only for the one process that may write ``folder`` now (it holds the folder's lock)."""
+    For the one process that may write ``folder`` now (it holds the folder's lock); where no lock
+    guards the folder, ``min_age_s`` spares the temp files of writes still going on."""
     for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        try:
+            if time.time() - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+        except FileNotFoundError:  # renamed or removed meanwhile
+            pass

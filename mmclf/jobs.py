@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mmclf.config import run_fingerprint
 from mmclf.errors import MMClfError
@@ -41,6 +41,18 @@ class JobContext:
 def read_record(run_dir) -> dict:
     path = RunDir(run_dir).job_record
     return read_json(path) if path.is_file() else {}
+
+
+def sweep_job_record(job_dir) -> dict:
+    """A sweep job's record, if it is of the config Hydra last ran in ``job_dir`` (``.hydra/config.yaml``).
+
+    A job refused there (its dir holds another config's run) writes no record, so the record
+    found is the earlier run's: reported as refused instead of lending that run's result."""
+    record = read_record(job_dir)
+    hydra_config = Path(job_dir) / ".hydra" / "config.yaml"
+    if record and hydra_config.is_file() and record.get("config") != run_fingerprint(OmegaConf.load(hydra_config)):
+        return {"status": "refused", "error": "the job dir holds the run of another config, left as it was"}
+    return record
 
 
 def _identity(cfg: DictConfig) -> dict:

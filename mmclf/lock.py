@@ -39,7 +39,7 @@ def _take(lock_file, run_dir: RunDir) -> None:
 def refuse_if_busy(run_dir: RunDir) -> None:
     """Raise RunDirRefused if a live process holds the run dir's lock; create nothing."""
     if run_dir.lock.is_file():
-        with open(run_dir.lock) as lock_file:
+        with open(run_dir.lock, "r+") as lock_file:  # writable: NFS emulates flock with fcntl locks
             _take(lock_file, run_dir)  # released again when the file closes
 
 

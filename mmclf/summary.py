@@ -16,7 +16,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from mmclf.io import remove_stale_temps, write_figure_atomic, write_text_atomic
-from mmclf.jobs import read_record
+from mmclf.jobs import sweep_job_record
 
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
 
@@ -41,7 +41,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     """One dict per job: its overrides, status, objective, scalar metrics and where its results are."""
     rows = []
     for job_dir in _job_dirs(sweep_dir):
-        record = read_record(job_dir)
+        record = sweep_job_record(job_dir)
         remote = record.get("remote", {})
         status = record.get("status", "incomplete")
         if status == "pending" and remote:
@@ -121,7 +121,7 @@ def _markdown(header, body, best: dict, has_plot: bool) -> str:
 def write_summary(sweep_dir) -> list[dict]:
     """Write the summary files of ``sweep_dir``; return its rows."""
     sweep_dir = Path(sweep_dir)
-    remove_stale_temps(sweep_dir)  # of a summary write that was killed
+    remove_stale_temps(sweep_dir, min_age_s=600)  # of a summary write killed long ago; no lock guards a sweep dir
     rows = job_rows(sweep_dir)
     swept = swept_keys(rows)
     header, body = _table(rows, swept)
@@ -161,7 +161,7 @@ class SummarizeSweep(Callback):
             return
         self.finished += 1
         hydra = job_return.hydra_cfg.hydra
-        record = read_record(hydra.runtime.output_dir)
+        record = sweep_job_record(hydra.runtime.output_dir)
         objective = record.get("objective")
         if isinstance(objective, (int, float)) and (self.best is None or objective > self.best[0]):
             self.best = (objective, hydra.job.num)
@@ -174,8 +174,8 @@ class SummarizeSweep(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        failed = sum(row["status"] == "failed" for row in rows)
-        print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows)} jobs, {failed} failed)")
+        failed = sum(row["status"] in ("failed", "refused") for row in rows)
+        print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows)} jobs, {failed} failed or refused)")
         if rows and failed == len(rows):
             print(f"mmclf: error: every job of the sweep failed; see the error column of {sweep_dir / 'summary.md'}",
                   file=sys.stderr)

@@ -1,5 +1,6 @@
 """The task Hydra runs for each job: validate, run the configured backend, record the job, and
 turn failures into the job record, the sweep's policy and one line with exit status 2."""
+import contextlib
 import errno
 import logging
 import math
@@ -9,7 +10,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from mmclf import jobs, summary
-from mmclf.errors import MMClfError, RunDirRefused, exit_with
+from mmclf.errors import MMClfError, exit_with
 from mmclf.io import remove_stale_temps
 from mmclf.lock import run_dir_lock
 from mmclf.preflight import refuse_foreign_run
@@ -39,36 +40,55 @@ def hydra_job() -> tuple[Path, jobs.JobContext]:
 def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional[float]:
     """Validate, run the configured backend and return the objective ``cfg.optimized_metric``.
 
-    One job per run dir at a time (a lock); a run dir holding another recipe's checkpoints is
-    refused before anything in it changes. None when no run finished here (backend=kfp
+    One job per run dir at a time (a lock). A run dir holding another recipe's checkpoints, or
+    in use by another process, is refused before anything in it changes; any other failure is
+    recorded in job.json, inside the lock. None when no run finished here (backend=kfp
     compiling, or submitting without waiting)."""
-    validate(cfg)
-    run_dir, backend = RunDir(run_dir), backend_of(cfg)
+    run_dir = RunDir(run_dir)
+    try:
+        validate(cfg)
+    except MMClfError as err:
+        if not run_dir.job_record.exists():  # a sweep job's own values: say why in its record
+            _record_failure(run_dir, cfg, err)
+        raise
     if cfg.logger.mlflow is not None and cfg.logger.mlflow.experiment is None:
         cfg.logger.mlflow.experiment = job.experiment  # a sweep's jobs share one MLflow experiment
-    with run_dir_lock(run_dir):
+    with disk_full_in_one_line(), run_dir_lock(run_dir):
         refuse_foreign_run(cfg, run_dir)
-        remove_stale_temps(run_dir.path)  # of a write killed mid-file; this process holds the lock
-        metrics = jobs.finished_metrics(cfg, run_dir)
-        if metrics is not None:
-            log.info("%s already holds a finished run of this config; not running it again", run_dir)
-        else:
-            metrics = _disk_full_in_one_line(backend.run, cfg, run_dir, job)
-        remote = backend.remote_run(run_dir)
-        if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
-            jobs.write_record(run_dir, cfg, "pending", remote=remote)
-            return None
-        objective = jobs.objective(cfg, metrics)
-        jobs.write_record(run_dir, cfg, "succeeded", remote=remote, objective=objective,
-                          metrics=jobs.scalars(metrics))
-    print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
+        try:
+            with disk_full_in_one_line():
+                objective = _run_locked(cfg, run_dir, job)
+        except Exception as err:
+            _record_failure(run_dir, cfg, err)
+            raise
+    if objective is not None:
+        print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
     return objective
 
 
-def _disk_full_in_one_line(function, *args):
-    """``function(*args)``, with a full disk (or quota) anywhere said in one line naming the path."""
+def _run_locked(cfg: DictConfig, run_dir: RunDir, job: jobs.JobContext) -> Optional[float]:
+    """The job, in the run dir whose lock this process holds: skipped when it already finished."""
+    remove_stale_temps(run_dir.path)  # of a write killed mid-file
+    backend = backend_of(cfg)
+    metrics = jobs.finished_metrics(cfg, run_dir)
+    if metrics is not None:
+        log.info("%s already holds a finished run of this config; not running it again", run_dir)
+    else:
+        metrics = backend.run(cfg, run_dir, job)
+    remote = backend.remote_run(run_dir)
+    if metrics is None:  # compiled, or submitted without waiting: the result comes later, elsewhere
+        jobs.write_record(run_dir, cfg, "pending", remote=remote)
+        return None
+    objective = jobs.objective(cfg, metrics)
+    jobs.write_record(run_dir, cfg, "succeeded", remote=remote, objective=objective, metrics=jobs.scalars(metrics))
+    return objective
+
+
+@contextlib.contextmanager
+def disk_full_in_one_line():
+    """A full disk (or quota) anywhere inside, said in one line naming the path."""
     try:
-        return function(*args)
+        yield
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -77,25 +97,22 @@ def _disk_full_in_one_line(function, *args):
                        "same command again to continue") from None
 
 
-def _record_failure(run_dir, cfg: DictConfig, err: Exception) -> None:
+def _record_failure(run_dir: RunDir, cfg: DictConfig, err: Exception) -> None:
     """job.json for a failed job; never a second error on top of the first (a full disk, say)."""
     status = getattr(err, "job_status", "failed")  # ResultNotHere: finished, result elsewhere
     try:
-        jobs.write_record(run_dir, cfg, status, remote=backend_of(cfg).remote_run(RunDir(run_dir)),
+        jobs.write_record(run_dir, cfg, status, remote=backend_of(cfg).remote_run(run_dir),
                           error=f"{type(err).__name__}: {err}")
     except OSError as record_err:
-        log.warning("could not record the failure in %s (%s)", RunDir(run_dir).job_record, record_err)
+        log.warning("could not record the failure in %s (%s)", run_dir.job_record, record_err)
 
 
 def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
-    """``run``, and when it fails: record the failure (unless the run dir was refused: it belongs
-    to another run), then go on with the sweep (a NaN objective), or stop: one line and exit
-    status 2 for a user error, the traceback for anything else."""
+    """``run``, and when it fails (``run`` recorded it): go on with the sweep (a NaN objective),
+    or stop: one line and exit status 2 for a user error, the traceback for anything else."""
     try:
         return run(cfg, run_dir, job)
     except Exception as err:
-        if not isinstance(err, RunDirRefused):
-            _record_failure(run_dir, cfg, err)
         if job.in_sweep:
             if not cfg.sweep.fail_fast:
                 log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",

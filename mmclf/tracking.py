@@ -2,7 +2,7 @@
 
 TensorBoard is mmcv's own TensorboardLoggerHook, writing into the run dir. MLflow is a hook of
 mmclf's own, ``mmclf.hooks.MlflowRunHook``, on mmcv's LoggerHook (the same tags: ``train/loss``,
-``train/lr``, ``val/accuracy_top-1``), because mmcv's MlflowLoggerHook falls short here: it never
+``learning_rate``, ``val/accuracy_top-1``), because mmcv's MlflowLoggerHook falls short here: it never
 names or ends its MLflow run, so the jobs of an in-process sweep would all log into one run and
 a resumed run would start a second one. Here each run dir reports to one MLflow run, recorded in
 ``mlflow_run.json``: the train step opens it (or reopens it after a kill), and the metrics step,
@@ -14,6 +14,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from mmclf.errors import MMClfError
 from mmclf.io import read_json, write_json_atomic
 from mmclf.rundir import RunDir
 
@@ -48,7 +49,10 @@ def _experiment_id(mlflow, name: str, uri: str) -> str:
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).absolute().parent / ARTIFACTS_BESIDE_DB).as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # a parallel job of the sweep created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -69,6 +73,8 @@ def open_run(run_dir: RunDir, config: dict):
     mlflow_cfg = config["logger"]["mlflow"]
     uri = tracking_uri(mlflow_cfg)
     mlflow.set_tracking_uri(uri)
+    if mlflow.active_run() is not None:  # left open by a job of this process that failed
+        mlflow.end_run("FAILED")
     record = read_json(run_dir.mlflow_run) if run_dir.mlflow_run.is_file() else {}
     if record.get("tracking_uri") == uri:
         mlflow.start_run(run_id=record["run_id"])
@@ -84,17 +90,34 @@ def open_run(run_dir: RunDir, config: dict):
     return mlflow
 
 
-def report_results(cfg: DictConfig, run_dir: RunDir, scalars: dict) -> Optional[str]:
+def end_failed_run() -> None:
+    """Mark the MLflow run this process has open, if any, as FAILED (training raised)."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")  # only if a hook of this run imported it
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")
+
+
+def report_results(cfg: DictConfig, run_dir: RunDir, result: dict) -> Optional[str]:
     """Add the final metrics and the human-readable outputs to the run dir's MLflow run (when
-    logger.mlflow is on) and end it; the run's id."""
+    logger.mlflow is on) and end it; the run's id. Called before metrics.json is written, whose
+    presence says the run is complete: ``result`` goes up as that file's content."""
     if cfg.logger.mlflow is None:
         return None
-    mlflow = open_run(run_dir, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     try:
-        mlflow.log_metrics(scalars)
-        for path in (run_dir.confusion_matrix, run_dir.training_curve, run_dir.report, run_dir.metrics):
+        mlflow = open_run(run_dir, config)
+        mlflow.log_metrics({key: value for key, value in result.items() if isinstance(value, (int, float))})
+        mlflow.log_dict(result, RunDir.METRICS)
+        for path in (run_dir.confusion_matrix, run_dir.training_curve, run_dir.report):
             if path.is_file():
                 mlflow.log_artifact(str(path))
-        return mlflow.active_run().info.run_id
-    finally:
+        run_id = mlflow.active_run().info.run_id
         mlflow.end_run()
+        return run_id
+    except Exception as err:
+        end_failed_run()
+        raise MMClfError(f"logger.mlflow: reporting to {tracking_uri(config['logger']['mlflow'])} failed "
+                         f"({type(err).__name__}: {err}); fix the tracking store (or set logger=text) and run the "
+                         "same command again: only this last step runs again") from None

@@ -108,6 +108,7 @@ def validate(cfg: DictConfig) -> None:
     _positive_number("schedule.optimizer.lr", cfg.schedule.optimizer.lr)
     _integer(cfg, "runtime.checkpoint_config.interval", 1, "1")
     _integer(cfg, "runtime.log_config.interval", 1, "50")
+    _integer(cfg, "data.evaluation.interval", 0, "1")
     _integer(cfg, "seed", 0, "0", high=MAX_SEED)
     _check_data(cfg)
     if not cfg.resume.strip():

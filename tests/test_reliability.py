@@ -13,9 +13,10 @@ import mmcls
 import pytest
 import torch
 
-from mmclf.checkpoints import epoch_checkpoints
+from mmclf.checkpoints import epoch_checkpoints, resume_checkpoint
+from mmclf.config import weights_fingerprint
 from mmclf.errors import RunDirRefused, StepError
-from mmclf.lock import run_dir_lock
+from mmclf.lock import refuse_if_busy, run_dir_lock
 from mmclf.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.task import run
@@ -111,24 +112,34 @@ def test_a_busy_run_dir_is_refused_naming_the_holder(tmp_path, data_root):
     assert sorted(p.name for p in run_dir.path.iterdir()) == [".lock"], "Hydra wrote nothing into it"
 
 
-def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, data_root):
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     run_dir = RunDir(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\nfrom mmclf.lock import run_dir_lock\nfrom mmclf.rundir import RunDir\n"
         f"with run_dir_lock(RunDir({str(run_dir.path)!r})):\n    print('held', flush=True)\n    time.sleep(600)\n")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunDirRefused, match=f"pid {holder.pid} on host"):  # while it lives
+        refuse_if_busy(run_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    assert run(compose_cfg(tiny_overrides(data_root)), run_dir) is not None
+    refuse_if_busy(run_dir)
+    with run_dir_lock(run_dir):
+        pass
+
+
+def snapshot(folder) -> dict:
+    """Every file's bytes, and where every symlink points; not the lock file, which names its last holder."""
+    return {p: os.readlink(p) if p.is_symlink() else p.read_bytes() for p in folder.rglob("*")
+            if not p.is_dir() and p.name != RunDir.LOCK}
 
 
 def test_a_refused_rerun_touches_nothing_of_the_run_it_refuses(finished_run, tmp_path, data_root):
     run_dir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
-    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()}
+    before = snapshot(run_dir)
     result = run_cli(*tiny_overrides(data_root), "schedule.optimizer.lr=0.2", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2 and "was trained with another model, data, schedule or seed" in result.stderr
-    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()}
+    after = snapshot(run_dir)
     assert after == before, "job.json, config.yaml, .hydra/ and the checkpoints stay as they were"
 
 
@@ -182,6 +193,37 @@ def test_max_keep_ckpts_holds_after_a_kill_before_the_old_checkpoint_was_pruned(
     assert [path.name for _, path in epoch_checkpoints(run_dir.work_dir)] == ["epoch_2.pth"]
 
 
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous(uninterrupted, tmp_path, data_root, caplog):
+    loader, reference = uninterrupted
+    work_dir = RunDir(shutil.copytree(reference, tmp_path / "run", symlinks=True)).work_dir
+    newest = work_dir / "epoch_2.pth"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    weights = weights_fingerprint(two_epochs(data_root, loader))
+    assert resume_checkpoint("auto", work_dir, weights, 2) == work_dir / "epoch_1.pth"
+    assert "skipping damaged checkpoint" in caplog.text and "epoch_2.pth" in caplog.text
+    assert resume_checkpoint("never", work_dir, weights, 2) is None
+
+
+def test_another_recipe_past_max_epochs_is_refused_too(uninterrupted, tmp_path, data_root):
+    loader, reference = uninterrupted
+    run_dir = shutil.copytree(reference, tmp_path / "run", symlinks=True)
+    cfg = compose_cfg([*tiny_overrides(data_root), f"data.loader={loader}", "seed=5"])  # 1 epoch, another seed
+    before = snapshot(run_dir)
+    with pytest.raises(RunDirRefused, match="epoch_2.pth was trained with another model, data, schedule or seed"):
+        run(cfg, run_dir)
+    assert snapshot(run_dir) == before
+
+
+def test_latest_is_a_copy_where_the_volume_has_no_symlinks(tmp_path, data_root, monkeypatch):
+    def no_symlinks(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    run(compose_cfg(tiny_overrides(data_root)), tmp_path / "run")
+    latest = RunDir(tmp_path / "run").latest_checkpoint
+    assert not latest.is_symlink() and latest.read_bytes() == RunDir(tmp_path / "run").checkpoint(1).read_bytes()
+
+
 def test_checkpoints_sort_by_epoch_number_not_text(tmp_path):
     for epoch in (9, 10, 2):
         (tmp_path / f"epoch_{epoch}.pth").touch()
@@ -220,8 +262,7 @@ def test_a_full_disk_while_preparing_data_is_one_line(tiny_disk):
 MMCLS_TEST_TOOL = os.path.join(os.path.dirname(mmcls.__file__), ".mim", "tools", "test.py")  # as pip installs it
 
 
-def mmcls_tools_top1(run_dir, epoch, cwd):
-    out = run_dir / "tools_test.json"
+def mmcls_tools_top1(run_dir, epoch, cwd, out):
     result = subprocess.run([sys.executable, MMCLS_TEST_TOOL, str(RunDir(run_dir).mmcls_config),
                              str(RunDir(run_dir).checkpoint(epoch)), "--metrics", "accuracy", "--out", str(out),
                              "--device", "cpu"], cwd=cwd, capture_output=True, text=True, timeout=300)
@@ -230,9 +271,9 @@ def mmcls_tools_top1(run_dir, epoch, cwd):
 
 
 @pytest.mark.slow
-def test_mmcls_tools_evaluate_a_synthetic_run_to_the_same_top1(finished_run):
+def test_mmcls_tools_evaluate_a_synthetic_run_to_the_same_top1(finished_run, tmp_path):
     expected = json.loads((finished_run / "eval_result.json").read_text())["accuracy_top-1"]
-    assert mmcls_tools_top1(finished_run, 1, cwd=finished_run) == pytest.approx(expected)
+    assert mmcls_tools_top1(finished_run, 1, cwd=finished_run, out=tmp_path / "top1.json") == pytest.approx(expected)
 
 
 @pytest.mark.slow
@@ -241,4 +282,4 @@ def test_mmcls_tools_evaluate_a_digits_run_to_the_same_top1(tmp_path, data_root)
     digits = [o.replace("data=synthetic", "data=digits") for o in tiny_overrides(data_root) if "data.num_" not in o]
     run(compose_cfg(digits), run_dir)
     expected = json.loads((run_dir / "eval_result.json").read_text())["accuracy_top-1"]
-    assert mmcls_tools_top1(run_dir, 1, cwd=tmp_path) == pytest.approx(expected)
+    assert mmcls_tools_top1(run_dir, 1, cwd=tmp_path, out=tmp_path / "top1.json") == pytest.approx(expected)

@@ -3,6 +3,7 @@ re-runs that skip finished jobs, and a failing job in the middle of a sweep."""
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import yaml
@@ -72,14 +73,33 @@ def test_kfp_local_mode_grid(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_root):
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", *tiny_overrides(data_root), "schedule.optimizer.lr=0.1,1e30,0.05",
-                     f"hydra.sweep.dir={sweep_dir}")
+    sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli("-m", *tiny_overrides(data_root), "schedule.optimizer.lr=0.1,1e30,0.05", "logger=mlflow",
+                     f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert [r["status"] for r in rows] == ["succeeded", "failed", "succeeded"]
     assert "TrainingDiverged: training loss became" in rows[1]["error"]
     assert json.loads((sweep_dir / "1/job.json").read_text())["status"] == "failed"
+    # The failed job's MLflow run is closed as FAILED and does not block the next job's.
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mmclf-tmp_path-sweep".replace(
+        "tmp_path", tmp_path.name)).experiment_id])
+    assert sorted((r.data.params["schedule.optimizer.lr"], r.info.status) for r in runs) == [
+        ("0.05", "FINISHED"), ("0.1", "FINISHED"), ("1e+30", "FAILED")]
+
+
+@pytest.mark.slow
+def test_a_sweep_job_refused_by_its_dir_is_shown_as_refused(tmp_path, data_root, finished_run):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(finished_run, sweep_dir / "0", symlinks=True)  # job 0's dir holds a seed-0 run
+    job = (sweep_dir / "0/job.json").read_bytes()
+    result = run_cli("-m", *tiny_overrides(data_root), "seed=7", f"hydra.sweep.dir={sweep_dir}")
+    assert "was trained with another model, data, schedule or seed" in result.stdout + result.stderr
+    (row,) = summary_rows(sweep_dir)
+    assert row["status"] == "refused" and row["objective"] == ""
+    assert (sweep_dir / "0/job.json").read_bytes() == job, "the run it refused keeps its record"
+    assert result.returncode == 1, "a sweep with no job done fails"
 
 
 @pytest.mark.slow

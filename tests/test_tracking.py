@@ -1,15 +1,18 @@
 """Watching runs: per-epoch validation in mmcv's log, TensorBoard event files, an MLflow run per
 mmclf run (read back with TensorBoard's and MLflow's own readers), and a sweep's progress lines."""
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mmclf.jobs import JobContext
 from mmclf.report import read_log
 from mmclf.rundir import RunDir
 from mmclf.summary import SummarizeSweep
 from mmclf.task import run
+from mmclf.tracking import open_run, tracking_uri
 from tests.conftest import compose_cfg, tiny_overrides
 
 
@@ -41,7 +44,7 @@ def test_tensorboard_reads_the_event_files(tracked_run):
     run_dir, _ = tracked_run
     events = EventAccumulator(str(run_dir / RunDir.TENSORBOARD))
     events.Reload()
-    assert {"train/loss", "learning_rate", "val/accuracy_top-1"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "learning_rate", "val/accuracy_top-1", "val/accuracy_top-5"} <= set(events.Tags()["scalars"])
     val = [point.value for point in events.Scalars("val/accuracy_top-1")]
     assert val == [entry["accuracy_top-1"] for entry in read_log(run_dir.work_dir, "val")]
 
@@ -62,6 +65,41 @@ def test_mlflow_holds_one_run_with_params_history_metrics_and_artifacts(tracked_
     assert mlflow_run.data.metrics["accuracy_top-1"] == pytest.approx(metrics["accuracy_top-1"])
     artifacts = {artifact.path for artifact in client.list_artifacts(mlflow_run.info.run_id)}
     assert {"confusion_matrix.png", "training_curve.png", "report.md", "metrics.json"} <= artifacts
+
+
+def test_a_resumed_run_reports_to_the_same_mlflow_run(tracked_run):
+    run_dir, uri = tracked_run
+    recorded = json.loads(run_dir.mlflow_run.read_text())
+    config = {"logger": {"mlflow": {"tracking_uri": uri, "experiment": "mmclf"}}}
+    mlflow = open_run(run_dir, config)  # what the train step of a resumed run does
+    try:
+        assert mlflow.active_run().info.run_id == recorded["run_id"]
+    finally:
+        mlflow.end_run()
+    assert json.loads(run_dir.mlflow_run.read_text()) == recorded
+
+
+def test_the_store_defaults_to_the_environment_then_a_sqlite_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri({"tracking_uri": None}) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking_uri({"tracking_uri": None}) == "http://mlflow.example:5000"
+    assert tracking_uri({"tracking_uri": "sqlite:////srv/m.db"}) == "sqlite:////srv/m.db"
+
+
+def test_the_default_store_keeps_its_artifacts_beside_the_database(tracked_run):
+    _, uri = tracked_run
+    experiment = MlflowClient(uri).get_experiment_by_name("mmclf")
+    assert experiment.artifact_location == (Path(uri.removeprefix("sqlite:///")).parent / "mlflow-artifacts").as_uri()
+
+
+def test_the_experiment_is_named_after_the_sweep_unless_configured(tmp_path, data_root):
+    sweep = JobContext(number=0, sweep_dir=Path("multirun/2026-11-29/10-00-00"))
+    assert (JobContext().experiment, sweep.experiment) == ("mmclf", "mmclf-2026-11-29-10-00-00")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [*tiny_overrides(data_root), "logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
+    run(compose_cfg([*overrides, "logger.mlflow.experiment=mine"]), tmp_path / "run", sweep)
+    assert MlflowClient(uri).get_experiment_by_name("mine") is not None
 
 
 def test_a_sweep_whose_jobs_all_fail_exits_non_zero(tmp_path, capsys):

@@ -4,7 +4,7 @@ import logging
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import jobs, report, tracking
+from mmclf import report, tracking
 from mmclf.errors import StepError
 from mmclf.io import read_json, write_json_atomic
 from mmclf.rundir import RunDir
@@ -43,8 +43,8 @@ def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     report.plot_confusion_matrix(result["confusion_matrix"], run_dir.confusion_matrix)
     curve = report.plot_training_curve(run_dir.work_dir, run_dir.training_curve)
     report.write_report(result, run_dir, has_curve=curve)
-    # metrics.json last: its presence means the run is complete.
-    write_json_atomic(run_dir.metrics, result)
-    run_id = tracking.report_results(cfg, run_dir, jobs.scalars(result))
+    run_id = tracking.report_results(cfg, run_dir, result)
     if run_id:
         log.info("MLflow run %s: final metrics and report logged", run_id)
+    # metrics.json last: its presence means the run is complete.
+    write_json_atomic(run_dir.metrics, result)

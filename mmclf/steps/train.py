@@ -12,7 +12,7 @@ from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
-from mmclf.tracking import logger_hooks
+from mmclf.tracking import end_failed_run, logger_hooks
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
         validate = mm_cfg.get("evaluation", {}).get("interval", 0) > 0  # per-epoch accuracy on the test split
         train_fn(model, [dataset], mm_cfg, distributed=False, validate=validate, timestamp=timestamp,
                  device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights))
+    except Exception:
+        end_failed_run()  # mmcv calls no hook when training raises: the MLflow run would stay open
+        raise
     finally:
         logger.removeHandler(file_handler)
         file_handler.close()
