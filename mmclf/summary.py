@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 
 from mmclf.io import remove_stale_temps, write_figure_atomic, write_text_atomic
 from mmclf.jobs import sweep_job_record
+from mmclf.rundir import RunDir
 
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
 
@@ -154,22 +155,29 @@ class SummarizeSweep(Callback):
     best so far, elapsed), the summary files when it ends, and a non-zero exit when every job failed."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        self.started, self.planned, self.finished, self.best = time.monotonic(), planned_jobs(config), 0, None
+        self.started, self.planned = time.time(), planned_jobs(config)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        if not hasattr(self, "started"):  # a single run, or a launcher that runs jobs in other processes
+        """Counted from the sweep dir, not kept here: a parallel launcher runs jobs (and this
+        callback) in other processes, each with its own copy of this object."""
+        if not hasattr(self, "started"):  # a single run
             return
-        self.finished += 1
         hydra = job_return.hydra_cfg.hydra
+        done = [row for row in job_rows(Path(hydra.sweep.dir)) if self._ended_in_this_sweep(row)]
+        scored = [(row["objective"], row["job"]) for row in done
+                  if isinstance(row["objective"], (int, float)) and not math.isnan(row["objective"])]
         record = sweep_job_record(hydra.runtime.output_dir)
         objective = record.get("objective")
-        if isinstance(objective, (int, float)) and (self.best is None or objective > self.best[0]):
-            self.best = (objective, hydra.job.num)
         shown = "-" if objective is None else f"{objective:.2f}"
-        best = "-" if self.best is None else f"{self.best[0]:.2f} (job {self.best[1]})"
-        print(f"sweep: job {self.finished}/{self.planned or '?'} (#{hydra.job.num}) "
+        best = f"{max(scored)[0]:.2f} (job {max(scored)[1]})" if scored else "-"
+        print(f"sweep: job {len(done)}/{self.planned or '?'} (#{hydra.job.num}) "
               f"{record.get('status', 'incomplete')}, objective {shown}, best {best}, "
-              f"{time.monotonic() - self.started:.0f} s elapsed", flush=True)
+              f"{time.time() - self.started:.0f} s elapsed", flush=True)
+
+    def _ended_in_this_sweep(self, row: dict) -> bool:
+        """A job whose record was written since this sweep started (a re-run sweep dir holds older ones)."""
+        record = Path(row["run_dir"]) / RunDir.JOB
+        return record.is_file() and record.stat().st_mtime >= self.started
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

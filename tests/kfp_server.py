@@ -14,10 +14,11 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from tests.loopback import LoopbackServer
 from tests.protobuf_wire import bytes_field, decode, grpc_web, int_field, mlmd_artifact, unframe
 
 API = "/apis/v2beta1"
@@ -25,7 +26,8 @@ MLMD = "/ml_metadata.MetadataStoreService/"
 DEFAULT_METRICS = {"accuracy_top-1": 91.25, "accuracy_top-5": 99.5, "precision": 90.75, "recall": 91.0,
                    "f1_score": 90.5}
 TASKS = ("prepare-data", "train", "test", "produce-metrics")
-_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}
+FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}  # 409: ALREADY_EXISTS
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Request:
 
 
 @dataclass
-class FakeKfpServer:
+class FakeKfpServer(LoopbackServer):
     """Configure, then ``with FakeKfpServer(...) as server:`` and point a client at ``server.url``.
 
     token:             when set, every request needs ``Authorization: Bearer <token>`` (else 401)
@@ -52,6 +54,10 @@ class FakeKfpServer:
     metrics:           the scalars the run's `metrics` artifact carries in ML Metadata
     serve_mlmd:        False: answer MLMD paths like a bare API server (404, not gRPC-web)
     login_redirect:    answer everything with a 302 to a login page, as an auth proxy does
+    stale_lookups:     the first N experiment lookups find nothing, as when another client creates the
+                       experiment between this one's lookup and its create (which then answers 409)
+    together:          runs stay RUNNING until this many runs have been created; a run that reads
+                       RUNNING ``alone_limit`` times before that ends FAILED, saying it ran alone
     """
 
     token: Optional[str] = None
@@ -62,29 +68,17 @@ class FakeKfpServer:
     metrics: dict = field(default_factory=lambda: dict(DEFAULT_METRICS))
     serve_mlmd: bool = True
     login_redirect: bool = False
+    stale_lookups: int = 0
+    together: int = 1
+    alone_limit: int = 1000
+    most_in_flight: int = 0  # the most runs that were not yet in a final state at once
     requests: list = field(default_factory=list)
     experiments: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(_Handler)
 
     def requests_to(self, method: str, path: str) -> list:
         """The recorded requests with this method whose path starts with ``path``."""
@@ -129,6 +123,9 @@ class FakeKfpServer:
             return error
         # kfp.Client filters by name: {"predicates": [{"operation": 1 (EQUALS), "key": "display_name", ...}]}
         predicates = json.loads(query.get("filter", ['{"predicates": []}'])[0])["predicates"]
+        if self.stale_lookups > 0:
+            self.stale_lookups -= 1
+            return _json(200, {})
         found = [e for e in self.experiments.values()
                  if all(e[p["key"]] == p.get("stringValue", p.get("string_value")) for p in predicates)
                  and (not namespace or e["namespace"] == namespace)]
@@ -138,8 +135,13 @@ class FakeKfpServer:
         error = self._namespace_error(body.get("namespace", ""))
         if error:
             return error
+        namespace = body.get("namespace", "")
+        if any(e["display_name"] == body["display_name"] and e["namespace"] == namespace
+               for e in self.experiments.values()):  # the API server's unique (name, namespace) index
+            return _status(409, f"Failed to create a new experiment. The name {body['display_name']} already "
+                                "exists. Please specify a new name")
         experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
-                      "description": body.get("description", ""), "namespace": body.get("namespace", ""),
+                      "description": body.get("description", ""), "namespace": namespace,
                       "created_at": _now(), "storage_state": "AVAILABLE"}
         self.experiments[experiment["experiment_id"]] = experiment
         return _json(200, experiment)
@@ -153,25 +155,36 @@ class FakeKfpServer:
             "pipeline_spec": body.get("pipeline_spec"), "runtime_config": body.get("runtime_config", {}),
             "storage_state": "AVAILABLE", "created_at": _now(), "state": "PENDING",
             "state_history": [{"update_time": _now(), "state": "PENDING"}],
-            "_gets": 0, "_context_id": 100 + len(self.runs),
+            "_gets": 0, "_alone": 0, "_context_id": 100 + len(self.runs),
         }
+        in_flight = sum(run["state"] not in FINAL_STATES for run in self.runs.values())
+        self.most_in_flight = max(self.most_in_flight, in_flight)
         return _json(200, _public(self.runs[run_id]))
 
     def _get_run(self, run_id: str):
         run = self.runs.get(run_id)
         if run is None:
             return _status(404, f"Run {run_id} not found")
+        if len(self.runs) < self.together:  # waits for company: the poll does not count
+            run["_alone"] += 1
+            state = "FAILED" if run["_alone"] >= self.alone_limit else "RUNNING"
+            return self._answer_run(run, state)
         run["_gets"] += 1
         if run["_gets"] <= self.failing_gets:
             return _status(503, "upstream connect error")
         state = self.final_state if run["_gets"] >= self.failing_gets + self.gets_until_final else "RUNNING"
+        return self._answer_run(run, state)
+
+    def _answer_run(self, run: dict, state: str):
+        run_id = run["run_id"]
         if state != run["state"]:
             run["state"] = state
             run["state_history"].append({"update_time": _now(), "state": state})
         run["run_details"] = {"pipeline_run_context_id": str(run["_context_id"]),
                               "task_details": _task_details(run_id, state)}
         if state == "FAILED":
-            run["error"] = {"code": 2, "message": "task produce-metrics failed: exit status 1"}
+            alone = " (it ran alone: the fake's runs wait for company)" if run["_alone"] else ""
+            run["error"] = {"code": 2, "message": f"task produce-metrics failed: exit status 1{alone}"}
         return _json(200, _public(run))
 
     # --- ML Metadata over gRPC-web ---------------------------------------------------------------

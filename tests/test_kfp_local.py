@@ -1,16 +1,23 @@
-"""backend=kfp, mode=local: the pipeline executed for real through kfp.local; and the pods' entry, backends.kfp.pod."""
+"""backend=kfp, mode=local: the pipeline executed for real through kfp.local; and what the pods run:
+backends.kfp.pod (the steps) and backends.kfp.volume (the volume-permissions task)."""
+import base64
 import json
+import os
 import re
+import stat
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+from backends.kfp import volume
 from backends.kfp.backend import KfpBackend
+from backends.kfp.compile import pod_config_yaml
+from backends.kfp.local_run import run_local
 from backends.kfp.pod import main as pod_main
 from mmclf.errors import ConfigError, StepError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
-from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
 
 # Files a run dir holds whatever the backend; Hydra's own and kfp.local's outputs are not among them.
@@ -30,27 +37,49 @@ def artifact_metadata(run_dir) -> dict:
     return {name: value["artifacts"][0]["metadata"] for name, value in artifacts.items()}
 
 
+def task_output(run_dir, task: str, name: str):
+    """(path, metadata) of a task's output artifact, from kfp.local's pipeline_root."""
+    (output,) = RunDir(run_dir).kfp_local.glob(f"*/{task}/executor_output.json")
+    (artifact,) = json.loads(output.read_text())["artifacts"][name]["artifacts"]
+    return Path(artifact["uri"]), artifact["metadata"]
+
+
 @pytest.mark.slow
 def test_local_mode_runs_the_pipeline_and_leaves_the_same_run_dir_as_backend_local(tmp_path, data_root,
                                                                                    finished_run):
     run_dir = tmp_path / "kfp"
-    cfg = compose_cfg(["backend=kfp", "backend.mode=local", *tiny_overrides(data_root)])
-    objective = run(cfg, run_dir)  # the entry point's own path: validate, backend, objective
+    # Compiled with another seed and rate; the run's parameters (as a KFP run takes them, e.g. from the
+    # UI) bring both back to the finished run's: the pods must train with the parameters' values.
+    cfg = compose_cfg(["backend=kfp", "backend.mode=local", *tiny_overrides(data_root), "seed=5",
+                       "schedule.optimizer.lr=0.3"])
+    wanted = OmegaConf.load(finished_run / "config.yaml")
+    metrics = run_local(cfg, RunDir(run_dir), {"seed": wanted.seed, "learning_rate": wanted.schedule.optimizer.lr})
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert objective == metrics["accuracy_top-1"]
+    assert metrics == json.loads((run_dir / "metrics.json").read_text())
+    pod_cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert (pod_cfg.seed, pod_cfg.schedule.optimizer.lr) == (wanted.seed, wanted.schedule.optimizer.lr) != (5, 0.3)
+    assert pod_cfg.data.root == str(data_root), "data.root kept as configured (absolute)"
     scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
-    shown = artifact_metadata(run_dir)
-    assert shown["metrics"] == pytest.approx(scalars), "the KFP Metrics artifact holds metrics.json's scalars"
-    confusion = shown["classification"]["confusionMatrix"]
+    assert artifact_metadata(run_dir)["metrics"] == pytest.approx(scalars), "the Metrics artifact: metrics.json's"
+    confusion = artifact_metadata(run_dir)["classification"]["confusionMatrix"]
     assert [spec["displayName"] for spec in confusion["annotationSpecs"]] == metrics["confusion_matrix"]["classes"]
     assert [row["row"] for row in confusion["rows"]] == metrics["confusion_matrix"]["matrix"]
-    (report,) = RunDir(run_dir).kfp_local.glob("*/produce-metrics/report")
-    assert report.read_text() == (run_dir / "report.md").read_text()
-    pod_cfg = OmegaConf.load(run_dir / "config.yaml")
-    assert pod_cfg.data.root == str(data_root), "data.root kept as configured (absolute)"
 
-    assert run_dir_files(run_dir) == run_dir_files(finished_run), "the same files as backend=local leaves"
+    model, about = task_output(run_dir, "train", "model")  # the checkpoint leaves the volume as a Model
+    assert sorted(path.name for path in model.iterdir()) == ["epoch_1.pth", "mmcls_config.py"]
+    assert (model / "epoch_1.pth").read_bytes() == (run_dir / "work_dir/epoch_1.pth").read_bytes()
+    assert about == {"framework": "mmcls", "model": "resnet18", "dataset": "synthetic", "epochs": 1,
+                     "num_classes": 10, "checkpoint": "epoch_1.pth", "config": "mmcls_config.py"}
+    report, _ = task_output(run_dir, "produce-metrics", "report")  # self-contained: the UI shows the plots
+    page = report.read_text()
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    assert [(alt, base64.b64decode(data)) for alt, data in images] == [
+        ("Confusion matrix", (run_dir / "confusion_matrix.png").read_bytes()),
+        ("Training curve", (run_dir / "training_curve.png").read_bytes())]
+    assert f"<td>accuracy_top-1</td><td>{metrics['accuracy_top-1']:.2f}</td>" in page
+
+    task_records = {RunDir.LOCK, RunDir.JOB}  # the task's, around any backend: run_local is called below it
+    assert run_dir_files(run_dir) == run_dir_files(finished_run) - task_records, "the same files as backend=local"
     assert "metrics.json" in run_dir_files(run_dir) and "work_dir/epoch_1.pth" in run_dir_files(run_dir)
 
 
@@ -91,3 +120,89 @@ def test_step_entry_ends_a_user_error_with_one_line(tmp_path, data_root, capsys)
     err = capsys.readouterr().err
     (message,) = [line for line in err.splitlines() if line.startswith("mmclf: error:")]
     assert "checkpoint" in message and "Traceback" not in err
+
+
+def test_step_entry_applies_the_typed_parameters_in_the_runs_own_folder(tmp_path, data_root):
+    cfg = compose_cfg(["backend=kfp", *tiny_overrides(data_root), "schedule=fast"])
+    config_yaml = pod_config_yaml(cfg, str(data_root))  # as compiled: keeps the link max_lr -> lr
+    base = tmp_path / "runs" / "job"
+    pod_main(["prepare_data", "--config-yaml", config_yaml, "--run-dir", str(base), "--run-id", "4f2c",
+              "--learning-rate", "0.2", "--epochs", "3", "--batch-size", "16", "--seed", "7"])
+    assert not base.exists(), "each KFP run writes in <run dir>-<run id>"
+    used = OmegaConf.load(tmp_path / "runs" / "job-4f2c" / "config.yaml")
+    assert (used.schedule.optimizer.lr, used.schedule.lr_config.max_lr) == (0.2, 0.2)
+    assert (used.schedule.runner.max_epochs, used.data.samples_per_gpu, used.seed) == (3, 16, 7)
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--epochs", "0", "pipeline parameter epochs=0: must be a positive integer"),
+    ("--learning-rate", "-0.1", "pipeline parameter learning_rate=-0.1: must be a positive number"),
+    ("--learning-rate", "nan", "pipeline parameter learning_rate=nan"),
+    ("--seed", "4294967296", "pipeline parameter seed=4294967296: must be an integer from 0"),
+])
+def test_a_bad_pipeline_parameter_ends_the_pod_in_one_line(tmp_path, data_root, capsys, option, value, said):
+    config_yaml = pod_config_yaml(compose_cfg(["backend=kfp", *tiny_overrides(data_root)]), str(data_root))
+    with pytest.raises(SystemExit) as exit_info:
+        pod_main(["prepare_data", "--config-yaml", config_yaml, "--run-dir", str(tmp_path / "run"), option, value])
+    assert exit_info.value.code == 2 and not (tmp_path / "run").exists()
+    (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
+    assert said in message
+
+
+def refuse(path):
+    def run_step(*args):  # what a root-owned volume answers the image's user
+        raise PermissionError(13, "Permission denied", path)
+
+    return run_step
+
+
+def test_a_volume_the_pods_user_cannot_write_is_one_line_naming_the_fix(data_root, monkeypatch, capsys):
+    config_yaml = pod_config_yaml(compose_cfg(["backend=kfp", *tiny_overrides(data_root)]), "/mnt/mmclf/data")
+    monkeypatch.setattr("backends.kfp.pod.run_step", refuse("/mnt/mmclf/runs"))
+    with pytest.raises(SystemExit) as exit_info:
+        pod_main(["prepare_data", "--config-yaml", config_yaml, "--run-dir", "/mnt/mmclf/runs/job", "--run-id", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    (message,) = [line for line in err.splitlines() if line.startswith("mmclf: error:")]
+    assert "/mnt/mmclf/runs: permission denied to this pod's user" in message
+    assert "backend.volume.make_writable=true" in message and "Traceback" not in err
+    monkeypatch.setattr("backends.kfp.pod.run_step", refuse("/home/mmclf/.cache"))  # not the volume: not ours
+    with pytest.raises(PermissionError):
+        pod_main(["prepare_data", "--config-yaml", config_yaml, "--run-dir", "/mnt/mmclf/runs/job"])
+
+
+def test_volume_permissions_leaves_a_writable_folder_alone_and_opens_a_foreign_one(tmp_path, capsys):
+    mine = os.getuid(), os.getgid()
+    stranger = (mine[0] + 4242, mine[1] + 4242)
+    (tmp_path / "runs").mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "runs", 0o755)
+    assert volume.writable_for(tmp_path, *mine) and not volume.writable_for(tmp_path, *stranger)
+    assert volume.main([str(tmp_path), *map(str, mine)]) == 0
+    assert "already writable" in capsys.readouterr().out
+    assert volume.main([str(tmp_path), *map(str, stranger)]) == 0
+    out = capsys.readouterr().out
+    # As root, chown; otherwise (or without CAP_CHOWN, as in KFP >= 2.16 pods) the owner's chmod.
+    assert out.count("chown") + out.count("chmod a+rwx") == 2, out
+    assert volume.writable_for(tmp_path, *stranger) and volume.writable_for(tmp_path / "runs", *stranger)
+
+
+def test_volume_permissions_without_chown_opens_the_folder_by_chmod(tmp_path, monkeypatch):
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(os, "chown", refuse_chown)  # KFP >= 2.16 drops every capability: CAP_CHOWN too
+    assert volume.make_writable(tmp_path, os.getuid() + 4242, os.getgid() + 4242) == "chmod a+rwx"
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o777
+
+
+def test_volume_permissions_that_cannot_help_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(os, "chown", refuse_chown)
+    monkeypatch.setattr(os, "chmod", refuse_chown)  # not the owner: an NFS export with root squashed, say
+    assert volume.main([str(tmp_path), "4242", "4242"]) == 1
+    (message,) = capsys.readouterr().err.splitlines()
+    assert message.startswith(f"mmclf: error: {tmp_path} is owned by uid {os.getuid()}")
+    assert "backend.volume.make_writable=false" in message
+
+
+def refuse_chown(*args):
+    raise PermissionError(1, "Operation not permitted")

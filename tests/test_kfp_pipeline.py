@@ -1,6 +1,7 @@
 """backend=kfp, mode=compile: the compiled pipeline.yaml, read back with yaml, has the shape the cluster needs.
 
-Compiled by kfp's own compiler from the real composed config; nothing of kfp is mocked.
+Compiled by kfp's own compiler from the real composed config; nothing of kfp is mocked. No cluster is
+reachable here (the fixture below hides any kubeconfig): cluster look-ups are in test_kfp_cluster.py.
 """
 import json
 import re
@@ -8,18 +9,31 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp import components
+from kfp import components, dsl
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.naming import run_names, sweep_experiment
+from backends.kfp.naming import WORKSPACE_MOUNT_PATH, run_names
+from backends.kfp.parameters import apply_parameters
+from backends.kfp.target import host_from_config
 from mmclf.errors import ConfigError, MMClfError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from tests.conftest import closed_port_url, compose_cfg
 
 STEP_TASKS = ["prepare-data", "train", "test", "produce-metrics"]
+POD_TASKS = ["volume-permissions", *STEP_TASKS]  # every task that runs in a pod
 STEP_OF_TASK = {"prepare-data": "prepare_data", "train": "train", "test": "test", "produce-metrics": "metrics"}
+TYPED = {"learning_rate": "NUMBER_DOUBLE", "epochs": "NUMBER_INTEGER", "batch_size": "NUMBER_INTEGER",
+         "seed": "NUMBER_INTEGER"}
+
+
+@pytest.fixture(autouse=True)
+def no_cluster_access(monkeypatch, tmp_path_factory):
+    """No kubeconfig, not in a pod, no KFP endpoint: what this machine has, whoever runs the tests."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def compile_pipeline(run_dir, *overrides):
@@ -41,17 +55,26 @@ def executor(spec, task_name):
     return label, spec["deploymentSpec"]["executors"][label]["container"]
 
 
+def k8s_of(spec, kubernetes, task_name):
+    return kubernetes["deploymentSpec"]["executors"][executor(spec, task_name)[0]]
+
+
+def inputs_of(spec, task_name):
+    return tasks_of(spec)[task_name]["inputs"]["parameters"]
+
+
 def test_default_pipeline_runs_the_steps_in_order_on_a_new_volume(tmp_path, capsys):
     _, spec, _ = compile_pipeline(tmp_path)
     tasks = tasks_of(spec)
-    assert sorted(tasks) == sorted(["createpvc", *STEP_TASKS]), "no delete-volume unless asked for"
+    assert sorted(tasks) == sorted(["createpvc", *POD_TASKS]), "no delete-volume unless asked for"
     assert tasks["createpvc"]["taskInfo"]["name"] == "create-volume"
-    assert [tasks[name]["taskInfo"]["name"] for name in STEP_TASKS] == STEP_TASKS
-    for upstream, task in zip(["createpvc", *STEP_TASKS], STEP_TASKS, strict=False):
+    assert [tasks[name]["taskInfo"]["name"] for name in POD_TASKS] == POD_TASKS
+    for upstream, task in zip(["createpvc", *POD_TASKS[:-1]], POD_TASKS, strict=True):
         assert upstream in tasks[task]["dependentTasks"], f"{task} must run after {upstream}"
     graph = (tmp_path / "pipeline_graph.md").read_text()
     assert "```mermaid" in graph
-    for edge in ["createpvc --> prepare_data", "prepare_data --> train", "train --> test", "test --> produce_metrics"]:
+    for edge in ["createpvc --> volume_permissions", "volume_permissions --> prepare_data", "prepare_data --> train",
+                 "train --> test", "test --> produce_metrics"]:
         assert edge in graph
     out = capsys.readouterr().out
     assert "Upload pipeline" in out and "backend.mode=submit backend.host=" in out
@@ -63,39 +86,51 @@ def test_each_step_task_runs_its_step_function_in_the_project_image(tmp_path):
         _, container = executor(spec, task)
         assert container["image"] == "registry.example.com/mmclf:0.1.0"
         source = container["command"][-1]
-        assert f'run_from_yaml("{STEP_OF_TASK[task]}", config_yaml, run_dir)' in source
+        assert f'run_in_pod("{STEP_OF_TASK[task]}", config_yaml, run_dir, run_id' in source
         assert "pip install" not in " ".join(container["command"]), "the image has kfp: nothing is installed"
         assert f"def {container['args'][-1]}(" in source, "KFP executes the embedded function"
 
 
-def test_step_tasks_mount_the_volume_and_set_pull_policy_and_no_task_is_cached(tmp_path):
+def test_pod_tasks_mount_the_volume_and_set_pull_policy_and_no_task_is_cached(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.image_pull_policy=Always",
                                            "backend.volume.mount_path=/mnt/shared")
-    executors = kubernetes["deploymentSpec"]["executors"]
-    for task in STEP_TASKS:
-        label, _ = executor(spec, task)
-        (mount,) = executors[label]["pvcMount"]
+    for task in POD_TASKS:
+        (mount,) = k8s_of(spec, kubernetes, task)["pvcMount"]
         assert mount["mountPath"] == "/mnt/shared"
         assert mount["pvcNameParameter"]["taskOutputParameter"] == {"producerTask": "createpvc",
                                                                      "outputParameterKey": "name"}
-        assert executors[label]["imagePullPolicy"] == "Always"
+        assert k8s_of(spec, kubernetes, task)["imagePullPolicy"] == "Always"
     for name, task in tasks_of(spec).items():
         assert not task.get("cachingOptions", {}).get("enableCache"), f"{name} must not be cached"
 
 
-def test_create_volume_requests_the_configured_claim(tmp_path):
+def test_create_volume_requests_the_configured_claim(tmp_path, capsys):
     _, spec, _ = compile_pipeline(tmp_path, "backend.volume.size=50Gi", "backend.volume.storage_class=nfs-client",
                                   "backend.volume.access_modes=[ReadWriteOnce]")
-    inputs = tasks_of(spec)["createpvc"]["inputs"]["parameters"]
-    constants = {key: value["runtimeValue"]["constant"] for key, value in inputs.items()}
+    constants = {key: value["runtimeValue"]["constant"] for key, value in inputs_of(spec, "createpvc").items()}
     assert constants == {"size": "50Gi", "storage_class_name": "nfs-client", "access_modes": ["ReadWriteOnce"],
                          "pvc_name_suffix": "-mmclf"}
+    assert "storage_class" not in spec["root"]["inputDefinitions"]["parameters"]
+    assert "storage class" not in capsys.readouterr().out, "a configured class needs no word"
+
+
+def test_an_unknown_storage_class_is_a_required_pipeline_parameter_never_the_drivers_standard(tmp_path, capsys):
+    # Without storage_class_name KFP's driver writes storageClassName "standard" (kubeflow/pipelines#11396).
+    _, spec, _ = compile_pipeline(tmp_path)
+    assert inputs_of(spec, "createpvc")["storage_class_name"] == {"componentInputParameter": "storage_class"}
+    parameter = spec["root"]["inputDefinitions"]["parameters"]["storage_class"]
+    assert parameter == {"parameterType": "STRING", "description": parameter["description"]}, "no default: required"
+    assert "kubectl get storageclass" in parameter["description"]
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("storage class:")]
+    assert "no kubeconfig" in line and "parameter storage_class" in line
+    assert "fill in its parameter storage_class" in out
 
 
 def test_train_and_test_request_the_accelerator_and_limits(tmp_path):
     _, spec, _ = compile_pipeline(tmp_path, "backend.resources.accelerator_count=2", "backend.resources.cpu=4",
                                   "backend.resources.memory=16Gi")
-    for task in STEP_TASKS:
+    for task in POD_TASKS:
         resources = executor(spec, task)[1].get("resources", {})
         if task in ("train", "test"):
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -114,33 +149,95 @@ def test_retries_and_timeout_apply_to_every_step_task(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.retries=3", "backend.timeout_s=7200")
     for task in STEP_TASKS:
         assert tasks_of(spec)[task]["retryPolicy"]["maxRetryCount"] == 3
-        label, _ = executor(spec, task)
-        assert kubernetes["deploymentSpec"]["executors"][label]["activeDeadlineSeconds"] == "7200"
+        assert k8s_of(spec, kubernetes, task)["activeDeadlineSeconds"] == "7200"
 
 
 def test_no_retry_policy_by_default(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path)
     for task in STEP_TASKS:
         assert "retryPolicy" not in tasks_of(spec)[task]
-        assert "activeDeadlineSeconds" not in kubernetes["deploymentSpec"]["executors"][executor(spec, task)[0]]
+        assert "activeDeadlineSeconds" not in k8s_of(spec, kubernetes, task)
 
 
-def test_parameters_carry_the_resolved_config_with_data_on_the_volume(tmp_path):
-    cfg, spec, _ = compile_pipeline(tmp_path, "schedule.optimizer.lr=0.00005")
+def test_typed_parameters_default_to_the_config_and_reach_every_step(tmp_path):
+    cfg, spec, _ = compile_pipeline(tmp_path, "schedule.optimizer.lr=0.00005", "seed=7", "data.samples_per_gpu=32",
+                                    "schedule.runner.max_epochs=3", "backend.volume.storage_class=nfs-client")
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"config_yaml", "run_dir"}
-    run_dir = params["run_dir"]["defaultValue"]
-    assert run_dir.startswith("/mnt/mmclf/runs/mmclf-resnet18-synthetic-")
+    assert set(params) == {*TYPED, "config_yaml"}
+    assert {name: params[name]["parameterType"] for name in TYPED} == TYPED
+    assert {name: params[name]["defaultValue"] for name in TYPED} == {
+        "learning_rate": pytest.approx(5e-05), "epochs": 3, "batch_size": 32, "seed": 7}
+    assert "schedule.optimizer.lr" in params["learning_rate"]["description"], "the UI says what each one overrides"
+    for task in STEP_TASKS:
+        inputs = inputs_of(spec, task)
+        assert {key: inputs[key]["componentInputParameter"] for key in [*TYPED, "config_yaml"]} == {
+            key: key for key in [*TYPED, "config_yaml"]}
     pod_cfg = OmegaConf.create(params["config_yaml"]["defaultValue"])  # what each pod rebuilds
     expected = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     expected["data"]["root"] = "/mnt/mmclf/data"
     assert OmegaConf.to_container(pod_cfg) == OmegaConf.to_container(OmegaConf.create(expected), resolve=True)
     assert pod_cfg.data.train.data_prefix.startswith("/mnt/mmclf/data/synthetic_")
-    assert pod_cfg.schedule.optimizer.lr == pytest.approx(5e-05)
+
+
+def test_every_kfp_run_writes_a_fresh_folder_named_by_its_run_id(tmp_path, capsys):
+    _, spec, _ = compile_pipeline(tmp_path)
+    run_dirs = {inputs_of(spec, task)["run_dir"]["runtimeValue"]["constant"] for task in STEP_TASKS}
+    (run_dir,) = run_dirs
+    assert re.fullmatch(r"/mnt/mmclf/runs/mmclf-resnet18-synthetic-\d{8}-\d{6}", run_dir)
     for task in STEP_TASKS:
-        inputs = tasks_of(spec)[task]["inputs"]["parameters"]
-        assert {key: value["componentInputParameter"] for key, value in inputs.items()} == {
-            "config_yaml": "config_yaml", "run_dir": "run_dir"}
+        # KFP's driver replaces an input that is exactly this placeholder (and only then) by the run's id.
+        assert inputs_of(spec, task)["run_id"] == {"runtimeValue": {"constant": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+    assert f"each KFP run writes to {run_dir}-<KFP run id>" in capsys.readouterr().out
+
+
+def test_the_config_parameter_keeps_the_typed_keys_linked(tmp_path):
+    # schedule=fast's one-cycle peak follows the learning rate: a new rate from the UI must move it too.
+    _, spec, _ = compile_pipeline(tmp_path, "schedule=fast", "backend.volume.storage_class=nfs-client")
+    config_yaml = spec["root"]["inputDefinitions"]["parameters"]["config_yaml"]["defaultValue"]
+    assert json.loads(config_yaml)["schedule"]["lr_config"]["max_lr"] == "${schedule.optimizer.lr}"
+    assert json.loads(config_yaml)["schedule"]["momentum_config"]["pct_start"] == 0.25, "other links resolved"
+    pod_cfg = apply_parameters(OmegaConf.create(config_yaml), {"learning_rate": 0.2, "epochs": 5})
+    assert pod_cfg.schedule.lr_config.max_lr == pod_cfg.schedule.optimizer.lr == 0.2
+    assert pod_cfg.schedule.runner.max_epochs == 5
+
+
+def test_volume_permissions_runs_first_as_root_and_the_steps_as_the_images_user(tmp_path):
+    _, spec, kubernetes = compile_pipeline(tmp_path, "backend.run_as_user=2000", "backend.run_as_group=3000")
+    _, container = executor(spec, "volume-permissions")
+    assert container["command"] == ["python", "-m", "backends.kfp.volume"]
+    assert container["args"] == ["{{$.inputs.parameters['mount_path']}}", "{{$.inputs.parameters['uid']}}",
+                                 "{{$.inputs.parameters['gid']}}"]
+    constants = {key: value["runtimeValue"]["constant"] for key, value in inputs_of(spec, "volume-permissions").items()}
+    assert constants == {"mount_path": "/mnt/mmclf", "uid": 2000, "gid": 3000}
+    assert k8s_of(spec, kubernetes, "volume-permissions")["securityContext"] == {"runAsUser": "0", "runAsGroup": "0"}
+    for task in STEP_TASKS:
+        assert k8s_of(spec, kubernetes, task)["securityContext"] == {
+            "runAsUser": "2000", "runAsGroup": "3000", "runAsNonRoot": True}
+
+
+def test_make_writable_false_leaves_the_volume_alone(tmp_path):
+    _, spec, _ = compile_pipeline(tmp_path, "backend.volume.make_writable=false")
+    assert "volume-permissions" not in tasks_of(spec)
+    assert "createpvc" in tasks_of(spec)["prepare-data"]["dependentTasks"]
+
+
+def test_scheduling_options_reach_every_pod(tmp_path):
+    _, spec, kubernetes = compile_pipeline(
+        tmp_path, "+backend.node_selector={nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB, pool: training}",
+        "backend.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule},"
+        "{key: spot, value: 'true', effect: NoExecute, tolerationSeconds: 60}]",
+        "backend.image_pull_secrets=[regcred,mirror]", "+backend.pod_labels={team: vision, cost-centre: cc-42}",
+        "+backend.pod_annotations={sidecar.istio.io/inject: 'false'}")
+    for task in POD_TASKS:
+        settings = k8s_of(spec, kubernetes, task)
+        assert settings["nodeSelector"] == {"labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                                                       "pool": "training"}}
+        assert settings["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute", "tolerationSeconds": "60"}]
+        assert [secret["secretName"] for secret in settings["imagePullSecret"]] == ["regcred", "mirror"]
+        assert settings["podMetadata"] == {"labels": {"team": "vision", "cost-centre": "cc-42"},
+                                           "annotations": {"sidecar.istio.io/inject": "false"}}
 
 
 def test_delete_volume_runs_last_on_the_created_claim(tmp_path):
@@ -152,29 +249,37 @@ def test_delete_volume_runs_last_on_the_created_claim(tmp_path):
     assert "deletepvc --> " not in (tmp_path / "pipeline_graph.md").read_text()
 
 
-def test_existing_claim_is_mounted_by_name_and_nothing_is_created(tmp_path):
+def test_existing_claim_is_mounted_by_name_and_nothing_is_created(tmp_path, capsys):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.volume.mode=existing",
                                            "backend.volume.claim_name=mmclf-data", "backend.volume.delete_after=true")
-    assert sorted(tasks_of(spec)) == sorted(STEP_TASKS)
-    for task in STEP_TASKS:
-        (mount,) = kubernetes["deploymentSpec"]["executors"][executor(spec, task)[0]]["pvcMount"]
+    assert sorted(tasks_of(spec)) == sorted(POD_TASKS)
+    for task in POD_TASKS:
+        (mount,) = k8s_of(spec, kubernetes, task)["pvcMount"]
         assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == "mmclf-data"
         assert mount["mountPath"] == "/mnt/mmclf"
+    assert "storage class" not in capsys.readouterr().out
 
 
 def test_workspace_mode_uses_the_kfp_run_workspace(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.volume.mode=workspace", "backend.volume.size=5Gi",
                                            "backend.volume.storage_class=nfs-client")
-    assert sorted(tasks_of(spec)) == sorted(STEP_TASKS)
+    assert sorted(tasks_of(spec)) == sorted(POD_TASKS)
     assert kubernetes["pipelineConfig"]["workspace"] == {
         "size": "5Gi",
         "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs-client"}}}
-    executors = kubernetes["deploymentSpec"]["executors"]
-    assert all("pvcMount" not in executors[executor(spec, task)[0]] for task in STEP_TASKS)
-    params = spec["root"]["inputDefinitions"]["parameters"]
-    # The workspace's mount path: the driver mounts the workspace into tasks whose parameters name it.
-    assert params["run_dir"]["defaultValue"].startswith("/kfp-workspace/runs/")
-    assert OmegaConf.create(params["config_yaml"]["defaultValue"]).data.root == "/kfp-workspace/data"
+    assert all("pvcMount" not in k8s_of(spec, kubernetes, task) for task in POD_TASKS)
+    # The driver mounts the workspace into every task with a parameter value naming its path.
+    assert WORKSPACE_MOUNT_PATH == dsl.constants.WORKSPACE_MOUNT_PATH
+    assert inputs_of(spec, "volume-permissions")["mount_path"]["runtimeValue"]["constant"] == WORKSPACE_MOUNT_PATH
+    run_dir = inputs_of(spec, "train")["run_dir"]["runtimeValue"]["constant"]
+    assert run_dir.startswith(f"{WORKSPACE_MOUNT_PATH}/runs/")
+    config_yaml = spec["root"]["inputDefinitions"]["parameters"]["config_yaml"]["defaultValue"]
+    assert OmegaConf.create(config_yaml).data.root == f"{WORKSPACE_MOUNT_PATH}/data"
+
+
+def test_workspace_mode_without_a_class_leaves_it_to_kubernetes(tmp_path):
+    _, _, kubernetes = compile_pipeline(tmp_path, "backend.volume.mode=workspace")
+    assert kubernetes["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] == {"accessModes": ["ReadWriteMany"]}
 
 
 def test_container_style_runs_the_pod_entry_point(tmp_path):
@@ -182,19 +287,23 @@ def test_container_style_runs_the_pod_entry_point(tmp_path):
     for task in STEP_TASKS:
         _, container = executor(spec, task)
         assert container["command"] == ["python", "-m", "backends.kfp.pod", STEP_OF_TASK[task]]
-        assert container["args"][:4] == ["--config-yaml", "{{$.inputs.parameters['config_yaml']}}",
-                                         "--run-dir", "{{$.inputs.parameters['run_dir']}}"]
+        options = ["config_yaml", "run_dir", "run_id", "learning_rate", "epochs", "batch_size", "seed"]
+        expected = [[f"--{name.replace('_', '-')}", f"{{{{$.inputs.parameters['{name}']}}}}"] for name in options]
+        assert container["args"][:14] == [arg for pair in expected for arg in pair]
         assert container["image"] == "mmclf:latest"
-        assert "pvcMount" in kubernetes["deploymentSpec"]["executors"][executor(spec, task)[0]]
+        assert "pvcMount" in k8s_of(spec, kubernetes, task)
+    assert executor(spec, "train")[1]["args"][-2:] == ["--model", "{{$.outputs.artifacts['model'].path}}"]
     outputs = spec["components"]["comp-produce-metrics"]["outputDefinitions"]["artifacts"]
-    assert outputs["report"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
 
 
-def test_python_style_metrics_are_what_the_kfp_ui_renders(tmp_path):
+def test_python_style_outputs_are_what_the_kfp_ui_renders(tmp_path):
     _, spec, _ = compile_pipeline(tmp_path)
     outputs = spec["components"]["comp-produce-metrics"]["outputDefinitions"]["artifacts"]
     assert {name: out["artifactType"]["schemaTitle"] for name, out in outputs.items()} == {
-        "metrics": "system.Metrics", "classification": "system.ClassificationMetrics", "report": "system.Markdown"}
+        "metrics": "system.Metrics", "classification": "system.ClassificationMetrics", "report": "system.HTML"}
+    (model,) = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"].values()
+    assert model["artifactType"]["schemaTitle"] == "system.Model"
 
 
 def test_a_config_too_large_for_a_kfp_parameter_is_refused(tmp_path):
@@ -219,17 +328,80 @@ def test_a_config_too_large_for_a_kfp_parameter_is_refused(tmp_path):
     ("backend.resources.memory=16GB", "backend.resources.memory"),
     ("backend.retries=-1", "backend.retries"),
     ("backend.timeout_s=0", "backend.timeout_s"),
+    ("backend.max_in_flight=0", "backend.max_in_flight"),
+    ("backend.run_as_user=-1", "backend.run_as_user"),
+    ("+backend.node_selector={Example.com/gpu: x}", "backend.node_selector"),
+    ("+backend.node_selector={pool: 'not a value'}", "backend.node_selector"),
+    ("+backend.pod_labels={team: '-vision'}", "backend.pod_labels"),
+    ("+backend.pod_annotations={a_b/c: x}", "backend.pod_annotations"),
+    ("backend.image_pull_secrets=[Reg_Cred]", "backend.image_pull_secrets"),
+    ("backend.tolerations=[{operator: Equal, value: x}]", r"backend.tolerations\[0\]"),
+    ("backend.tolerations=[{key: gpu, operator: Exists, value: x}]", r"backend.tolerations\[0\]"),
+    ("backend.tolerations=[{key: gpu, tolerationSeconds: 30}]", r"backend.tolerations\[0\]"),
+    ("backend.host=ftp://h:1", "backend.host"),
+    ("backend.host=http://", "backend.host"),
+    ("backend.host=http://kfp:port", "backend.host"),
+    ("backend.host='https://kfp.example.com/?x=1'", "backend.host"),
+    ("runtime.load_from=/home/me/x.pth", "runtime.load_from"),
+    ("runtime.resume_from=work_dir/latest.pth", "runtime.resume_from"),
+    ("resume=/home/me/epoch_3.pth", "resume"),
+    ("data.train.data_prefix=/home/me/mydata", "data.train.data_prefix"),
+    (("logger=mlflow", "logger.mlflow.tracking_uri=/home/me/mlruns"), "logger.mlflow.tracking_uri"),
 ])
-def test_bad_volume_or_resource_values_fail_before_compiling(tmp_path, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        compile_pipeline(tmp_path, override)
+def test_bad_values_fail_in_one_line_before_compiling(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        compile_pipeline(tmp_path, *(override if isinstance(override, tuple) else [override]))
+    assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == [], "nothing is compiled"
 
 
+@pytest.mark.parametrize("mode", ["compile", "submit"])
+def test_paths_on_the_volume_pass_and_local_mode_may_use_this_machines(tmp_path, mode):
+    cfg = compose_cfg(["backend=kfp", f"backend.mode={mode}", "data=synthetic", "runtime.load_from=/mnt/mmclf/w.pth",
+                       "resume=/mnt/mmclf/runs/old/work_dir/epoch_3.pth", "backend.volume.storage_class=nfs-client",
+                       "backend.host=http://localhost:8080"])
+    KfpBackend().check(cfg)
+    local = compose_cfg(["backend=kfp", "backend.mode=local", "data=synthetic", "runtime.load_from=/home/me/x.pth"])
+    KfpBackend().check(local)
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("localhost:8080", "https://localhost:8080"),
+    ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+    ("https://kubeflow.example.com/pipeline", "https://kubeflow.example.com/pipeline"),
+])
+def test_hosts_are_read_as_kfp_client_does(host, expected):
+    assert host_from_config(OmegaConf.create({"host": host})) == expected
+
+
+def test_a_bad_kf_pipelines_endpoint_is_named(monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", "ftp://h:1")
+    with pytest.raises(ConfigError, match=r"^\$KF_PIPELINES_ENDPOINT='ftp://h:1': .*http:// or https://"):
+        host_from_config(OmegaConf.create({"host": None}))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["backend.mode=submit", "backend.volume.storage_class=nfs-client"], r"needs the KFP API host"),
+    (["backend.mode=submit", "backend.host=http://kfp"], r"backend\.volume\.storage_class=null.*kubectl get storage"),
+    (["backend.mode=check"], r"backend\.mode=check asks the cluster and finds no access"),
+    (["backend.mode=submit", "backend.host=http://kfp", "backend.volume.storage_class=nfs",
+      "backend.token_env=MMCLF_UNSET_TOKEN"], r"\$MMCLF_UNSET_TOKEN is unset"),
+    (["logger=mlflow"], r"logger\.mlflow\.tracking_uri=None: the pods report to MLflow on the cluster"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////tmp/m.db"], r"need a tracking server they can reach"),
+])
+def test_submit_and_check_are_refused_before_anything_is_created(tmp_path, overrides, message):
+    cfg = compose_cfg(["backend=kfp", "data=synthetic", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        KfpBackend().check(cfg)  # the validation callback's call, before Hydra makes the run dir
+    with pytest.raises(ConfigError, match=message):
+        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pipeline_file_stays_when_submitting_fails(tmp_path):
-    # Port 9 (discard) is closed here: the submit client fails at once with a user-facing error.
     with pytest.raises(MMClfError):
-        compile_pipeline(tmp_path, "backend.mode=submit", f"backend.host={closed_port_url()}")
+        compile_pipeline(tmp_path, "backend.mode=submit", f"backend.host={closed_port_url()}",
+                         "backend.volume.storage_class=nfs-client")
     spec = yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text())
     assert "produce-metrics" in tasks_of(next(spec))
 
@@ -245,7 +417,8 @@ def test_compiled_file_is_valid_yaml_despite_its_comment_header(tmp_path):
                          ["config_yaml"]["defaultValue"])
     assert default["model"]["backbone"]["depth"] == 18
     loaded = components.load_component_from_file(str(tmp_path / "pipeline.yaml"))  # as an upload parses it
-    assert loaded.name == "mmclf" and list(loaded.component_spec.inputs) == ["config_yaml", "run_dir"]
+    assert loaded.name == "mmclf"
+    assert sorted(loaded.component_spec.inputs) == sorted([*TYPED, "config_yaml", "storage_class"])
 
 
 def test_run_names_come_from_the_config_and_the_hydra_job():
@@ -256,4 +429,4 @@ def test_run_names_come_from_the_config_and_the_hydra_job():
     name, display = run_names(compose_cfg(list(overrides)), job)
     assert re.fullmatch(r"mmclf-resnet50-cifar10-\d{8}-\d{6}-3", name), "a sweep's jobs get their own folders"
     assert display == f"{name} model=resnet50_cifar schedule.optimizer.lr=0.05", "backend.* overrides left out"
-    assert sweep_experiment(job) == "mmclf-2026-11-29-10-00-00" and sweep_experiment(JobContext()) is None
+    assert job.experiment == "mmclf-2026-11-29-10-00-00" and JobContext().experiment == "mmclf"

@@ -2,13 +2,19 @@
 
 schema     the typed ``backend.*`` options (registered in Hydra's ConfigStore on import)
 checks     value checks, before anything is compiled
+paths      config paths the pods cannot see (outside the volume), refused before compiling
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
-naming     run names and the sweep's experiment name, from the job's Hydra context
+naming     run names, the run's folder on the volume, the sweep's experiment name
+parameters the typed pipeline parameters (learning rate, epochs, batch size, seed) and how pods apply them
 compile    the pods' config parameter, pipeline.yaml and its task graph
 pipeline   the DAG: volume tasks, step tasks, Kubernetes settings
-components the step components (Python-function and custom container)
-pod        what every pod runs: one step, rebuilt from its config parameter
+components the step components (Python-function and custom container) and volume-permissions
+pod        what every step pod runs: one step, rebuilt from its config parameter
+volume     what the volume-permissions pod runs: the volume's root made writable for the steps' user
+outputs    the KFP UI's artifacts: Model, Metrics, ClassificationMetrics, HTML report
 local_run  the pipeline on this machine through kfp.local
+cluster    the Kubernetes API through the kubernetes client: access, the default StorageClass
+preflight  backend.mode=check: what would make a run stall, one line each
 target     which KFP server, how to authenticate, KfpError
 client     submit, experiments, waiting for a run (REST)
 mlmd       a finished run's metric values from ML Metadata (gRPC-web)

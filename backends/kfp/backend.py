@@ -1,31 +1,37 @@
 """backend=kfp: the same steps as a Kubeflow pipeline, one pod per step on a shared volume.
 
 mode=compile writes pipeline.yaml (+ a Mermaid picture of the task graph) into the run dir;
-mode=submit also starts a run on a KFP API server (client.py); mode=local executes the pipeline
-on this machine through kfp.local (local_run.py), producing the run-dir files backend=local does.
+mode=submit also starts a run on a KFP API server (client.py), after the preflight when the cluster
+can be asked; mode=check runs only the preflight (preflight.py); mode=local executes the pipeline on
+this machine through kfp.local (local_run.py), producing the run-dir files backend=local does.
 
-Only the light modules are imported here: compiling needs kfp, never torch, mmcv or mmcls.
+Only the light modules are imported here: compiling needs kfp, never torch, mmcv or mmcls; the
+cluster is asked only where access is configured and the answer is needed.
 """
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.checks import check_backend
-from backends.kfp.naming import run_names, sweep_experiment
+from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_for_cluster
+from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
+from backends.kfp.naming import run_names, volume_root
 from backends.kfp.record import remote_run
 from backends.kfp.schema import KfpMode
+from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.validate import check_runs_here
 
 
 class KfpBackend:
-    """Compile, submit or locally execute the pipeline built from ``cfg`` (backends/base.py: the contract)."""
+    """Compile, submit, check or locally execute the pipeline built from ``cfg`` (backends/base.py: the contract)."""
 
     def check(self, cfg: DictConfig) -> None:
         check_backend(cfg.backend)
         if cfg.backend.mode == KfpMode.local:  # trains on this machine
             check_runs_here(cfg)
+        else:
+            check_for_cluster(cfg)
 
     def returns_objective(self, cfg: DictConfig) -> bool:
         backend = cfg.backend
@@ -42,18 +48,81 @@ class KfpBackend:
             from backends.kfp.local_run import run_local
 
             return run_local(cfg, run_dir)
-        from backends.kfp.compile import compile_pipeline, pod_config_yaml, print_how_to_run
-        from backends.kfp.pipeline import build_pipeline, volume_root
+        check_for_cluster(cfg)
+        cluster = connect(backend) if cluster_access() and _asks_cluster(backend) else None
+        if backend.mode == KfpMode.check:
+            return _preflight(backend, cluster)
+        storage_class = _storage_class(backend, cluster)
+        if backend.mode == KfpMode.submit:
+            _refuse_unknown_class(backend, storage_class)
+            if cluster is not None:
+                from backends.kfp.preflight import report, run_checks
 
-        name, display_name = run_names(cfg, job)
-        root = volume_root(backend.volume)
-        arguments = {"config_yaml": pod_config_yaml(cfg, f"{root}/data"), "run_dir": f"{root}/runs/{name}"}
-        compile_pipeline(build_pipeline(backend, **arguments), run_dir)
-        if backend.mode == KfpMode.compile:
-            print_how_to_run(run_dir, backend.image)
-            return None
-        from backends.kfp.client import submit
+                report(run_checks(backend, cluster, kfp_api=False), "nothing was compiled or submitted")
+        return _compile_and_submit(cfg, run_dir, job, storage_class)
 
-        if backend.experiment is None:  # all runs of a sweep go to one experiment named after it
-            backend = OmegaConf.merge(backend, {"experiment": sweep_experiment(job)})
-        return submit(run_dir.pipeline, backend, display_name, arguments)
+
+def _asks_cluster(backend: DictConfig) -> bool:
+    """Whether this mode needs the cluster's word: the preflight, or the default class create-volume needs."""
+    default_class_needed = backend.volume.mode == "create" and not backend.volume.storage_class
+    return backend.mode in (KfpMode.check, KfpMode.submit) or default_class_needed
+
+
+def _preflight(backend: DictConfig, cluster: Cluster) -> None:
+    from backends.kfp.preflight import report, run_checks
+
+    report(run_checks(backend, cluster), "fix them, then run backend.mode=check again")
+    print(f"preflight: nothing found that would make a run stall ({cluster.name}, namespace {cluster.namespace})")
+
+
+def _storage_class(backend: DictConfig, cluster: Optional[Cluster]) -> Optional[str]:
+    """create-volume's class: the configured one, else the cluster's default; None when neither is known,
+    which makes it a pipeline parameter (never KFP's driver default "standard", kubeflow/pipelines#11396)."""
+    volume = backend.volume
+    if volume.mode != "create" or volume.storage_class:
+        return volume.storage_class
+    if cluster is None:
+        print("storage class: unknown here (no kubeconfig or in-cluster access to look up the cluster's default): "
+              "the pipeline takes it as its parameter storage_class, to fill in at upload")
+        return None
+    try:
+        default = default_storage_class(cluster)
+    except ClusterError as err:
+        print(f"storage class: could not look up the cluster's default ({err}): the pipeline takes it as its "
+              "parameter storage_class, to fill in at upload")
+        return None
+    if default is None:
+        print(f"storage class: {cluster.name} has no default class: the pipeline takes it as its parameter "
+              f"storage_class, to fill in at upload; or set {NO_CLASS_FIX}")
+        return None
+    print(f"storage class: {default.metadata.name}, the default class of {cluster.name} "
+          "(backend.volume.storage_class names another)")
+    return default.metadata.name
+
+
+def _refuse_unknown_class(backend: DictConfig, storage_class: Optional[str]) -> None:
+    if backend.volume.mode == "create" and not storage_class:
+        raise ConfigError(f"backend.mode=submit: backend.volume.storage_class=null and the cluster's default class "
+                          f"is not known here (see above); set {NO_CLASS_FIX}")
+
+
+def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, storage_class: Optional[str]):
+    from backends.kfp.compile import compile_pipeline, pod_config_yaml, print_how_to_run
+    from backends.kfp.parameters import parameter_defaults
+    from backends.kfp.pipeline import build_pipeline
+
+    backend = cfg.backend
+    name, display_name = run_names(cfg, job)
+    root = volume_root(backend.volume)
+    volume_run_dir = f"{root}/runs/{name}"  # each KFP run writes in <this>-<its run id>
+    defaults, config_yaml = parameter_defaults(cfg), pod_config_yaml(cfg, f"{root}/data")
+    compile_pipeline(build_pipeline(backend, config_yaml, volume_run_dir, defaults, storage_class), run_dir)
+    if backend.mode == KfpMode.compile:
+        class_needed = backend.volume.mode == "create" and not storage_class
+        print_how_to_run(run_dir, backend.image, volume_run_dir, class_needed)
+        return None
+    from backends.kfp.client import submit
+
+    if backend.experiment is None:  # all runs of a sweep go to one experiment named after it
+        backend = OmegaConf.merge(backend, {"experiment": job.experiment})
+    return submit(run_dir.pipeline, backend, display_name, {**defaults, "config_yaml": config_yaml}, volume_run_dir)

@@ -1,4 +1,4 @@
-"""Value checks for ``backend=kfp``: a bad volume or resource value stops before anything is compiled.
+"""Value checks for ``backend=kfp``: a bad value stops before anything is compiled or created.
 
 The typed schema (schema.py) already refused wrong types and unknown keys; these checks
 catch values a cluster would only refuse at run time, minutes later, inside a pod.
@@ -7,6 +7,11 @@ import re
 
 from omegaconf import DictConfig
 
+from backends.kfp.cluster import cluster_access
+from backends.kfp.compile import pod_config
+from backends.kfp.naming import volume_root
+from backends.kfp.paths import check_pod_paths
+from backends.kfp.target import host_from_config, read_token, target_from_config
 from mmclf.errors import ConfigError
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.
@@ -19,6 +24,11 @@ CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 # CreatePVC names the claim <uuid (36 characters)><suffix>: a DNS-1123 label has at most 63.
 PVC_NAME_SUFFIX = re.compile(r"^(-*[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
 MAX_SUFFIX = 63 - 36
+# Label and annotation keys: an optional DNS-subdomain prefix and "/", then a name of up to 63 characters.
+QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                            r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+NO_CLASS_FIX = "backend.volume.storage_class=<class> (`kubectl get storageclass` lists them)"
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 def check_quantity(key: str, value, pattern: re.Pattern, example: str) -> None:
@@ -67,6 +77,49 @@ def check_resources(resources: DictConfig) -> None:
         check_quantity("backend.resources.memory", resources.memory, MEMORY, "16Gi")
 
 
+def _check_labels(key: str, labels: DictConfig, values_too: bool) -> None:
+    for name, value in labels.items():
+        if not QUALIFIED_NAME.match(name) or len(name.split("/")[0]) > 253:
+            raise ConfigError(f"{key}: {name!r} is not a Kubernetes label or annotation key (an optional DNS prefix "
+                              "and '/', then up to 63 letters, digits, '-', '_' or '.')")
+        if values_too and not LABEL_VALUE.match(str(value)):
+            raise ConfigError(f"{key}: {name}={value!r}: a label value is up to 63 letters, digits, '-', '_' or "
+                              "'.', beginning and ending with a letter or digit")
+
+
+def check_tolerations(tolerations) -> None:
+    """Each toleration as the Kubernetes API server would validate it."""
+    for index, toleration in enumerate(tolerations):
+        key = f"backend.tolerations[{index}]"
+        if toleration.key is None and toleration.operator != "Exists":
+            raise ConfigError(f"{key}: without a key, a toleration matches every taint and needs operator: Exists")
+        if toleration.key is not None and not QUALIFIED_NAME.match(toleration.key):
+            raise ConfigError(f"{key}.key={toleration.key!r}: not a taint key (e.g. nvidia.com/gpu)")
+        if toleration.operator == "Exists" and toleration.value:
+            raise ConfigError(f"{key}: operator Exists matches any value; drop value={toleration.value!r}")
+        if toleration.value and not LABEL_VALUE.match(toleration.value):
+            raise ConfigError(f"{key}.value={toleration.value!r}: not a taint value (up to 63 letters, digits, "
+                              "'-', '_' or '.')")
+        if toleration.tolerationSeconds is not None and toleration.effect != "NoExecute":
+            raise ConfigError(f"{key}: tolerationSeconds applies to effect NoExecute only; set effect: NoExecute "
+                              "or drop tolerationSeconds")
+
+
+def check_scheduling(backend: DictConfig) -> None:
+    """Node selector, tolerations, pull secrets, pod labels and annotations, the pods' uid and gid."""
+    _check_labels("backend.node_selector", backend.node_selector, values_too=True)
+    _check_labels("backend.pod_labels", backend.pod_labels, values_too=True)
+    _check_labels("backend.pod_annotations", backend.pod_annotations, values_too=False)
+    check_tolerations(backend.tolerations)
+    for name in backend.image_pull_secrets:
+        if not CLAIM_NAME.match(name) or len(name) > 253:
+            raise ConfigError(f"backend.image_pull_secrets: {name!r} is not a secret name (lower-case letters, "
+                              "digits, '-' and '.'), e.g. backend.image_pull_secrets=[regcred]")
+    for key in ("run_as_user", "run_as_group"):
+        if backend[key] < 0:
+            raise ConfigError(f"backend.{key}={backend[key]}: a uid or gid is 0 or more; the image's user is 1000")
+
+
 def check_backend(backend: DictConfig) -> None:
     """Raise ConfigError naming the key for any ``backend.*`` value a cluster would refuse."""
     if not backend.image or any(c.isspace() for c in backend.image):
@@ -77,8 +130,45 @@ def check_backend(backend: DictConfig) -> None:
         raise ConfigError(f"backend.timeout_s={backend.timeout_s}: must be positive seconds, or null for no limit")
     if backend.poll_interval_s <= 0:
         raise ConfigError(f"backend.poll_interval_s={backend.poll_interval_s}: must be positive seconds, e.g. 10")
+    if backend.max_in_flight < 1:
+        raise ConfigError(f"backend.max_in_flight={backend.max_in_flight}: at least 1 run at a time, e.g. 4")
     if backend.component == "container" and backend.wait:
         raise ConfigError("backend.component=container with backend.wait=true: container components fill no KFP "
                           "Metrics artifact, so no metrics could come back; use backend.component=python")
     check_volume(backend.volume)
     check_resources(backend.resources)
+    check_scheduling(backend)
+    host_from_config(backend)  # a host that is set must be a URL a client can use
+
+
+def check_tracking_store(logger: DictConfig) -> None:
+    """logger=mlflow on a cluster: the pods report to a tracking server they can reach. Unset, each
+    pod would fall back to a SQLite file of its own (and no environment variable reaches them)."""
+    if logger.mlflow is None:
+        return
+    uri = logger.mlflow.tracking_uri or ""
+    if not uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(f"logger.mlflow.tracking_uri={uri or None!r}: the pods report to MLflow on the cluster "
+                          "and need a tracking server they can reach, e.g. "
+                          "logger.mlflow.tracking_uri=http://mlflow.mlflow:5000 (or logger=text)")
+
+
+def check_for_cluster(cfg: DictConfig) -> None:
+    """What compile, submit and check need beyond the values, before anything is compiled: paths the
+    pods can see; for submit a host, a token if one is named, and a storage class it can know; for check
+    cluster access."""
+    backend, volume = cfg.backend, cfg.backend.volume
+    root = volume_root(volume)
+    check_pod_paths(pod_config(cfg, f"{root}/data"), root)
+    check_tracking_store(cfg.logger)
+    if backend.mode == "submit":
+        target_from_config(None, backend)
+    if backend.mode == "submit" and volume.mode == "create" and not volume.storage_class and cluster_access() is None:
+        raise ConfigError("backend.mode=submit: backend.volume.storage_class=null, and with no cluster access here "
+                          "(no kubeconfig, not in a pod) the cluster's default class cannot be looked up; set "
+                          f"{NO_CLASS_FIX}")
+    if backend.mode == "check":
+        read_token(backend.token_env)
+        if cluster_access() is None:
+            raise ConfigError("backend.mode=check asks the cluster and finds no access to one: point $KUBECONFIG (or "
+                              "~/.kube/config) at it, optionally with backend.kube_context, or run it in a pod")

@@ -20,6 +20,7 @@ import urllib3
 from omegaconf import DictConfig
 
 from backends.kfp.mlmd import read_metrics
+from backends.kfp.naming import run_folder, volume_description
 from backends.kfp.record import write_run_record
 from backends.kfp.target import CONNECT_S, READ_S, KfpError, Target, auth_hint, target_from_config
 from mmclf.rundir import RunDir
@@ -32,31 +33,36 @@ _HEALTH_READ_S = 10.0  # healthz is cheap: a server that accepts but does not an
 _MAX_POLL_FAILURES = 5  # consecutive unanswered polls before waiting gives up (the run goes on regardless)
 
 
-def submit(pipeline_file: Path, backend_cfg: DictConfig, run_name: str, arguments: dict) -> Optional[dict]:
-    """Create a run of ``pipeline_file`` on the KFP server of ``backend_cfg``; log its id and UI link.
+def submit(pipeline_file: Path, backend_cfg: DictConfig, run_name: str, arguments: dict,
+           run_dir: str) -> Optional[dict]:
+    """Create a run of ``pipeline_file`` on the KFP server of ``backend_cfg``; log its id, UI link and folder.
 
     The run goes into experiment ``backend.experiment`` (default "mmclf"), found by name or created,
-    with ``arguments`` as the pipeline parameters. With ``backend.wait`` the run is polled every
-    ``backend.poll_interval_s`` until it ends: SUCCEEDED returns the flat dict of scalar metrics its
-    ``metrics`` output logged; any other end raises KfpError. Without ``wait`` this returns None.
-    The run's id, link and (after waiting) final state go to ``kfp_run.json`` beside the pipeline file.
+    with ``arguments`` as the pipeline parameters; it writes in ``<run_dir>-<run id>`` on the volume.
+    With ``backend.wait`` the run is polled every ``backend.poll_interval_s`` until it ends: SUCCEEDED
+    returns the flat dict of scalar metrics its ``metrics`` output logged (MetricsNotReadBack when ML
+    Metadata cannot say); any other end raises KfpError. Without ``wait`` this returns None.
+    The run's id, link, folder and (after waiting) final state go to ``kfp_run.json`` beside the pipeline file.
     """
     target = target_from_config(Path(pipeline_file), backend_cfg)
-    _check_reachable(target)
+    check_reachable(target)
     client = _connect(target)
     experiment_name = backend_cfg.experiment or DEFAULT_EXPERIMENT
     experiment_id = _experiment_id(client, target, experiment_name)
     run_id = _create_run(client, target, experiment_id, run_name, arguments)
-    log.info("KFP run %s created: %s", run_id, target.run_link(run_id))
-    record = {"run_id": run_id, "url": target.run_link(run_id), "experiment": experiment_name, "name": run_name}
-    run_dir = RunDir(pipeline_file.parent)
-    write_run_record(run_dir, record)
+    folder = run_folder(run_dir, run_id)
+    where = volume_description(backend_cfg.volume)
+    log.info("KFP run %s created: %s; it writes to %s on %s", run_id, target.run_link(run_id), folder, where)
+    record = {"run_id": run_id, "url": target.run_link(run_id), "experiment": experiment_name, "name": run_name,
+              "run_dir": folder, "volume": where}
+    local_dir = RunDir(pipeline_file.parent)
+    write_run_record(local_dir, record)
     if not backend_cfg.wait:
         return None
     run = _wait_for_final_state(client, target, run_id, float(backend_cfg.poll_interval_s))
-    write_run_record(run_dir, {**record, "state": run.state})
+    write_run_record(local_dir, {**record, "state": run.state})
     _raise_unless_succeeded(target, run)
-    metrics = read_metrics(target, run_id)
+    metrics = read_metrics(target, run_id, f"{folder}/{RunDir.METRICS} on {where}")
     log.info("KFP run %s metrics: %s", run_id, metrics)
     return metrics
 
@@ -77,6 +83,8 @@ def _server_message(exc: kfp_server_api.ApiException) -> str:
 
 
 def _not_submitted(target: Target) -> str:
+    if target.pipeline_file is None:
+        return "fix backend.host / $KF_PIPELINES_ENDPOINT"
     return (f"nothing was submitted; {target.pipeline_file} stays in the run dir to upload by hand "
             "in the KFP UI, or fix backend.host / $KF_PIPELINES_ENDPOINT and submit again")
 
@@ -113,7 +121,7 @@ def _api_errors(target: Target, doing: str):
 # --- REST: health, experiment, run --------------------------------------------------------------
 
 
-def _check_reachable(target: Target) -> None:
+def check_reachable(target: Target) -> None:
     """GET healthz once with short timeouts and no redirects, so a wrong host, a dead server or a
     missing token fails in seconds. kfp.Client's own health check (run while it is constructed
     without a namespace) retries five times, 5 s apart, and follows redirects to login pages."""
@@ -151,6 +159,11 @@ def _experiment_id(client: kfp.Client, target: Target, name: str) -> str:
     with _api_errors(target, f"finding or creating experiment {name!r}"):
         try:
             experiment = client.create_experiment(name=name, namespace=target.namespace)
+        except kfp_server_api.ApiException as exc:
+            if exc.status != 409:
+                raise
+            # AlreadyExists: a sweep job running beside this one created it after the lookup.
+            experiment = client.get_experiment(experiment_name=name, namespace=target.namespace)
         except ValueError as exc:  # e.g. several experiments carry the name
             raise KfpError(f"cannot use KFP experiment {name!r}: {exc}") from exc
     return experiment.experiment_id

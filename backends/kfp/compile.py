@@ -1,10 +1,12 @@
 """Compile: the config parameter every pod rebuilds, pipeline.yaml and a picture of its task graph."""
-import copy
 import json
 import os
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from backends.kfp.naming import STORAGE_CLASS_PARAMETER
+from backends.kfp.parameters import PARAMETER_KEYS
 from mmclf.errors import ConfigError
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
@@ -12,16 +14,32 @@ from mmclf.rundir import RunDir
 MAX_PARAMETER_CHARS = 10_000  # KFP's limit on a pipeline parameter value
 
 
-def pod_config_yaml(cfg: DictConfig, data_root: str) -> str:
-    """The resolved config the pods rebuild, with ``data.root`` set to where they find the data.
+def _keep_links(raw, resolved, keys: tuple[str, ...]):
+    """``resolved``, except where ``raw`` is exactly an interpolation of one of ``keys`` (``${key}``):
+    that stays an interpolation, for the pod to resolve after applying its pipeline parameters."""
+    if isinstance(raw, dict):
+        return {name: _keep_links(raw[name], resolved[name], keys) for name in raw}
+    if isinstance(raw, list):
+        return [_keep_links(item, value, keys) for item, value in zip(raw, resolved, strict=True)]
+    link = re.fullmatch(r"\$\{([\w.-]+)\}", raw) if isinstance(raw, str) else None
+    return raw if link and link.group(1) in keys else resolved
 
-    It is one line of JSON, which is YAML too (``OmegaConf.create`` reads it back exactly): the kfp
-    compiler copies parameter defaults into a comment header of pipeline.yaml, and a multi-line
-    default there breaks the file.
-    """
-    pod_cfg = copy.deepcopy(cfg)
+
+def pod_config(cfg: DictConfig, data_root: str) -> dict:
+    """The config the pods rebuild, with ``data.root`` set to where they find the data; resolved but for
+    the links to the typed pipeline parameters' keys (parameters.py)."""
+    # Hydra's own node, present while the validation callback runs, is no business of the pods.
+    pod_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     pod_cfg.data.root = data_root  # before resolving: data paths interpolate ${data.root}
-    text = json.dumps(OmegaConf.to_container(pod_cfg, resolve=True, enum_to_str=True))
+    return _keep_links(OmegaConf.to_container(pod_cfg, resolve=False, enum_to_str=True),
+                       OmegaConf.to_container(pod_cfg, resolve=True, enum_to_str=True), PARAMETER_KEYS)
+
+
+def pod_config_yaml(cfg: DictConfig, data_root: str) -> str:
+    """``pod_config`` as one line of JSON, which is YAML too (``OmegaConf.create`` reads it back exactly):
+    the kfp compiler copies parameter defaults into a comment header of pipeline.yaml, and a multi-line
+    default there breaks the file."""
+    text = json.dumps(pod_config(cfg, data_root))
     if len(text) > MAX_PARAMETER_CHARS:
         raise ConfigError(f"backend=kfp: the resolved config is {len(text):,} characters, but it travels as a KFP "
                           f"pipeline parameter, which holds at most {MAX_PARAMETER_CHARS:,}; drop unused keys "
@@ -67,11 +85,14 @@ def mermaid_graph(pipeline_file) -> str:
         "\n".join(lines) + "\n```\n"
 
 
-def print_how_to_run(run_dir: RunDir, image: str) -> None:
+def print_how_to_run(run_dir: RunDir, image: str, volume_run_dir: str, class_needed: bool) -> None:
+    """Where the pipeline is, how to run it, and where each KFP run of it will write."""
+    fill_in = f"; fill in its parameter {STORAGE_CLASS_PARAMETER} (kubectl get storageclass)" if class_needed else ""
     print(f"pipeline written: {run_dir.pipeline} (task graph: {run_dir.pipeline_graph})\n"
           "run it on Kubeflow Pipelines, either:\n"
           "  - KFP UI: Pipelines > Upload pipeline > choose pipeline.yaml, then Create run "
-          "(its parameters come pre-filled), or\n"
+          f"(its parameters come pre-filled{fill_in}), or\n"
           "  - python -m mmclf backend=kfp backend.mode=submit backend.host=https://<kfp-api-host> "
           "[the same overrides]\n"
+          f"each KFP run writes to {volume_run_dir}-<KFP run id> on the shared volume\n"
           f"every pod runs the image {image}: build and push it first (make image IMAGE={image})")

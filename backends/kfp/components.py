@@ -1,12 +1,15 @@
-"""The step components, in both styles: Python-function (default) and custom container.
+"""The step components, in both styles: Python-function (default) and custom container; and the
+volume-permissions component.
 
 Either style only forwards to :mod:`backends.kfp.pod`, so a pod runs exactly the step function that
 ``backend=local`` runs. Component names give the task names of the seed's pipeline:
-prepare-data, train, test, produce-metrics.
+prepare-data, train, test, produce-metrics. Every step takes the config, the run dir and the KFP run
+id (the folder is ``<run dir>-<run id>``), and the typed pipeline parameters of parameters.py.
 """
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
+from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model, Output
 
+from backends.kfp.parameters import RUN_PARAMETERS
 from mmclf.rundir import RunDir
 from mmclf.steps import STEP_NAMES
 
@@ -16,59 +19,92 @@ from mmclf.steps import STEP_NAMES
 # has its own small function rather than one generated from the step table.
 
 
-def prepare_data(config_yaml: str, run_dir: str):
+def prepare_data(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+                 seed: int):
     """Prepare the dataset under data.root and record the run's config.yaml."""
-    from backends.kfp.pod import run_from_yaml
+    from backends.kfp.pod import run_in_pod
 
-    run_from_yaml("prepare_data", config_yaml, run_dir)
-
-
-def train(config_yaml: str, run_dir: str):
-    """Train the model; checkpoints and logs go to <run_dir>/work_dir."""
-    from backends.kfp.pod import run_from_yaml
-
-    run_from_yaml("train", config_yaml, run_dir)
+    run_in_pod("prepare_data", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
+               batch_size=batch_size, seed=seed)
 
 
-def test(config_yaml: str, run_dir: str):
+def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
+          model: Output[Model]):
+    """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model artifact."""
+    from backends.kfp.outputs import export_model
+    from backends.kfp.pod import run_in_pod
+
+    cfg, folder = run_in_pod("train", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
+                             batch_size=batch_size, seed=seed)
+    model.metadata.update(export_model(cfg, folder, model.path))
+
+
+def test(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int, seed: int):
     """Evaluate the final checkpoint: eval_result.json and predictions.json."""
-    from backends.kfp.pod import run_from_yaml
+    from backends.kfp.pod import run_in_pod
 
-    run_from_yaml("test", config_yaml, run_dir)
+    run_in_pod("test", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
+               batch_size=batch_size, seed=seed)
 
 
-def produce_metrics(config_yaml: str, run_dir: str, metrics: Output[Metrics],
-                    classification: Output[ClassificationMetrics], report: Output[Markdown]):
+def produce_metrics(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+                    seed: int, metrics: Output[Metrics], classification: Output[ClassificationMetrics],
+                    report: Output[HTML]):
     """Write metrics.json, plots and report.md; show them in the KFP UI."""
-    from backends.kfp.pod import log_kfp_metrics, run_from_yaml
+    from backends.kfp.outputs import log_kfp_metrics, write_html_report
+    from backends.kfp.pod import run_in_pod
 
-    run_from_yaml("metrics", config_yaml, run_dir)
-    log_kfp_metrics(run_dir, metrics, classification, report)
+    _, folder = run_in_pod("metrics", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
+                           batch_size=batch_size, seed=seed)
+    log_kfp_metrics(folder, metrics, classification)
+    write_html_report(folder, report.path)
 
 
 PYTHON_FUNCTIONS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": produce_metrics}
 POD_COMMAND = ["python", "-m", "backends.kfp.pod"]
 
 
+def _pod_args(config_yaml, run_dir, run_id, parameters: dict) -> list:
+    """The pod entry's options; the values are KFP placeholders, filled in when the task runs."""
+    args = ["--config-yaml", config_yaml, "--run-dir", run_dir, "--run-id", run_id]
+    for parameter in RUN_PARAMETERS:
+        args += [f"--{parameter.name.replace('_', '-')}", parameters[parameter.name]]
+    return args
+
+
 def _container_step(step: str, image: str):
-    def component(config_yaml: str, run_dir: str):
+    def component(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+                  seed: int):
+        parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
         return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, step],
-                                 args=["--config-yaml", config_yaml, "--run-dir", run_dir])
+                                 args=_pod_args(config_yaml, run_dir, run_id, parameters))
 
     component.__name__ = PYTHON_FUNCTIONS[step].__name__
     component.__doc__ = PYTHON_FUNCTIONS[step].__doc__
     return dsl.container_component(component)
 
 
+def _container_train(image: str):
+    def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+              seed: int, model: dsl.Output[dsl.Model]):
+        """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model."""
+        parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
+        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "train"],
+                                 args=[*_pod_args(config_yaml, run_dir, run_id, parameters), "--model", model.path])
+
+    return dsl.container_component(train)
+
+
 def _container_metrics(image: str):
     # Without KFP's Python executor nothing sets artifact metadata, so this style ships metrics.json
-    # as a plain artifact file; the report is Markdown, which the UI renders from the file itself.
-    def produce_metrics(config_yaml: str, run_dir: str, metrics_json: dsl.Output[dsl.Artifact],
-                        report: dsl.Output[dsl.Markdown]):
-        """Write metrics.json, plots and report.md; export metrics.json and the report."""
+    # as a plain artifact file beside the HTML report, which the UI renders from the file itself.
+    def produce_metrics(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int,
+                        batch_size: int, seed: int, metrics_json: dsl.Output[dsl.Artifact], report: dsl.Output[HTML]):
+        """Write metrics.json, plots and report.md; export metrics.json and the HTML report."""
+        parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
         return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "metrics"], args=[
-            "--config-yaml", config_yaml, "--run-dir", run_dir,
-            "--export", RunDir.METRICS, metrics_json.path, "--export", RunDir.REPORT, report.path])
+            *_pod_args(config_yaml, run_dir, run_id, parameters),
+            "--export", RunDir.METRICS, metrics_json.path, "--html-report", report.path])
 
     return dsl.container_component(produce_metrics)
 
@@ -78,5 +114,16 @@ def make_components(style: str, image: str) -> dict:
     if style == "python":
         return {name: dsl.component(func, base_image=image, install_kfp_package=False)
                 for name, func in PYTHON_FUNCTIONS.items()}
-    return {name: _container_metrics(image) if name == "metrics" else _container_step(name, image)
-            for name in STEP_NAMES}
+    special = {"train": _container_train, "metrics": _container_metrics}
+    return {name: special[name](image) if name in special else _container_step(name, image) for name in STEP_NAMES}
+
+
+def volume_permissions_component(image: str):
+    """A task running ``python -m backends.kfp.volume`` (volume.py) on the project image."""
+
+    def volume_permissions(mount_path: str, uid: int, gid: int):
+        """Make the shared volume's root writable for the step pods' uid and gid."""
+        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.volume"],
+                                 args=[mount_path, uid, gid])
+
+    return dsl.container_component(volume_permissions)

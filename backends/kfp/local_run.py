@@ -5,10 +5,12 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 
 from backends.kfp.compile import pod_config_yaml
+from backends.kfp.parameters import parameter_defaults
 from backends.kfp.pipeline import build_pipeline
 from mmclf.errors import ConfigError, StepError
 from mmclf.io import read_json
@@ -29,8 +31,10 @@ def _hide_docker_folder() -> None:
         sys.modules["docker"] = None
 
 
-def run_local(cfg: DictConfig, run_dir: RunDir) -> dict:
-    """Execute the pipeline here through kfp.local, writing into ``run_dir``; return metrics.json."""
+def run_local(cfg: DictConfig, run_dir: RunDir, arguments: Optional[dict] = None) -> dict:
+    """Execute the pipeline here through kfp.local, writing into ``run_dir``; return metrics.json.
+
+    ``arguments``: pipeline parameter values, as a KFP run takes them (the compiled config's otherwise)."""
     from kfp import local
 
     if cfg.backend.component != "python":
@@ -38,8 +42,8 @@ def run_local(cfg: DictConfig, run_dir: RunDir) -> dict:
                           "SubprocessRunner runs only Python-function components; use backend.component=python "
                           "here, or backend.mode=compile for the container style")
     run_dir = RunDir(run_dir.path.absolute())
-    arguments = {"config_yaml": pod_config_yaml(cfg, str(Path(cfg.data.root).absolute())), "run_dir": str(run_dir)}
-    pipeline = build_pipeline(cfg.backend, **arguments, on_cluster=False)
+    config_yaml = pod_config_yaml(cfg, str(Path(cfg.data.root).absolute()))
+    pipeline = build_pipeline(cfg.backend, config_yaml, str(run_dir), parameter_defaults(cfg), on_cluster=False)
     _hide_docker_folder()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir.kfp_local))
     log.info("kfp.local: running the pipeline; task outputs under %s", run_dir.kfp_local)
@@ -48,7 +52,7 @@ def run_local(cfg: DictConfig, run_dir: RunDir) -> dict:
             # kfp.local warns that an image without "python" in its name may lack Python; the
             # subprocess runs this environment's Python, not the image.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
-            pipeline()
+            pipeline(**(arguments or {}))
     except RuntimeError as err:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp.local colours its messages for terminals
         raise StepError(f"backend.mode=local: {message} (that task's log is printed above)") from None

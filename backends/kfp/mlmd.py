@@ -15,6 +15,7 @@ import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from backends.kfp.target import CONNECT_S, READ_S, KfpError, Target, auth_hint
+from mmclf.errors import ResultNotHere
 
 METRICS_OUTPUT = "metrics"  # the produce-metrics task's Output[Metrics] parameter name
 _RUN_CONTEXT_TYPE = "system.PipelineRun"  # KFP's MLMD context per run, named by the run id
@@ -74,9 +75,13 @@ def _mlmd_messages() -> dict:
             for name in _MLMD_FIELDS}
 
 
-def _metrics_error(target: Target, run_id: str, why: str) -> KfpError:
-    return KfpError(f"KFP run {run_id} SUCCEEDED, but its metrics could not be read back: {why}. They are "
-                    f"on the run page {target.run_link(run_id)} and in metrics.json in the run dir on the volume")
+class MetricsNotReadBack(KfpError, ResultNotHere):
+    """The run SUCCEEDED, but its metric values could not be read from ML Metadata: the job record says
+    ``succeeded_without_metrics``, not failed; the message says where metrics.json is."""
+
+
+class _Unreadable(Exception):
+    """Why the metric values could not be read (read_metrics turns it into MetricsNotReadBack)."""
 
 
 def _grpc_web_frames(body: bytes):
@@ -103,8 +108,8 @@ def _grpc_web_answer(body: bytes, headers) -> tuple[bytes, str, str]:
     return message, trailers.get("grpc-status", "2"), unquote(trailers.get("grpc-message", ""))
 
 
-def _mlmd_call(target: Target, run_id: str, method: str, request, response_class):
-    """One unary MetadataStoreService call over gRPC-web; raises KfpError unless it answers OK."""
+def _mlmd_call(target: Target, method: str, request, response_class):
+    """One unary MetadataStoreService call over gRPC-web; _Unreadable unless it answers OK."""
     origin = urlsplit(target.host)
     url = f"{origin.scheme}://{origin.netloc}/{_MLMD_SERVICE}/{method}"
     body = request.SerializeToString()
@@ -113,33 +118,43 @@ def _mlmd_call(target: Target, run_id: str, method: str, request, response_class
         answer = urllib3.request("POST", url, body=struct.pack(">BI", 0, len(body)) + body, headers=headers,
                                  timeout=urllib3.Timeout(connect=CONNECT_S, read=READ_S), retries=False)
     except urllib3.exceptions.HTTPError as exc:
-        raise _metrics_error(target, run_id, f"cannot reach {url} ({exc})") from exc
+        raise _Unreadable(f"cannot reach {url} ({exc})") from exc
     if answer.status in (401, 403):
-        raise _metrics_error(target, run_id, f"{url} refused auth (HTTP {answer.status}); {auth_hint(target)}")
+        raise _Unreadable(f"{url} refused auth (HTTP {answer.status}); {auth_hint(target)}")
     content_type = answer.headers.get("Content-Type", "")
     if answer.status != 200 or not content_type.startswith("application/grpc-web"):
-        raise _metrics_error(target, run_id, (
+        raise _Unreadable(
             f"{url} is not ML Metadata's gRPC-web proxy (HTTP {answer.status}, {content_type or 'no content type'}); "
             "point backend.host at the KFP UI (e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80) "
-            "or at the Kubeflow gateway rather than at the bare API server"))
+            "or at the Kubeflow gateway rather than at the bare API server")
     message, status, detail = _grpc_web_answer(answer.data, answer.headers)
     if status != "0":
-        raise _metrics_error(target, run_id, f"ML Metadata answered {method} with gRPC status {status}: {detail}")
+        raise _Unreadable(f"ML Metadata answered {method} with gRPC status {status}: {detail}")
     return response_class.FromString(message)
 
 
-def read_metrics(target: Target, run_id: str) -> dict:
+def read_metrics(target: Target, run_id: str, metrics_file: str) -> dict:
+    """The scalars of the run's ``metrics`` output in MLMD; MetricsNotReadBack, naming ``metrics_file``
+    (where the run left metrics.json), when they cannot be read."""
+    try:
+        return _read_metrics(target, run_id)
+    except _Unreadable as why:
+        raise MetricsNotReadBack(f"KFP run {run_id} SUCCEEDED, but its metrics could not be read back: {why}. They "
+                                 f"are on the run page {target.run_link(run_id)} and in {metrics_file}") from None
+
+
+def _read_metrics(target: Target, run_id: str) -> dict:
     """The scalars in the custom properties of the run's ``metrics`` output artifact in MLMD.
 
     KFP attributes each output artifact to the run's MLMD context and names it after the output in
     the ``display_name`` custom property; Metrics.log_metric values are stored as double values."""
     messages = _mlmd_messages()
-    context = _mlmd_call(target, run_id, "GetContextByTypeAndName",
+    context = _mlmd_call(target, "GetContextByTypeAndName",
                          messages["GetContextByTypeAndNameRequest"](type_name=_RUN_CONTEXT_TYPE, context_name=run_id),
                          messages["GetContextByTypeAndNameResponse"]).context
     if not context.HasField("id"):
-        raise _metrics_error(target, run_id, "ML Metadata holds no context for this run")
-    artifacts = _mlmd_call(target, run_id, "GetArtifactsByContext",
+        raise _Unreadable("ML Metadata holds no context for this run")
+    artifacts = _mlmd_call(target, "GetArtifactsByContext",
                            messages["GetArtifactsByContextRequest"](context_id=context.id),
                            messages["GetArtifactsByContextResponse"]).artifacts
     metrics = {}
@@ -149,6 +164,6 @@ def read_metrics(target: Target, run_id: str) -> dict:
             metrics.update({key: value.double_value for key, value in properties.items()
                             if value.HasField("double_value")})
     if not metrics:
-        raise _metrics_error(target, run_id, f"ML Metadata holds no scalar values in an output named "
-                                             f"{METRICS_OUTPUT!r} for it (Output[Metrics] + log_metric)")
+        raise _Unreadable(f"ML Metadata holds no scalar values in an output named {METRICS_OUTPUT!r} for it "
+                          "(Output[Metrics] + log_metric)")
     return dict(sorted(metrics.items()))

@@ -1,28 +1,54 @@
-"""Names of a job on Kubeflow: the run's folder on the volume, its display name, the sweep's experiment."""
+"""Names of a job on Kubeflow: the run's folder on the volume and its display name (the experiment is
+the job's own, ``JobContext.experiment``, shared with MLflow).
+
+Imported by the pods too (pod.py): no kfp here.
+"""
 import re
 import time
-from typing import Optional
 
 from omegaconf import DictConfig
 
 from mmclf.jobs import JobContext
 
+# Where KFP mounts a pipeline workspace in every task that names it: kfp.dsl.constants.WORKSPACE_MOUNT_PATH.
+WORKSPACE_MOUNT_PATH = "/kfp-workspace"
+# The pipeline parameter create-volume's StorageClass comes from when it was not known when compiling.
+STORAGE_CLASS_PARAMETER = "storage_class"
 
-def sweep_experiment(job: JobContext) -> Optional[str]:
-    """In a multirun, a KFP experiment name for the whole sweep: ``mmclf-<sweep dir's last two parts>``."""
-    if not job.in_sweep:
-        return None
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(["mmclf", *job.sweep_dir.parts[-2:]]))
+
+def volume_root(volume: DictConfig) -> str:
+    """Where the shared volume is mounted in every step pod."""
+    return WORKSPACE_MOUNT_PATH if volume.mode == "workspace" else volume.mount_path.rstrip("/")
+
+
+def run_folder(run_dir: str, run_id: str) -> str:
+    """The folder a run writes: ``<run_dir>-<KFP run id>`` on a cluster, so that every KFP run (a
+    re-run or clone from the UI too) gets a fresh one; ``run_dir`` itself when there is no run id
+    (kfp.local runs in the Hydra run dir)."""
+    return f"{run_dir}-{run_id}" if run_id else run_dir
+
+
+def volume_description(volume: DictConfig) -> str:
+    """Which claim holds a run's folder, in words for messages."""
+    if volume.mode == "existing":
+        return f"claim {volume.claim_name}"
+    if volume.mode == "workspace":
+        return "the run's KFP workspace"
+    return "the claim create-volume made for the run (its output `name` in the KFP UI)"
+
+
+def model_name(cfg: DictConfig) -> str:
+    """``resnet18`` for mmcls's ResNet_CIFAR of depth 18; the model's type otherwise."""
+    backbone = cfg.model.get("backbone") or {}
+    return f"{backbone.get('type', '').split('_')[0]}{backbone.get('depth', '')}".lower() or cfg.model.type
 
 
 def run_names(cfg: DictConfig, job: JobContext) -> tuple[str, str]:
     """(name, display name): ``mmclf-resnet18-cifar10-<time>[-<job>]`` and the same plus the job's overrides.
 
-    The name, safe in a path, names the run's folder on the volume; the display name is the KFP run's.
+    The name, safe in a path, begins the run's folder on the volume; the display name is the KFP run's.
     """
-    backbone = cfg.model.get("backbone") or {}
-    model = f"{backbone.get('type', '').split('_')[0]}{backbone.get('depth', '')}" or cfg.model.type
-    name = f"mmclf-{model}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"mmclf-{model_name(cfg)}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if job.in_sweep:
         name += f"-{job.number}"
     name = re.sub(r"[^a-z0-9-]+", "-", name.lower())

@@ -16,4 +16,6 @@ def remote_run(run_dir: RunDir) -> dict:
     record = read_run_record(run_dir)
     if not record:
         return {}
-    return {"kind": "kfp", "state": record.get("state", "submitted"), "run_id": record["run_id"], "url": record["url"]}
+    where = {"run_dir": record["run_dir"]} if "run_dir" in record else {}  # the run's folder on the volume
+    return {"kind": "kfp", "state": record.get("state", "submitted"), "run_id": record["run_id"], "url": record["url"],
+            **where}

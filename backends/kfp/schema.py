@@ -8,12 +8,15 @@ from enum import StrEnum
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+from omegaconf import OmegaConf
 
 
 class KfpMode(StrEnum):
     compile = "compile"  # write pipeline.yaml (+ graph) into the run dir
     submit = "submit"  # compile, then create a run on a KFP API server
     local = "local"  # execute the pipeline here through kfp.local
+    check = "check"  # preflight: ask the cluster what would make a run stall
 
 
 class ComponentStyle(StrEnum):
@@ -33,16 +36,28 @@ class PullPolicy(StrEnum):
     Never = "Never"
 
 
+class TolerationOperator(StrEnum):
+    Equal = "Equal"
+    Exists = "Exists"
+
+
+class TaintEffect(StrEnum):
+    NoSchedule = "NoSchedule"
+    PreferNoSchedule = "PreferNoSchedule"
+    NoExecute = "NoExecute"
+
+
 @dataclass
 class VolumeConfig:
     mode: VolumeMode = VolumeMode.create
     claim_name: Optional[str] = None  # required for mode=existing
     size: str = "20Gi"
-    storage_class: Optional[str] = None
+    storage_class: Optional[str] = None  # null: the cluster's default class (cluster.py)
     access_modes: list[str] = field(default_factory=lambda: ["ReadWriteMany"])
     mount_path: str = "/mnt/mmclf"
     pvc_name_suffix: str = "-mmclf"  # mode=create: the claim is named <uuid><suffix>
     delete_after: bool = False
+    make_writable: bool = True  # a first task, as root, makes the volume's root writable for run_as_user
 
 
 @dataclass
@@ -56,22 +71,55 @@ class ResourcesConfig:
 
 
 @dataclass
+class Toleration:
+    """A Kubernetes toleration, in Kubernetes' own field names."""
+
+    key: Optional[str] = None  # null: every taint key (operator Exists)
+    operator: TolerationOperator = TolerationOperator.Equal
+    value: Optional[str] = None
+    effect: Optional[TaintEffect] = None  # null: every effect
+    tolerationSeconds: Optional[int] = None  # NoExecute only (camelCase: Kubernetes' own name)
+
+
+@dataclass
 class KfpBackendConfig:
     _target_: str = "backends.kfp.backend.KfpBackend"
     mode: KfpMode = KfpMode.compile
     component: ComponentStyle = ComponentStyle.python
     image: str = "mmclf:latest"
     image_pull_policy: PullPolicy = PullPolicy.IfNotPresent
+    image_pull_secrets: list[str] = field(default_factory=list)
+    run_as_user: int = 1000  # the step pods' uid and gid: the image's user (docker/Dockerfile)
+    run_as_group: int = 1000
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[Toleration] = field(default_factory=list)
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
     retries: int = 0
     timeout_s: Optional[int] = None  # per task; null = no limit
     host: Optional[str] = None  # null: $KF_PIPELINES_ENDPOINT
     namespace: Optional[str] = None
+    kube_context: Optional[str] = None  # kubeconfig context for cluster look-ups; null: the current one
     experiment: Optional[str] = None  # null: "mmclf"
     token_env: Optional[str] = None  # name of the env var holding a bearer token
     wait: bool = False
     poll_interval_s: float = 10.0
+    max_in_flight: int = 4  # a sweep with mode=submit and wait=true: runs going on the cluster at once
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
+def sweep_jobs_at_once(mode: str, wait: bool, max_in_flight: int) -> int:
+    """How many sweep jobs Hydra's launcher runs at once: only submit-and-wait jobs mostly wait on the
+    cluster; any other mode compiles, or trains on this machine (mode=local), where jobs in parallel
+    would compete for the same cores."""
+    return max_in_flight if mode == KfpMode.submit and wait else 1
+
+
 ConfigStore.instance().store(group="backend", name="kfp_schema", node=KfpBackendConfig)
+# The launcher conf/backend/kfp.yaml selects for sweeps: Hydra's joblib launcher, one process per job,
+# sweep_jobs_at_once of them at a time (n_jobs 1 runs them in this process, in order, as Hydra's basic
+# launcher does). Stored here rather than as conf/hydra/launcher/*.yaml, which the package would not ship.
+OmegaConf.register_new_resolver("mmclf_kfp_jobs_at_once", sweep_jobs_at_once, replace=True)
+ConfigStore.instance().store(group="hydra/launcher", name="kfp_in_flight", provider="mmclf", node=JobLibLauncherConf(
+    n_jobs="${mmclf_kfp_jobs_at_once:${backend.mode},${backend.wait},${backend.max_in_flight}}"))

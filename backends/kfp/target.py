@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig
 
@@ -28,7 +29,7 @@ class Target:
     host: str
     token_env: Optional[str]
     namespace: Optional[str]
-    pipeline_file: Path
+    pipeline_file: Optional[Path]  # None: nothing to submit (the preflight's health check)
     token: Optional[str] = field(default=None, repr=False)  # kept out of reprs and tracebacks
 
     def run_link(self, run_id: str) -> str:
@@ -41,24 +42,44 @@ class Target:
 # --- configuration ------------------------------------------------------------------------------
 
 
-def target_from_config(pipeline_file: Path, cfg: DictConfig) -> Target:
+def host_from_config(cfg: DictConfig) -> Optional[str]:
+    """``backend.host`` or $KF_PIPELINES_ENDPOINT as kfp.Client takes it (https when no scheme is
+    given, no trailing slash), or None when neither is set; ConfigError for a URL no client can use."""
+    if cfg.host:
+        return _normalize_host("backend.host", cfg.host)
+    if os.environ.get("KF_PIPELINES_ENDPOINT"):
+        return _normalize_host("$KF_PIPELINES_ENDPOINT", os.environ["KF_PIPELINES_ENDPOINT"])
+    return None
+
+
+def target_from_config(pipeline_file: Optional[Path], cfg: DictConfig) -> Target:
     """Host and token from the backend config (and environment); ConfigError names what is missing."""
-    host = cfg.host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    host = host_from_config(cfg)
     if not host:
-        raise ConfigError("backend.mode=submit needs the KFP API host: set backend.host=<url> "
+        raise ConfigError(f"backend.mode={cfg.mode} needs the KFP API host: set backend.host=<url> "
                           "or the KF_PIPELINES_ENDPOINT environment variable")
-    return Target(host=_normalize_host(host), token_env=cfg.token_env, namespace=cfg.namespace or None,
-                  pipeline_file=pipeline_file, token=_read_token(cfg.token_env))
+    return Target(host=host, token_env=cfg.token_env, namespace=cfg.namespace or None,
+                  pipeline_file=pipeline_file, token=read_token(cfg.token_env))
 
 
-def _normalize_host(host: str) -> str:
-    # kfp.Client's own defaults: https when no scheme is given, no trailing slash.
-    if not host.startswith(("http://", "https://")):
-        host = f"https://{host}"
-    return host.rstrip("/")
+def _normalize_host(source: str, host: str) -> str:
+    url = host.strip() if "://" in host else f"https://{host.strip()}"
+    example = f"e.g. {'backend.host=' if source == 'backend.host' else 'KF_PIPELINES_ENDPOINT='}http://localhost:8080"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{source}={host!r}: a KFP host is an http:// or https:// URL, {example}")
+    try:
+        port_ok = parts.hostname is not None and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number, or out of range
+        port_ok = False
+    if not port_ok or parts.username is not None or parts.query or parts.fragment:
+        raise ConfigError(f"{source}={host!r}: not a host URL (a host name, an optional port and path; no "
+                          f"user, query or fragment: tokens go in backend.token_env), {example}")
+    return url.rstrip("/")
 
 
-def _read_token(token_env: Optional[str]) -> Optional[str]:
+def read_token(token_env: Optional[str]) -> Optional[str]:
+    """The bearer token in $``token_env``; ConfigError when the variable is named but empty."""
     if not token_env:
         return None
     token = os.environ.get(token_env, "").strip()

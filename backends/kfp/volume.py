@@ -1,0 +1,63 @@
+"""The volume-permissions task: make a fresh volume's root writable for the step pods' user.
+
+    python -m backends.kfp.volume MOUNT_PATH UID GID      (the task runs it as root, before prepare-data)
+
+A freshly provisioned volume's root often belongs to root with mode 0755 (every block-disk class,
+some file classes), while the step pods run as the image's user (uid 1000). kfp-kubernetes 2.17 can
+set a task's runAsUser but no fsGroup, so Kubernetes will not hand the volume over; this task does.
+Since KFP 2.16 every user container drops all Linux capabilities, so root here may not chown
+(CAP_CHOWN) but may chmod what it owns: chown where allowed, else open the folder to all users.
+A folder already writable for the uid is left alone, so a claim prepared by hand keeps its modes.
+"""
+import os
+import stat
+import sys
+from pathlib import Path
+
+# The folders the steps write into: the volume's root and what the runs keep there.
+FOLDERS = ("", "runs", "data")
+
+
+def writable_for(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` may create files in ``path``, by its owner, group and mode bits."""
+    info = path.stat()
+    if info.st_uid == uid:
+        return info.st_mode & 0o300 == 0o300
+    if info.st_gid == gid:
+        return info.st_mode & 0o030 == 0o030
+    return info.st_mode & 0o003 == 0o003
+
+
+def make_writable(path: Path, uid: int, gid: int) -> str:
+    """Make ``path`` writable for ``uid``/``gid``; say how, or raise PermissionError."""
+    if writable_for(path, uid, gid):
+        return "already writable"
+    try:
+        os.chown(path, uid, gid)
+        return f"chown {uid}:{gid}"
+    except PermissionError:  # no CAP_CHOWN: the owner may still chmod
+        os.chmod(path, stat.S_IMODE(path.stat().st_mode) | 0o777)
+        return "chmod a+rwx"
+
+
+def main(argv=None) -> int:
+    mount, uid, gid = sys.argv[1:] if argv is None else argv
+    uid, gid = int(uid), int(gid)
+    for name in FOLDERS:
+        path = Path(mount) / name
+        if not path.is_dir():
+            continue  # runs/ and data/ are made by the steps, as their user
+        try:
+            print(f"volume-permissions: {path}: {make_writable(path, uid, gid)}", flush=True)
+        except PermissionError as err:
+            print(f"mmclf: error: {path} is owned by uid {path.stat().st_uid} with mode "
+                  f"{stat.filemode(path.stat().st_mode)}, and this task (uid {os.getuid()}) cannot change that "
+                  f"({err.strerror}); make it writable for uid {uid} once (chown {uid}:{gid} from a node or a "
+                  "privileged pod, or an NFS export owned by that uid), then set backend.volume.make_writable=false",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
