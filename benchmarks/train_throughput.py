@@ -39,7 +39,7 @@ from mmcls.utils import get_root_logger
 from mmcv.runner import HOOKS, Hook, build_optimizer
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf import data  # also registers CifarFormat in mmcls's DATASETS
+from mmclf import data, datasets  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
 from mmclf.config import to_mmcv_config
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf

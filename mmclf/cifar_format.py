@@ -1,4 +1,5 @@
-"""CIFAR's python batch format, for any image folder: read (validated), write, and an mmcls dataset.
+"""CIFAR's python batch format, for any image folder: read (validated) and write; mmclf/datasets.py
+makes it an mmcls dataset. No torch or mmcls here: the data step (a pod of its own) stays light.
 
 A folder holds ``data_batch_*`` (train), ``test_batch`` (test) and ``batches.meta``. Each batch
 is a pickled dict with ``data`` (N x 3*H*W uint8, channel-planar, as in CIFAR) and ``labels``;
@@ -12,7 +13,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from mmcls.datasets import DATASETS, BaseDataset
 
 from mmclf.errors import DataError
 from mmclf.io import write_bytes_atomic
@@ -115,14 +115,3 @@ def write_folder(folder: Path, train, test, class_names, extra_meta=None) -> Non
     write_bytes_atomic(folder / TEST_FILE, _pickle_batch(*test))
     meta = {"label_names": list(class_names), "image_size": [int(height), int(width)], **(extra_meta or {})}
     write_bytes_atomic(folder / META_FILE, pickle.dumps(meta, protocol=4))
-
-
-@DATASETS.register_module()
-class CifarFormat(BaseDataset):
-    """mmcls dataset for any folder in CIFAR's python format (validated, no md5 list)."""
-
-    def load_annotations(self):
-        images, labels, names = read_split(Path(self.data_prefix), self.test_mode)
-        self.CLASSES = names
-        pairs = zip(images, labels, strict=True)
-        return [{"img": img, "gt_label": np.array(label, dtype=np.int64)} for img, label in pairs]

@@ -27,7 +27,7 @@ def run_fingerprint(cfg: DictConfig) -> str:
 
 
 # Modules that register mmclf's parts in mmcls's and mmcv's registries (CifarFormat, hooks, runner).
-MMCLF_REGISTRANTS = ("mmclf.cifar_format", "mmclf.hooks", "mmclf.checkpoints")
+MMCLF_REGISTRANTS = ("mmclf.datasets", "mmclf.hooks", "mmclf.checkpoints")
 
 # Data keys that say where or how fast the data is read (or how often it is evaluated), not what it is.
 _DATA_ACCESS_KEYS = ("root", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test", "evaluation")

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mmclf import cifar_format, data
-from mmclf.cifar_format import CifarFormat
+from mmclf.datasets import CifarFormat
 from mmclf.errors import DataError
 from tests.conftest import closed_port_url, compose_cfg
 

@@ -39,40 +39,18 @@ def assert_grid_summary(sweep_dir, result, models=MODELS):
 @pytest.mark.slow
 def test_local_grid_then_rerun_skips_finished_jobs(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["-m", *tiny_overrides(data_root), *GRID, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
-            f"hydra.sweep.dir={sweep_dir}"]
+    args = ["-m", *tiny_overrides(data_root), *GRID, f"hydra.sweep.dir={sweep_dir}"]
     first = run_cli(*args)
     assert_grid_summary(sweep_dir, first)
     progress = [line for line in first.stdout.splitlines() if line.startswith("sweep: job")]
     assert [line.split(" (")[0] for line in progress] == [f"sweep: job {k}/4" for k in (1, 2, 3, 4)]
     assert all("succeeded, objective" in line and ", best " in line and "s elapsed" in line for line in progress)
     stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
-    # One MLflow experiment for the sweep, named after its dir, with a run per job.
-    mlflow_runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(
-        f"mmclf-{sweep_dir.parent.name}-{sweep_dir.name}").experiment_id])
-    assert sorted((r.data.params["schedule.optimizer.lr"], r.data.params["model.backbone.depth"])
-                  for r in mlflow_runs) == [("0.05", "18"), ("0.05", "34"), ("0.1", "18"), ("0.1", "34")]
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already holds a finished run of this config") == 4
     assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")} == stamps
-    assert len(MlflowClient(uri).search_runs([mlflow_runs[0].info.experiment_id])) == 4, "nor logged again"
-
-
-@pytest.mark.slow
-def test_a_kfp_local_mode_sweep(tmp_path, data_root):
-    sweep_dir = tmp_path / "sweep"
-    # One job: each kfp.local task is a fresh Python importing torch and mmcls (kfp.local itself is
-    # tested in test_kfp_local.py); this is the multirun path, through the kfp config's launcher.
-    result = run_cli("-m", *tiny_overrides(data_root), "backend=kfp", "backend.mode=local", "schedule.optimizer.lr=0.1",
-                     f"hydra.sweep.dir={sweep_dir}", timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = summary_rows(sweep_dir)
-    metrics = json.loads((sweep_dir / "0/metrics.json").read_text())
-    assert row["status"] == "succeeded" and float(row["objective"]) == pytest.approx(metrics["accuracy_top-1"])
-    assert (sweep_dir / "0" / ".kfp_local").is_dir()
 
 
 @pytest.mark.slow
@@ -85,10 +63,10 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_root):
     assert [r["status"] for r in rows] == ["failed", "succeeded"]
     assert "TrainingDiverged: training loss became" in rows[0]["error"]
     assert json.loads((sweep_dir / "0/job.json").read_text())["status"] == "failed"
-    # The failed job's MLflow run is closed as FAILED and does not block the next job's.
+    # One MLflow experiment for the sweep, named after its dir, with a run per job; the failed
+    # job's run is closed as FAILED and does not block the next job's.
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("mmclf-tmp_path-sweep".replace(
-        "tmp_path", tmp_path.name)).experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(f"mmclf-{tmp_path.name}-sweep").experiment_id])
     assert sorted((r.data.params["schedule.optimizer.lr"], r.info.status) for r in runs) == [
         ("0.05", "FINISHED"), ("1e+30", "FAILED")]
 

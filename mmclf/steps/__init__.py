@@ -73,7 +73,8 @@ def step_named(name: str) -> Step:
 def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     """Run step ``name`` unless ``run_dir`` records it as done for this config."""
     step, run_dir = step_named(name), RunDir(run_dir)
-    mmcls_logger()
+    if step.accelerated:  # it imports mmcv, whose first logger mutes mmclf's progress lines otherwise
+        mmcls_logger()
     record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
     if step.done(cfg, run_dir, record):
         log.info("step %s: already done in %s, skipping", name, run_dir)

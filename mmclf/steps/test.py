@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import cifar_format  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
+from mmclf import datasets  # noqa: F401  (registers CifarFormat in mmcls's DATASETS)
 from mmclf.config import to_mmcv_config
 from mmclf.errors import StepError
 from mmclf.io import write_json_atomic

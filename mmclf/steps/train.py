@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mmclf import cifar_format, hooks  # noqa: F401  (register CifarFormat and mmclf's hooks in mmcls/mmcv)
+from mmclf import datasets, hooks  # noqa: F401  (register CifarFormat and mmclf's hooks in mmcls/mmcv)
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.fast import uses_device_loader
