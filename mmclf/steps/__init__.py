@@ -73,7 +73,8 @@ def step_named(name: str) -> Step:
 def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     """Run step ``name`` unless ``run_dir`` records it as done for this config."""
     step, run_dir = step_named(name), RunDir(run_dir)
-    if step.accelerated:  # it imports mmcv, whose first logger mutes mmclf's progress lines otherwise
+    function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
+    if step.accelerated:  # the steps that import mmcv
         mmcls_logger()
     record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
     if step.done(cfg, run_dir, record):
@@ -81,7 +82,7 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
         return
     started = time.monotonic()
     log.info("step %s: started", name)
-    step.function(cfg, run_dir)
+    function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
     record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -30,6 +30,9 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
     from mmcls.datasets import build_dataset
     from mmcls.models import build_classifier
 
+    # mmcv's first logger of a process mutes the console's handlers (the mmcls imports above may
+    # make one): mmcls_logger restores them before this step logs anything.
+    logger = mmcls_logger(cfg.runtime.log_level)
     mm_cfg = to_mmcv_config(cfg, run_dir)
     out = run_dir.work_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +53,6 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
     timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
     # mmcv's get_root_logger attaches a log file only on its first call per process, so each
     # run (a sweep runs many in one process) attaches and removes its own.
-    logger = mmcls_logger(mm_cfg.log_level)
     file_handler = logging.FileHandler(out / f"{timestamp}.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     logger.addHandler(file_handler)
