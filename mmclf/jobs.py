@@ -87,7 +87,9 @@ def scalar_metric_names(num_classes: int) -> list[str]:
 
 
 def scalars(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+    """The numbers of a metrics dict (metrics.json without per-class accuracy and confusion matrix)."""
+    return {key: value for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def objective(cfg: DictConfig, metrics: dict) -> float:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import MMClfError
 from mmclf.io import read_json, write_json_atomic
+from mmclf.jobs import scalars
 from mmclf.rundir import RunDir
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # no server: a SQLite file where the command runs
@@ -108,7 +109,7 @@ def report_results(cfg: DictConfig, run_dir: RunDir, result: dict) -> Optional[s
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     try:
         mlflow = open_run(run_dir, config)
-        mlflow.log_metrics({key: value for key, value in result.items() if isinstance(value, (int, float))})
+        mlflow.log_metrics(scalars(result))
         mlflow.log_dict(result, RunDir.METRICS)
         for path in (run_dir.confusion_matrix, run_dir.training_curve, run_dir.report):
             if path.is_file():

@@ -74,3 +74,11 @@ def finished_run(tmp_path_factory, data_root):
 def copy_of_finished_run(finished_run, tmp_path):
     """A private copy of ``finished_run`` (symlinks such as latest.pth kept as symlinks)."""
     return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
+
+
+@pytest.fixture
+def no_cluster_access(monkeypatch, tmp_path_factory):
+    """No kubeconfig, not in a pod, no KFP endpoint: what this machine has, whoever runs the tests."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.naming import model_name
 from mmclf.io import read_json
+from mmclf.jobs import scalars
 from mmclf.rundir import RunDir
 
 
@@ -33,9 +34,8 @@ def export_model(cfg: DictConfig, run_dir: RunDir, path: str) -> dict:
 def log_kfp_metrics(run_dir: RunDir, metrics, classification) -> None:
     """Fill the KFP ``Metrics`` and ``ClassificationMetrics`` outputs from metrics.json."""
     result = read_json(run_dir.metrics)
-    for key, value in result.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, float(value))
+    for key, value in scalars(result).items():
+        metrics.log_metric(key, float(value))
     confusion = result["confusion_matrix"]
     classification.log_confusion_matrix(confusion["classes"], confusion["matrix"])
 
@@ -55,12 +55,11 @@ def _image(path: Path, alt: str) -> str:
 def html_report(run_dir: RunDir) -> str:
     """One self-contained page: metrics.json's scalars and per-class accuracy, and both plots inline."""
     result = read_json(run_dir.metrics)
-    scalars = {key: f"{value:.2f}" if isinstance(value, float) else value for key, value in result.items()
-               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    numbers = {key: f"{value:.2f}" if isinstance(value, float) else value for key, value in scalars(result).items()}
     per_class = {name: f"{accuracy:.2f}" for name, accuracy in result["per_class_accuracy"].items()}
     style = "body{font-family:sans-serif} td{padding:2px 12px} img{max-width:100%}"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmclf run report</title><style>{style}"
-            f"</style></head><body><h1>mmclf run report</h1>{_table('Metrics', scalars)}"
+            f"</style></head><body><h1>mmclf run report</h1>{_table('Metrics', numbers)}"
             f"{_table('Per-class accuracy (%)', per_class)}{_image(run_dir.confusion_matrix, 'Confusion matrix')}"
             f"{_image(run_dir.training_curve, 'Training curve')}</body></html>\n")
 
