@@ -101,11 +101,14 @@ class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
 
 
 def tidy_work_dir(work_dir: Path, resume_from, max_keep: int) -> None:
-    """Undo what a kill can leave: temp files of unfinished writes, ``latest.pth`` not yet moved
-    to the newest checkpoint, more checkpoints than ``max_keep`` (mmcv prunes only after a save,
-    which a finished run never makes again). Run by the one process holding the run dir's lock."""
+    """Undo what a kill can leave: temp files of unfinished writes (and of distributed evaluation),
+    ``latest.pth`` not yet moved to the newest checkpoint, more checkpoints than ``max_keep`` (mmcv
+    prunes only after a save, which a finished run never makes again). Run by rank 0 of the one
+    command holding the run dir's lock."""
     for tmp in work_dir.glob(".*.tmp"):
         tmp.unlink()
+    # mmcls's DistEvalHook gathers the ranks' results there and refuses to start if it exists
+    shutil.rmtree(work_dir / ".eval_hook", ignore_errors=True)
     if resume_from is not None and resume_from.parent == work_dir:
         _point_latest_at(work_dir, resume_from.name)
     if max_keep > 0:

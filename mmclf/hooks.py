@@ -1,7 +1,8 @@
 """mmcv hooks mmclf adds to every training run."""
 import math
+from typing import Optional
 
-from mmcv.runner import HOOKS, Hook
+from mmcv.runner import HOOKS, Hook, master_only
 from mmcv.runner.hooks import LoggerHook
 
 from mmclf.errors import MMClfError
@@ -29,11 +30,12 @@ class NonFiniteLossHook(Hook):
                 f"(lr {lr:.3g}); lower schedule.optimizer.lr or check the data")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for ``epoch`` (0-based) of a run seeded with ``seed``."""
+def epoch_seed(seed: int, epoch: int, rank: Optional[int] = None) -> int:
+    """A 32-bit seed for ``epoch`` (0-based) of a run seeded with ``seed``; for one ``rank`` of a
+    distributed run, its own (a 1-process run passes no rank: its draws stay what they were)."""
     import numpy as np
 
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, epoch, *([] if rank is None else [rank])]).generate_state(1)[0])
 
 
 @HOOKS.register_module()
@@ -59,7 +61,8 @@ class EpochSeedHook(Hook):
         import numpy as np
         import torch
 
-        seed = epoch_seed(self.seed, runner.epoch)
+        # Each rank its own draws (augmentations of its own images), the same ones when it resumes.
+        seed = epoch_seed(self.seed, runner.epoch, runner.rank if runner.world_size > 1 else None)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # and every CUDA device's
@@ -77,14 +80,17 @@ class MlflowRunHook(LoggerHook):
         self.run_dir, self.config = RunDir(run_dir), config
         self.mlflow = None
 
+    @master_only  # rank 0 reports for a distributed run, as mmcv's own logger hooks do
     def before_run(self, runner) -> None:
         super().before_run(runner)
         self.mlflow = open_run(self.run_dir, self.config)
 
+    @master_only
     def log(self, runner) -> None:
         tags = self.get_loggable_tags(runner)
         if tags:
             self.mlflow.log_metrics(tags, step=self.get_iter(runner))
 
+    @master_only
     def after_run(self, runner) -> None:
         self.mlflow.end_run()

@@ -26,6 +26,16 @@ class Device(StrEnum):
 
 
 @dataclass
+class DistConfig:
+    """Data-parallel training of the train step (mmclf/dist.py): torchrun's processes per node and nodes."""
+
+    # auto: one process per visible GPU (1 without a GPU); or a number (several gloo processes on the CPU)
+    nproc_per_node: Any = "auto"
+    # more than 1 only where something starts every node (backend=kfp backend.distributed=trainjob)
+    nnodes: int = 1
+
+
+@dataclass
 class SweepConfig:
     # A failing job is recorded as failed and the sweep goes on; true stops the sweep at it.
     fail_fast: bool = False
@@ -62,6 +72,7 @@ class MMClfConfig:
     # Re-running into a run dir: auto = continue from its newest valid checkpoint and skip
     # finished steps; never = start again from scratch; or the path of a checkpoint to resume.
     resume: str = "auto"
+    dist: DistConfig = field(default_factory=DistConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     backend: Any = MISSING

@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from mmclf import dist
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
 from mmclf.jobs import scalar_metric_names
@@ -77,18 +78,34 @@ def check_writable_dir(key: str, path) -> None:
 
 
 def check_runs_here(cfg: DictConfig) -> None:
-    """For backends that train on this machine: ``device=cuda`` needs a visible GPU, and
-    ``resume=<path>`` a checkpoint here of the same recipe."""
+    """For backends that train on this machine: ``device=cuda`` needs a visible GPU (one per process),
+    ``dist.nnodes`` one node, and ``resume=<path>`` a checkpoint here of the same recipe."""
     if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
+    if cfg.dist.nnodes > 1:
+        raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: this backend trains on this one machine; several nodes "
+                          "run as a Kubeflow TrainJob (backend=kfp backend.distributed=trainjob), or set dist.nnodes=1")
+    _check_gpus_per_process(cfg)
     if cfg.resume not in ("auto", "never"):
         from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
         from mmclf.config import weights_fingerprint
 
         resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs)
+
+
+def _check_gpus_per_process(cfg: DictConfig) -> None:
+    """NCCL needs a GPU of its own for each process: more processes than GPUs cannot train here."""
+    if cfg.dist.nproc_per_node == "auto" or cfg.device == "cpu":
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus and cfg.dist.nproc_per_node > gpus and cfg.device in ("cuda", "auto"):
+        raise ConfigError(f"dist.nproc_per_node={cfg.dist.nproc_per_node}: {gpus} GPU(s) visible here, one per "
+                          f"process; use dist.nproc_per_node=auto (= {gpus}), or device=cpu for gloo processes")
 
 
 def _check_data(cfg: DictConfig) -> None:
@@ -111,6 +128,7 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "data.evaluation.interval", 0, "1")
     _integer(cfg, "seed", 0, "0", high=MAX_SEED)
     _check_data(cfg)
+    dist.check(cfg)
     if not cfg.resume.strip():
         raise ConfigError("resume is empty: use resume=auto (continue), never (start again) or a checkpoint path")
     metrics = scalar_metric_names(cfg.data.num_classes)

@@ -37,16 +37,26 @@ def padded_store(images: np.ndarray, augment: Augment, device: torch.device) -> 
     return torch.stack(variants).contiguous()
 
 
+def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of ``order``, as mmcls's DistributedSampler shares one out: the order
+    wrapped round to a multiple of ``world_size``, then every ``world_size``-th index from ``rank``.
+    Every rank gets as many images, so every rank runs as many iterations (DDP needs that)."""
+    total = math.ceil(len(order) / world_size) * world_size
+    padded = order.repeat(math.ceil(total / len(order)))[:total]
+    return padded[rank:total:world_size]
+
+
 class DeviceLoader:
     """Shuffled batches of one split, each epoch a new permutation; the last batch may be short
-    (mmcls's non-distributed loader keeps it too)."""
+    (mmcls's non-distributed loader keeps it too). With several ranks, each batches its share."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, augment: Augment, batch_size: int,
-                 device: str, seed: int, channels_last: bool = False):
+                 device: str, seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1):
         """``images``: (N, H, W, C) uint8 as in mmcls's ``data_infos``; ``labels``: (N,) int."""
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.seed = seed
+        self.seed, self.epoch = seed, 0
+        self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
@@ -74,13 +84,21 @@ class DeviceLoader:
         run repeats them (mmclf.hooks.EpochSeedHook calls this at every epoch start)."""
         from mmclf.hooks import epoch_seed
 
+        self.epoch = epoch
         self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __len__(self) -> int:
-        return math.ceil(self.count / self.batch_size)
+        return math.ceil(math.ceil(self.count / self.world_size) / self.batch_size)
 
     def __iter__(self):
+        # One shuffle of the whole split, the same on every rank (seeded by seed and epoch alone)...
         order = torch.randperm(self.count, device=self.device, generator=self.generator)
+        if self.world_size > 1:
+            from mmclf.hooks import epoch_seed
+
+            order = shard(order, self.rank, self.world_size)
+            # ...and crops and flips of each rank's own (a 1-process run draws them as it always has).
+            self.generator.manual_seed(epoch_seed(self.seed, self.epoch, self.rank))
         for index in order.split(self.batch_size):
             yield {"img": self.augment(index), "gt_label": self.labels[index]}
 
@@ -102,7 +120,8 @@ class DeviceLoader:
         return torch.randint(0, high, (batch, 1), device=self.device, generator=self.generator)
 
 
-def from_dataset(dataset, pipeline, batch_size: int, device: str, seed: int, channels_last: bool) -> DeviceLoader:
+def from_dataset(dataset, pipeline, batch_size: int, device: str, seed: int, channels_last: bool,
+                 rank: int = 0, world_size: int = 1) -> DeviceLoader:
     """A ``DeviceLoader`` over an mmcls dataset whose ``data_infos`` hold the images
     (CIFAR10, CifarFormat), augmented as ``pipeline`` (the train pipeline's dicts) says."""
     augment = parse_pipeline(pipeline)
@@ -113,4 +132,4 @@ def from_dataset(dataset, pipeline, batch_size: int, device: str, seed: int, cha
     images = np.stack([info["img"] for info in infos])
     labels = np.array([int(info["gt_label"]) for info in infos])
     log.info("device loader: %d images %s on %s, %s", len(images), images.shape[1:], device, augment)
-    return DeviceLoader(images, labels, augment, batch_size, device, seed, channels_last)
+    return DeviceLoader(images, labels, augment, batch_size, device, seed, channels_last, rank, world_size)

@@ -12,6 +12,7 @@ import torch
 from mmcv.parallel import MODULE_WRAPPERS
 from torch import nn
 
+from mmclf.ddp import wrap_distributed_model
 from mmclf.errors import ConfigError
 
 KEY = "runtime.perf"
@@ -87,8 +88,9 @@ class AutocastModel(nn.Module):
         return self.module(img=img.to(self.device_type), **kwargs)
 
 
-def prepare_model(model: nn.Module, device: str, perf: Perf) -> AutocastModel:
-    """Move ``model`` to ``device`` in the configured layout, compile its backbone if asked, and wrap it."""
+def prepare_model(model: nn.Module, device: str, perf: Perf, distributed: bool = False) -> nn.Module:
+    """Move ``model`` to ``device`` in the configured layout, compile its backbone if asked, and wrap
+    it: in an AutocastModel, or, when distributed, in the DDP wrapper that autocasts itself."""
     if device == "cuda":
         # cudnn.benchmark times algorithms per shape and may pick differently run to run:
         # deterministic=true (which sets cudnn.deterministic) wins.
@@ -99,4 +101,6 @@ def prepare_model(model: nn.Module, device: str, perf: Perf) -> AutocastModel:
         # In place (nn.Module.compile), so state_dict keys stay mmcls's. The backbone holds
         # nearly all the compute; the head's loss and logging code stay eager.
         model.backbone.compile()
+    if distributed:
+        return wrap_distributed_model(model, device, broadcast_buffers=False, autocast_dtype=perf.autocast_dtype)
     return AutocastModel(model, device, perf.autocast_dtype)

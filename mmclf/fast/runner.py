@@ -2,6 +2,7 @@
 from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer
 
 from mmclf.checkpoints import NoEpochPause
+from mmclf.dist import rank_and_world_size
 from mmclf.errors import ConfigError
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf
@@ -22,13 +23,12 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
     and ``cfg.perf`` (runtime.perf) applied; returns the runner."""
     from mmcls.utils import get_root_logger
 
-    if distributed:
-        raise ConfigError("data.loader=device trains on one device; use data.loader=mmcls for distributed training")
     perf = resolve_perf(cfg.get("perf"), cfg.device)
     datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+    rank, world_size = rank_and_world_size()  # each rank batches its own share of every epoch
     loaders = [device_loader.from_dataset(ds, cfg.data.train.pipeline, cfg.data.samples_per_gpu, cfg.device,
-                                          cfg.seed, perf.channels_last) for ds in datasets]
-    model = prepare_model(model, cfg.device, perf)
+                                          cfg.seed, perf.channels_last, rank, world_size) for ds in datasets]
+    model = prepare_model(model, cfg.device, perf, distributed)
     runner_args = {key: value for key, value in cfg.runner.items() if key != "type"}
     runner = device_runner_class(cfg.runner.type)(
         model=model, batch_processor=None, optimizer=build_optimizer(model, cfg.optimizer), work_dir=cfg.work_dir,
@@ -37,7 +37,7 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
     runner.register_training_hooks(cfg.lr_config, cfg.optimizer_config, cfg.checkpoint_config, cfg.log_config,
                                    cfg.get("momentum_config"), custom_hooks_config=cfg.get("custom_hooks"))
     if validate:
-        register_eval_hook(runner, cfg)
+        register_eval_hook(runner, cfg, distributed)
     if cfg.get("resume_from"):
         runner.resume(cfg.resume_from)
     elif cfg.get("load_from"):
@@ -46,15 +46,17 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
     return runner
 
 
-def register_eval_hook(runner, cfg) -> None:
+def register_eval_hook(runner, cfg, distributed: bool) -> None:
     """Per-epoch validation as mmcls's ``train_model`` sets it up: its own DataLoader over the val
-    split (evaluation reads each image once, unaugmented) and mmcls's EvalHook after the IterTimerHook."""
-    from mmcls.core import EvalHook
+    split (evaluation reads each image once, unaugmented) and mmcls's EvalHook after the IterTimerHook
+    (DistEvalHook over a split shared out between the ranks, when distributed)."""
+    from mmcls.core import DistEvalHook, EvalHook
     from mmcls.datasets import build_dataloader, build_dataset
 
     val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
     val_loader = build_dataloader(val_dataset, samples_per_gpu=cfg.data.samples_per_gpu,
-                                  workers_per_gpu=cfg.data.workers_per_gpu, dist=False, shuffle=False,
+                                  workers_per_gpu=cfg.data.workers_per_gpu, dist=distributed, shuffle=False,
                                   round_up=True, persistent_workers=False)
     eval_cfg = {**cfg.evaluation, "by_epoch": True}
-    runner.register_hook(EvalHook(val_loader, **eval_cfg), priority="LOW")
+    hook = DistEvalHook if distributed else EvalHook
+    runner.register_hook(hook(val_loader, **eval_cfg), priority="LOW")

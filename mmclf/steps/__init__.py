@@ -14,11 +14,12 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
+from mmclf.dist import is_rank_zero, world_size
 from mmclf.io import read_json, write_json_atomic
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
@@ -35,6 +36,7 @@ class Step:
     always_run: bool = False  # checks things outside the run dir, so a record of it proves nothing
     # Its module's outputs_intact(cfg, run_dir) is asked before a recorded run is trusted.
     checks_outputs: bool = False
+    distributed: bool = False  # runs on dist.world_size(cfg) processes (torchrun), recorded in steps.json
 
     @property
     def module(self):
@@ -55,7 +57,8 @@ STEPS = (
     # prepare_data checks data that lives outside the run dir (and may be gone); it is idempotent
     # and cheap when the data is there.
     Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG,), always_run=True),
-    Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,), checks_outputs=True),
+    Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,), checks_outputs=True,
+         distributed=True),
     Step("test", accelerated=True, reads=(RunDir.WORK_DIR,), writes=(RunDir.EVAL_RESULT, RunDir.PREDICTIONS)),
     Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.PREDICTIONS),
          writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),
@@ -70,12 +73,14 @@ def step_named(name: str) -> Step:
     raise KeyError(f"no step {name!r}; the steps are {', '.join(STEP_NAMES)}")
 
 
-def run_step(name: str, cfg: DictConfig, run_dir) -> None:
-    """Run step ``name`` unless ``run_dir`` records it as done for this config."""
+def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[DictConfig, RunDir], None]] = None):
+    """Run step ``name`` unless ``run_dir`` records it as done for this config. ``function`` stands in
+    for the step's own (a backend that starts the training elsewhere); the record is the same."""
     step, run_dir = step_named(name), RunDir(run_dir)
-    function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
-    if step.accelerated:  # the steps that import mmcv
-        mmcls_logger()
+    if function is None:
+        function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
+        if step.accelerated:  # the steps that import mmcv
+            mmcls_logger()
     record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
     if step.done(cfg, run_dir, record):
         log.info("step %s: already done in %s, skipping", name, run_dir)
@@ -86,7 +91,10 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
     record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(run_dir.steps_record, record)
+    if step.distributed:
+        record[name]["world_size"] = world_size(cfg)
+    if is_rank_zero():  # on several nodes, each node's launcher gets here; node 0's writes
+        write_json_atomic(run_dir.steps_record, record)
 
 
 def run_all(cfg: DictConfig, run_dir) -> dict:

@@ -1,5 +1,6 @@
 """Step 2: train with mmcls's own builders and mmcv's EpochBasedRunner."""
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from omegaconf import DictConfig
 from mmclf import datasets, hooks  # noqa: F401  (register CifarFormat and mmclf's hooks in mmcls/mmcv)
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
+from mmclf.dist import broadcast_from_rank_zero, is_worker, launch, rank_and_world_size, world_size
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.logs import mmcls_logger
@@ -24,7 +26,16 @@ def outputs_intact(cfg: DictConfig, run_dir: RunDir) -> bool:
 
 
 def train(cfg: DictConfig, run_dir: RunDir) -> None:
-    """Train ``cfg.model`` on ``cfg.data.train``; checkpoints and logs go to ``run_dir.work_dir``."""
+    """Train ``cfg.model`` on ``cfg.data.train``; checkpoints and logs go to ``run_dir.work_dir``.
+    With more than one process (``dist``), torchrun runs :func:`train_this_process` on each."""
+    if world_size(cfg) > 1 and not is_worker():
+        launch(cfg, run_dir)
+    else:
+        train_this_process(cfg, run_dir)
+
+
+def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
+    """Train in this process: alone, or as one rank of a process group (mmcls's distributed path)."""
     from mmcls import __version__ as mmcls_version
     from mmcls.apis import set_random_seed, train_model
     from mmcls.datasets import build_dataset
@@ -33,27 +44,30 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
     # mmcv's first logger of a process mutes the console's handlers (the mmcls imports above may
     # make one): mmcls_logger restores them before this step logs anything.
     logger = mmcls_logger(cfg.runtime.log_level)
+    rank, processes = rank_and_world_size()
     mm_cfg = to_mmcv_config(cfg, run_dir)
+    mm_cfg.gpu_ids = list(range(processes))  # as mmcls's tools/train.py sets it (mmcv's resume reads it)
     out = run_dir.work_dir
-    out.mkdir(parents=True, exist_ok=True)
-    mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools load the run's checkpoints with it (custom_imports)
+    weights = weights_fingerprint(cfg)
+    if rank == 0:  # rank 0 alone writes the run dir; the others wait for it, then read it
+        out.mkdir(parents=True, exist_ok=True)
+        mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools load the run's checkpoints with it (custom_imports)
+        resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs)
+        tidy_work_dir(out, Path(resume_from) if resume_from else None,
+                      mm_cfg.checkpoint_config.get("max_keep_ckpts", -1))
+    mm_cfg.resume_from = broadcast_from_rank_zero(str(resume_from) if rank == 0 and resume_from else None)
+    if mm_cfg.resume_from:
+        log.info("resuming from %s", mm_cfg.resume_from)
     if mm_cfg.runner.type == "EpochBasedRunner":
         mm_cfg.runner.type = SafeEpochBasedRunner.__name__  # the same loop, atomic checkpoints
     log_config = mm_cfg.log_config
     log_config.hooks = [*log_config.hooks, *logger_hooks(cfg, run_dir, log_config.interval)]  # logger group
     mm_cfg.custom_hooks = [*mm_cfg.get("custom_hooks", []), dict(type="NonFiniteLossHook", priority="HIGHEST"),
                            dict(type="EpochSeedHook", seed=cfg.seed, priority="HIGHEST")]
-    weights = weights_fingerprint(cfg)
-    resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs)
-    mm_cfg.resume_from = str(resume_from) if resume_from else None
-    if mm_cfg.resume_from:
-        log.info("resuming from %s", mm_cfg.resume_from)
-    tidy_work_dir(out, Path(mm_cfg.resume_from) if mm_cfg.resume_from else None,
-                  mm_cfg.checkpoint_config.get("max_keep_ckpts", -1))
-    timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
+    timestamp = broadcast_from_rank_zero(time.strftime("%Y%m%d_%H%M%S", time.localtime()))
     # mmcv's get_root_logger attaches a log file only on its first call per process, so each
-    # run (a sweep runs many in one process) attaches and removes its own.
-    file_handler = logging.FileHandler(out / f"{timestamp}.log")
+    # run (a sweep runs many in one process) attaches and removes its own; rank 0's alone.
+    file_handler = logging.FileHandler(out / f"{timestamp}.log") if rank == 0 else logging.NullHandler()
     file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     logger.addHandler(file_handler)
     try:
@@ -68,7 +82,10 @@ def train(cfg: DictConfig, run_dir: RunDir) -> None:
         # data.loader=device: the same model, runner hooks and checkpoints, batches made on the device
         train_fn = device_train_model if uses_device_loader(cfg.data) else train_model
         validate = mm_cfg.get("evaluation", {}).get("interval", 0) > 0  # per-epoch accuracy on the test split
-        train_fn(model, [dataset], mm_cfg, distributed=False, validate=validate, timestamp=timestamp,
+        if processes > 1:
+            log.info("rank 0 of %d: %d images per process per epoch, %d per batch", processes,
+                     math.ceil(len(dataset) / processes), mm_cfg.data.samples_per_gpu)
+        train_fn(model, [dataset], mm_cfg, distributed=processes > 1, validate=validate, timestamp=timestamp,
                  device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights))
     except Exception:
         end_failed_run()  # mmcv calls no hook when training raises: the MLflow run would stay open

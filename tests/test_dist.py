@@ -1,0 +1,184 @@
+"""Data-parallel training through torchrun: two gloo processes on this CPU, end to end.
+
+The reference recipe below converges on its synthetic data in 6 epochs (100% top-1 for seeds 0 and 1,
+measured, for 1 process at 64 a batch and for 2 at 32 each). A 2-process run with the same
+``data.samples_per_gpu`` takes half the optimizer steps of twice the size at the same learning rate
+(mmclf leaves the learning-rate rule to the user); it must still converge: within 5 points (4 of
+the 80 test images) of the 1-process run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmclf.errors import ConfigError
+from mmclf.rundir import RunDir
+from mmclf.task import run
+from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli
+from tests.test_end_to_end import assert_complete_run_dir
+from tests.test_reliability import assert_same_weights
+from tests.test_sweeps import summary_rows
+
+EPOCHS = 6
+# 640 learnable synthetic images, evaluated once at the end (mmcls's DistEvalHook pauses 2 s a time).
+RECIPE = ["data=synthetic", "data.num_train=640", "data.num_test=80", "schedule=quick", "schedule.optimizer.lr=0.1",
+          "device=cpu", "data.samples_per_gpu=32", f"schedule.runner.max_epochs={EPOCHS}",
+          f"data.evaluation.interval={EPOCHS}", "runtime.log_config.interval=1",
+          "runtime.checkpoint_config.max_keep_ckpts=-1", *NARROW_MODEL]
+ACCURACY_TOLERANCE = 5.0
+
+
+def overrides(data_root, *extra):
+    return [*RECIPE, f"data.root={data_root}", *extra]
+
+
+@pytest.fixture(scope="module")
+def sweep_of_1_and_2_processes(tmp_path_factory, data_root):
+    """A local sweep of the recipe on 1 and on 2 processes (mmcls's loader): each job distributed on
+    its own. Its dir: job 0 trained on 1 process, job 1 on 2."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "sweep"
+    result = run_cli("-m", *overrides(data_root), "dist.nproc_per_node=1,2", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def two_processes_device_loader(tmp_path_factory, data_root):
+    """A 2-process run of the device loader through the local backend, in this process (torchrun's
+    workers are its children)."""
+    run_dir = tmp_path_factory.mktemp("two-processes-device") / "run"
+    run(compose_cfg(overrides(data_root, "dist.nproc_per_node=2", "data.loader=device")), run_dir)
+    return run_dir
+
+
+def assert_trained_on_two_processes(run_dir):
+    assert_complete_run_dir(run_dir, num_test=80)  # the 1-process test step loaded its checkpoint
+    steps = json.loads((run_dir / "steps.json").read_text())
+    assert steps["train"]["world_size"] == 2 and "world_size" not in steps["test"]
+    work_dir = RunDir(run_dir).work_dir
+    # Rank 0 alone writes: one text log, one json log, no leftovers of the ranks' gathered results.
+    assert len(list(work_dir.glob("*.log"))) == 1 and len(list(work_dir.glob("*.log.json"))) == 1
+    assert not (work_dir / ".eval_hook").exists()
+    entries = [json.loads(line) for line in next(work_dir.glob("*.log.json")).read_text().splitlines()[1:]]
+    train_iterations = [e for e in entries if e.get("mode") == "train" and e["epoch"] == 1]
+    assert len(train_iterations) == 10, "each rank trains on half of 640 images, 32 a batch: 10 iterations"
+    assert [e["epoch"] for e in entries if e.get("mode") == "val"] == [EPOCHS]  # (Dist)EvalHook ran
+
+
+def test_a_sweep_runs_each_job_on_its_own_processes(sweep_of_1_and_2_processes):
+    rows = summary_rows(sweep_of_1_and_2_processes)
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+    assert_trained_on_two_processes(sweep_of_1_and_2_processes / "1")
+    one = json.loads((sweep_of_1_and_2_processes / "0/steps.json").read_text())
+    assert one["train"]["world_size"] == 1
+
+
+def test_two_processes_reach_the_accuracy_of_one(sweep_of_1_and_2_processes):
+    one, two = (json.loads((sweep_of_1_and_2_processes / f"{job}/metrics.json").read_text())["accuracy_top-1"]
+                for job in (0, 1))
+    assert one >= 90.0, f"the reference itself did not learn ({one}%)"
+    assert two >= one - ACCURACY_TOLERANCE, f"2 processes: {two}%, 1 process: {one}%"
+
+
+def test_the_device_loader_trains_on_two_processes(two_processes_device_loader):
+    assert_trained_on_two_processes(two_processes_device_loader)
+    accuracy = json.loads((two_processes_device_loader / "metrics.json").read_text())["accuracy_top-1"]
+    assert accuracy >= 90.0
+
+
+def test_the_device_loader_shares_each_epoch_out_between_ranks():
+    import torch
+
+    from mmclf.fast.device_loader import shard
+
+    order = torch.randperm(11)
+    shares = [shard(order, rank, 3) for rank in range(3)]
+    assert [len(share) for share in shares] == [4, 4, 4]  # equal: every rank runs as many iterations
+    assert set(torch.cat(shares).tolist()) == set(order.tolist())  # every image, one wrapped round
+
+
+def workers(run_dir) -> dict[int, int]:
+    """{rank: pid} of the running torchrun workers of ``run_dir``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        rank = [int(v[5:]) for v in environ if v.startswith(b"RANK=")]  # torchrun's agent has none
+        if rank and b"mmclf.dist" in cmdline and str(run_dir).encode() in cmdline:
+            found[rank[0]] = int(proc.name)
+    return found
+
+
+def wait_for(condition, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
+def start(run_dir, data_root):
+    args = [sys.executable, "-m", "mmclf", *overrides(data_root, "dist.nproc_per_node=2", "data.loader=device"),
+            f"hydra.run.dir={run_dir}"]
+    return args, subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_run_ends_it_in_one_line_and_the_same_command_resumes(tmp_path, data_root,
+                                                                               two_processes_device_loader):
+    run_dir = tmp_path / "run"
+    args, first = start(run_dir, data_root)
+    wait_for(lambda: (run_dir / "work_dir/epoch_1.pth").exists(), "epoch 1's checkpoint")
+    os.kill(workers(run_dir)[1], signal.SIGKILL)
+    assert first.wait(timeout=120) == 2
+    last_line = first.stderr.read().strip().splitlines()[-1]
+    assert last_line.startswith("mmclf: error: train: torchrun ended") and "run the same command again" in last_line
+    assert not (run_dir / "metrics.json").exists()
+
+    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stderr + second.stdout
+    assert json.loads((run_dir / "steps.json").read_text())["train"]["world_size"] == 2
+    # Each rank's draws come from (seed, epoch, rank) and gloo's sums are exact: bit-identical.
+    assert_same_weights(run_dir, two_processes_device_loader, epoch=EPOCHS)
+
+
+def test_a_killed_launcher_leaves_no_rank_training_behind(tmp_path, data_root):
+    run_dir = tmp_path / "run"
+    _, launcher = start(run_dir, data_root)
+    wait_for(lambda: len(workers(run_dir)) == 2, "two torchrun workers")
+    launcher.send_signal(signal.SIGKILL)  # as the kernel's OOM killer would
+    launcher.wait()
+    wait_for(lambda: not workers(run_dir), "ranks still running after their launcher was killed", timeout=30)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("dist.nproc_per_node=0", "dist.nproc_per_node"),
+    ("dist.nproc_per_node=many", "dist.nproc_per_node"),
+    ("dist.nnodes=0", "dist.nnodes"),
+    ("dist.nnodes=2", "dist.nnodes"),  # this backend trains on one machine
+])
+def test_bad_dist_values_are_refused_in_one_line_before_any_work(override, key, tmp_path, data_root):
+    result = run_cli(*overrides(data_root, override), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and key in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_nodes_need_a_rendezvous(data_root, monkeypatch):
+    from mmclf import dist
+
+    monkeypatch.delenv("PET_MASTER_ADDR", raising=False)
+    with pytest.raises(ConfigError, match="TrainJob"):
+        dist.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
+    monkeypatch.setenv("PET_MASTER_ADDR", "trainjob-node-0-0.trainjob")
+    command = dist.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
+    # node rank and master come from Kubeflow Trainer's PET_* variables, which torchrun reads itself
+    assert "--nnodes=2" in command and "--standalone" not in command and not any("node-rank" in a for a in command)
+    assert os.environ["PET_MASTER_ADDR"] not in command
