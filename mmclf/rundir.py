@@ -37,6 +37,7 @@ class RunDir:
     MLFLOW_RUN = "mlflow_run.json"  # which MLflow run this run dir reports to
     # backend=kfp
     PIPELINE = "pipeline.yaml"
+    TRAINJOB = "trainjob.yaml"  # backend.distributed=trainjob: the TrainJob the train task creates, for review
     PIPELINE_GRAPH = "pipeline_graph.md"
     KFP_RUN = "kfp_run.json"
     KFP_LOCAL = ".kfp_local"  # kfp.local's pipeline root (hidden, like .hydra)
@@ -113,6 +114,10 @@ class RunDir:
     @property
     def pipeline(self) -> Path:
         return self.path / self.PIPELINE
+
+    @property
+    def trainjob(self) -> Path:
+        return self.path / self.TRAINJOB
 
     @property
     def pipeline_graph(self) -> Path:

@@ -1,4 +1,5 @@
-"""A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster.py and preflight.py make.
+"""A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster.py and preflight.py make,
+and the TrainJobs (``trainer.kubeflow.org/v1alpha1``) backends/kfp/launcher.py creates, reads and deletes.
 
 A real HTTP server on 127.0.0.1 (a random free port) in a background thread; the real ``kubernetes``
 client reaches it through a kubeconfig the test writes (``write_kubeconfig``). Objects have the
@@ -6,6 +7,10 @@ Kubernetes API's shapes (core/v1 Namespace, Node, PersistentVolumeClaim, Secret;
 StorageClass; lists as ``<Kind>List`` with ``items``), and errors are the ``metav1.Status`` bodies the
 API server answers with: ``{"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
 "message": "namespaces \\"x\\" not found", ...}``. Every request is recorded for tests to assert on.
+
+TrainJobs follow a script: the n-th read after the create answers ``trainjob_statuses[n]`` as the
+object's status (the last one from then on), as Kubeflow Trainer v2.3's controller reports them:
+conditions of type Suspended, Complete or Failed, and ``jobsStatus`` counts per replicated job.
 """
 import json
 from dataclasses import dataclass, field
@@ -20,6 +25,9 @@ DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 CREATED = "2026-01-05T10:00:00Z"
 
 _CORE, _STORAGE = "/api/v1", "/apis/storage.k8s.io/v1"
+_TRAINER_GV = "trainer.kubeflow.org/v1alpha1"
+_TRAINER = f"/apis/{_TRAINER_GV}"
+_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 
 def namespace(name: str, labels: Optional[dict] = None) -> dict:
@@ -57,6 +65,36 @@ def secret(name: str, type_: str = "kubernetes.io/dockerconfigjson") -> dict:
             "data": {".dockerconfigjson": "e30="}}
 
 
+def training_runtime(name: str = "torch-distributed") -> dict:
+    """A ClusterTrainingRuntime shaped like Trainer v2.3's torch-distributed (manifests/base/runtimes)."""
+    container = {"name": "node", "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}
+    ancestor = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    job = {"name": "node", "template": {"metadata": {"labels": ancestor},
+                                        "spec": {"template": {"spec": {"containers": [container]}}}}}
+    labels = {"trainer.kubeflow.org/framework": "torch"}
+    return {"metadata": {"name": name, "labels": labels, "creationTimestamp": CREATED},
+            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}}, "template": {"spec": {"replicatedJobs": [job]}}}}
+
+
+def trainjob_condition(kind: str, reason: str, message: str, status: str = "True") -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": CREATED, "observedGeneration": 1}
+
+
+def nodes_status(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0) -> dict:
+    """``jobsStatus`` of the ``node`` replicated job (one child Job per node)."""
+    return {"name": "node", "active": active, "ready": ready, "succeeded": succeeded, "failed": failed, "suspended": 0}
+
+
+# A TrainJob's life as Trainer v2.3 reports it: no status, nodes starting, running, then Complete or Failed.
+RUNNING = [{}, {"jobsStatus": [nodes_status(active=2)]}, {"jobsStatus": [nodes_status(active=2, ready=2)]}]
+COMPLETE = RUNNING + [{"conditions": [trainjob_condition("Complete", "AllJobsCompleted",
+                                                         "jobset completed successfully")],
+                       "jobsStatus": [nodes_status(succeeded=2)]}]
+FAILED = RUNNING + [{"conditions": [trainjob_condition("Failed", "FailedJobs", "jobset failed with failed job node-1")],
+                     "jobsStatus": [nodes_status(active=1, failed=1)]}]
+
+
 def write_kubeconfig(path, server: str, token: str, context: str = "fake-cluster") -> str:
     """A kubeconfig whose current context is the API server at ``server``, authenticated by bearer token."""
     kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": context,
@@ -92,6 +130,16 @@ class FakeKubernetes(LoopbackServer):
     forbidden: set = field(default_factory=set)
     token: str = "fake-cluster-token"
     requests: list = field(default_factory=list)
+    # Kubeflow Trainer: whether its API is served, its runtimes, TrainJobs (by name) and their script
+    trainer_installed: bool = True
+    training_runtimes: list = field(default_factory=lambda: [training_runtime()])
+    trainjobs: dict = field(default_factory=dict)
+    trainjob_statuses: list = field(default_factory=lambda: list(COMPLETE))
+    created: list = field(default_factory=list)  # the TrainJob bodies POSTed, in order
+    deleted: list = field(default_factory=list)  # the names DELETEd, in order
+    denied_verbs: set = field(default_factory=set)  # SubjectAccessReviews answer allowed: false for these
+    access_reviews: list = field(default_factory=list)  # the SubjectAccessReview specs asked
+    _reads: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._serve(_Handler)
@@ -112,10 +160,16 @@ class FakeKubernetes(LoopbackServer):
                 (f"{_STORAGE}/storageclasses", "storageclasses", "StorageClass", "storage.k8s.io/v1",
                  _by_name(self.storage_classes))]
 
-    def handle(self, method: str, path: str, headers: dict) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, headers: dict, body: Optional[dict] = None) -> tuple[int, dict]:
         self.requests.append((method, path))
         if headers.get("authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
+        if path.startswith(_TRAINER):
+            return self._trainer(method, path[len(_TRAINER):], body)
+        if path == _ACCESS_REVIEWS and method == "POST":
+            return self._access_review(body)
+        if method != "GET":
+            return _status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
         for prefix, resource, kind, api_version, objects in self._routes():
             if path != prefix and not path.startswith(prefix + "/"):
                 continue
@@ -133,6 +187,65 @@ class FakeKubernetes(LoopbackServer):
         return _status(404, "NotFound", "the server could not find the requested resource")
 
 
+    def _trainer(self, method: str, rest: str, body: Optional[dict]) -> tuple[int, dict]:
+        """trainer.kubeflow.org/v1alpha1: discovery, ClusterTrainingRuntimes, and TrainJobs in claims_namespace."""
+        if not self.trainer_installed:
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        if rest == "" and method == "GET":
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": _TRAINER_GV,
+                         "resources": [{"name": "trainjobs", "singularName": "trainjob", "namespaced": True,
+                                        "kind": "TrainJob",
+                                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+                                       {"name": "clustertrainingruntimes", "singularName": "clustertrainingruntime",
+                                        "namespaced": False,
+                                        "kind": "ClusterTrainingRuntime", "verbs": ["get", "list"]}]}
+        if rest.startswith("/clustertrainingruntimes/") and method == "GET":
+            name = rest.rsplit("/", 1)[1]
+            if "clustertrainingruntimes" in self.forbidden:
+                return self._forbidden("clustertrainingruntimes", name, "get", "trainer.kubeflow.org/v1alpha1", False)
+            runtimes = _by_name(self.training_runtimes)
+            if name not in runtimes:
+                return _status(404, "NotFound", f'clustertrainingruntimes.trainer.kubeflow.org "{name}" not found')
+            return 200, {"apiVersion": _TRAINER_GV, "kind": "ClusterTrainingRuntime", **runtimes[name]}
+        prefix = f"/namespaces/{self.claims_namespace}/trainjobs"
+        if rest != prefix and not rest.startswith(prefix + "/"):
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        if "trainjobs" in self.forbidden:
+            verb = {"POST": "create", "DELETE": "delete"}.get(method, "get")
+            return self._forbidden("trainjobs", rest[len(prefix) + 1:], verb, _TRAINER_GV, True)
+        name = rest[len(prefix) + 1:]
+        if method == "POST" and not name:
+            return self._create_trainjob(body)
+        if name not in self.trainjobs:
+            return _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+        if method == "GET":
+            reads = self._reads[name] = self._reads.get(name, -1) + 1
+            script = self.trainjob_statuses
+            return 200, {**self.trainjobs[name], "status": script[min(reads, len(script) - 1)] if script else {}}
+        if method == "DELETE":
+            self.deleted.append(name)
+            del self.trainjobs[name]
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
+        return _status(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def _create_trainjob(self, body: dict) -> tuple[int, dict]:
+        name = body["metadata"]["name"]
+        if name in self.trainjobs:
+            return _status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists',
+                           {"name": name, "group": "trainer.kubeflow.org", "kind": "trainjobs"})
+        self.created.append(body)
+        self._reads[name] = -1
+        metadata = {**body["metadata"], "uid": f"uid-{len(self.created)}", "creationTimestamp": CREATED}
+        self.trainjobs[name] = {**body, "metadata": metadata}
+        return 201, self.trainjobs[name]
+
+    def _access_review(self, body: dict) -> tuple[int, dict]:
+        if "subjectaccessreviews" in self.forbidden:
+            return self._forbidden("subjectaccessreviews", "", "create", "authorization.k8s.io/v1", False)
+        self.access_reviews.append(body["spec"])
+        allowed = body["spec"]["resourceAttributes"]["verb"] not in self.denied_verbs
+        return 201, {**body, "status": {"allowed": allowed}}
+
     def _forbidden(self, resource: str, name: str, verb: str, api_version: str, namespaced: bool):
         scope = f'in the namespace "{self.claims_namespace}"' if namespaced else "at the cluster scope"
         what = f'{resource} "{name}"' if name else resource
@@ -147,8 +260,19 @@ def _by_name(objects: list) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
+        self._answer("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._answer("POST")
+
+    def do_DELETE(self):  # noqa: N802
+        self._answer("DELETE")
+
+    def _answer(self, method: str):
         path = self.path.split("?")[0]
-        code, body = self.server.fake.handle("GET", path, {k.lower(): v for k, v in self.headers.items()})
+        length = int(self.headers.get("Content-Length") or 0)
+        request = json.loads(self.rfile.read(length)) if length else None
+        code, body = self.server.fake.handle(method, path, {k.lower(): v for k, v in self.headers.items()}, request)
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

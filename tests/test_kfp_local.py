@@ -150,7 +150,7 @@ def test_a_bad_pipeline_parameter_ends_the_pod_in_one_line(tmp_path, data_root, 
 
 
 def refuse(path):
-    def run_step(*args):  # what a root-owned volume answers the image's user
+    def run_step(*args, **kwargs):  # what a root-owned volume answers the image's user
         raise PermissionError(13, "Permission denied", path)
 
     return run_step

@@ -128,7 +128,8 @@ def test_train_and_test_request_the_accelerator_and_limits(tmp_path):
         resources = executor(spec, task)[1].get("resources", {})
         if task in ("train", "test"):
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-            assert resources["accelerator"]["resourceCount"] == "2"
+            # train runs on one process per accelerator; test on one process, which needs one
+            assert resources["accelerator"]["resourceCount"] == ("2" if task == "train" else "1")
             assert resources["resourceCpuLimit"] == "4" and resources["resourceMemoryLimit"] == "16Gi"
         else:
             assert resources == {}, f"{task} needs no accelerator"
@@ -169,6 +170,7 @@ def test_typed_parameters_default_to_the_config_and_reach_every_step(tmp_path):
     pod_cfg = OmegaConf.create(params["config_yaml"]["defaultValue"])  # what each pod rebuilds
     expected = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     expected["data"]["root"] = "/mnt/mmclf/data"
+    expected["dist"]["nproc_per_node"] = 1  # auto, decided when compiling: the train pod's one GPU
     assert OmegaConf.to_container(pod_cfg) == OmegaConf.to_container(OmegaConf.create(expected), resolve=True)
     assert pod_cfg.data.train.data_prefix.startswith("/mnt/mmclf/data/synthetic_")
 
@@ -286,7 +288,7 @@ def test_container_style_runs_the_pod_entry_point(tmp_path):
         assert container["args"][:14] == [arg for pair in expected for arg in pair]
         assert container["image"] == "mmclf:latest"
         assert "pvcMount" in k8s_of(spec, kubernetes, task)
-    assert executor(spec, "train")[1]["args"][-2:] == ["--model", "{{$.outputs.artifacts['model'].path}}"]
+    assert executor(spec, "train")[1]["args"][-4:-2] == ["--model", "{{$.outputs.artifacts['model'].path}}"]
     outputs = spec["components"]["comp-produce-metrics"]["outputDefinitions"]["artifacts"]
     assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
 

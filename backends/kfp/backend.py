@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_for_cluster
+from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
 from backends.kfp.naming import run_names, volume_root
 from backends.kfp.record import remote_run
@@ -28,6 +28,7 @@ class KfpBackend:
 
     def check(self, cfg: DictConfig) -> None:
         check_backend(cfg.backend)
+        check_distributed(cfg)
         if cfg.backend.mode == KfpMode.local:  # trains on this machine
             check_runs_here(cfg)
         else:
@@ -44,21 +45,23 @@ class KfpBackend:
         """The metrics dict (mode=local, or submit with backend.wait), else None: no run finished here."""
         backend = cfg.backend
         check_backend(backend)
+        check_distributed(cfg)
         if backend.mode == KfpMode.local:
             from backends.kfp.local_run import run_local
 
             return run_local(cfg, run_dir)
         check_for_cluster(cfg)
         cluster = connect(backend) if cluster_access() and _asks_cluster(backend) else None
+        nodes = cfg.dist.nnodes if backend.distributed == "trainjob" else 1
         if backend.mode == KfpMode.check:
-            return _preflight(backend, cluster)
+            return _preflight(backend, cluster, nodes)
         storage_class = _storage_class(backend, cluster)
         if backend.mode == KfpMode.submit:
             _refuse_unknown_class(backend, storage_class)
             if cluster is not None:
                 from backends.kfp.preflight import report, run_checks
 
-                report(run_checks(backend, cluster, kfp_api=False), "nothing was compiled or submitted")
+                report(run_checks(backend, cluster, kfp_api=False, nodes=nodes), "nothing was compiled or submitted")
         return _compile_and_submit(cfg, run_dir, job, storage_class)
 
 
@@ -68,10 +71,10 @@ def _asks_cluster(backend: DictConfig) -> bool:
     return backend.mode in (KfpMode.check, KfpMode.submit) or default_class_needed
 
 
-def _preflight(backend: DictConfig, cluster: Cluster) -> None:
+def _preflight(backend: DictConfig, cluster: Cluster, nodes: int) -> None:
     from backends.kfp.preflight import report, run_checks
 
-    report(run_checks(backend, cluster), "fix them, then run backend.mode=check again")
+    report(run_checks(backend, cluster, nodes=nodes), "fix them, then run backend.mode=check again")
     print(f"preflight: nothing found that would make a run stall ({cluster.name}, namespace {cluster.namespace})")
 
 
@@ -117,6 +120,10 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
     volume_run_dir = f"{root}/runs/{name}"  # each KFP run writes in <this>-<its run id>
     defaults, config_yaml = parameter_defaults(cfg), pod_config_yaml(cfg, f"{root}/data")
     compile_pipeline(build_pipeline(backend, config_yaml, volume_run_dir, defaults, storage_class), run_dir)
+    if backend.distributed == "trainjob":  # what the train task will create, for review
+        from backends.kfp.trainjob import write_review_manifest
+
+        write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
     if backend.mode == KfpMode.compile:
         class_needed = backend.volume.mode == "create" and not storage_class
         print_how_to_run(run_dir, backend.image, volume_run_dir, class_needed)

@@ -75,6 +75,8 @@ def check_resources(resources: DictConfig) -> None:
         check_quantity("backend.resources.cpu", resources.cpu, CPU, "4")
     if resources.memory is not None:
         check_quantity("backend.resources.memory", resources.memory, MEMORY, "16Gi")
+    if resources.shm_size is not None:
+        check_quantity("backend.resources.shm_size", resources.shm_size, MEMORY, "8Gi")
 
 
 def _check_labels(key: str, labels: DictConfig, values_too: bool) -> None:
@@ -139,6 +141,46 @@ def check_backend(backend: DictConfig) -> None:
     check_resources(backend.resources)
     check_scheduling(backend)
     host_from_config(backend)  # a host that is set must be a URL a client can use
+
+
+def check_trainjob(backend: DictConfig) -> None:
+    """backend.distributed=trainjob: a cluster, a claim every node can mount at once, a runtime name."""
+    if backend.mode == "local":
+        raise ConfigError("backend.distributed=trainjob with backend.mode=local: kfp.local runs the pipeline on this "
+                          "machine and cannot create a TrainJob; use backend.mode=compile or submit, or "
+                          "backend.distributed=pod")
+    volume = backend.volume
+    if volume.mode == "workspace":
+        raise ConfigError("backend.distributed=trainjob with backend.volume.mode=workspace: the TrainJob's nodes mount "
+                          "the run's claim by name, and a KFP workspace's claim has none the train task knows; use "
+                          "backend.volume.mode=create or existing")
+    if "ReadWriteMany" not in volume.access_modes:
+        raise ConfigError(f"backend.distributed=trainjob with backend.volume.access_modes={list(volume.access_modes)}: "
+                          "the TrainJob's nodes mount the volume at once from different machines; set "
+                          "backend.volume.access_modes=[ReadWriteMany] (an NFS, CephFS, EFS, Azure Files or Filestore "
+                          "class, or an RWX claim with backend.volume.mode=existing)")
+    if not CLAIM_NAME.match(backend.trainjob.runtime):
+        raise ConfigError(f"backend.trainjob.runtime={backend.trainjob.runtime!r}: name a training runtime, e.g. "
+                          "backend.trainjob.runtime=torch-distributed (kubectl get clustertrainingruntimes)")
+    if backend.trainjob.poll_interval_s <= 0:
+        raise ConfigError(f"backend.trainjob.poll_interval_s={backend.trainjob.poll_interval_s}: must be positive "
+                          "seconds, e.g. 10")
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """``dist.*`` against the backend: several nodes need a TrainJob, and a train pod's processes each
+    need one of its accelerators. mode=local trains on this machine: the core's own checks apply there."""
+    backend, dist = cfg.backend, cfg.dist
+    if backend.distributed == "trainjob":
+        check_trainjob(backend)
+    elif dist.nnodes > 1 and backend.mode != "local":  # mode=local: the core says it (check_runs_here)
+        raise ConfigError(f"dist.nnodes={dist.nnodes} with backend.distributed=pod: several nodes run as a Kubeflow "
+                          "Trainer TrainJob; set backend.distributed=trainjob, or dist.nnodes=1")
+    count, nproc = backend.resources.accelerator_count, dist.nproc_per_node
+    if backend.mode != "local" and count > 0 and nproc != "auto" and int(nproc) > count:
+        raise ConfigError(f"dist.nproc_per_node={nproc} with backend.resources.accelerator_count={count}: each process "
+                          f"needs an accelerator of its own; set dist.nproc_per_node=auto (= {count}) or "
+                          f"backend.resources.accelerator_count={nproc}")
 
 
 def check_tracking_store(logger: DictConfig) -> None:

@@ -25,21 +25,35 @@ def _keep_links(raw, resolved, keys: tuple[str, ...]):
     return raw if link and link.group(1) in keys else resolved
 
 
-def pod_config(cfg: DictConfig, data_root: str) -> dict:
+def processes_per_pod(cfg: DictConfig) -> int:
+    """``dist.nproc_per_node`` for a train pod (or TrainJob node) of ``backend.resources``: ``auto`` is
+    its accelerator count, and 1 when it requests none: a pod that asked for no GPU may still see a
+    node's GPUs (the NVIDIA runtime's NVIDIA_VISIBLE_DEVICES=all) and must not start a rank per GPU."""
+    nproc, resources = cfg.dist.nproc_per_node, cfg.backend.resources
+    if nproc != "auto":
+        return int(nproc)
+    return resources.accelerator_count if resources.accelerator_count > 0 and resources.accelerator_type else 1
+
+
+def pod_config(cfg: DictConfig, data_root: str, on_cluster: bool = True) -> dict:
     """The config the pods rebuild, with ``data.root`` set to where they find the data; resolved but for
-    the links to the typed pipeline parameters' keys (parameters.py)."""
+    the links to the typed pipeline parameters' keys (parameters.py). ``on_cluster``: with
+    ``dist.nproc_per_node`` decided here (processes_per_pod), not by whatever GPUs a pod happens to see;
+    kfp.local runs the pods on this machine, where ``auto`` means this machine's GPUs."""
     # Hydra's own node, present while the validation callback runs, is no business of the pods.
     pod_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     pod_cfg.data.root = data_root  # before resolving: data paths interpolate ${data.root}
+    if on_cluster:
+        pod_cfg.dist.nproc_per_node = processes_per_pod(cfg)
     return _keep_links(OmegaConf.to_container(pod_cfg, resolve=False, enum_to_str=True),
                        OmegaConf.to_container(pod_cfg, resolve=True, enum_to_str=True), PARAMETER_KEYS)
 
 
-def pod_config_yaml(cfg: DictConfig, data_root: str) -> str:
+def pod_config_yaml(cfg: DictConfig, data_root: str, on_cluster: bool = True) -> str:
     """``pod_config`` as one line of JSON, which is YAML too (``OmegaConf.create`` reads it back exactly):
     the kfp compiler copies parameter defaults into a comment header of pipeline.yaml, and a multi-line
     default there breaks the file."""
-    text = json.dumps(pod_config(cfg, data_root))
+    text = json.dumps(pod_config(cfg, data_root, on_cluster))
     if len(text) > MAX_PARAMETER_CHARS:
         raise ConfigError(f"backend=kfp: the resolved config is {len(text):,} characters, but it travels as a KFP "
                           f"pipeline parameter, which holds at most {MAX_PARAMETER_CHARS:,}; drop unused keys "

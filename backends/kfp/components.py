@@ -29,13 +29,14 @@ def prepare_data(config_yaml: str, run_dir: str, run_id: str, learning_rate: flo
 
 
 def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
-          model: Output[Model]):
-    """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model artifact."""
+          model: Output[Model], claim_name: str = ""):
+    """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model artifact.
+    With backend.distributed=trainjob, a TrainJob on the claim ``claim_name`` trains it."""
     from backends.kfp.outputs import export_model
     from backends.kfp.pod import run_in_pod
 
-    cfg, folder = run_in_pod("train", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
-                             batch_size=batch_size, seed=seed)
+    cfg, folder = run_in_pod("train", config_yaml, run_dir, run_id, claim_name=claim_name,
+                             learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
     model.metadata.update(export_model(cfg, folder, model.path))
 
 
@@ -86,11 +87,11 @@ def _container_step(step: str, image: str):
 
 def _container_train(image: str):
     def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
-              seed: int, model: dsl.Output[dsl.Model]):
+              seed: int, model: dsl.Output[dsl.Model], claim_name: str = ""):
         """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model."""
         parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
-        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "train"],
-                                 args=[*_pod_args(config_yaml, run_dir, run_id, parameters), "--model", model.path])
+        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "train"], args=[
+            *_pod_args(config_yaml, run_dir, run_id, parameters), "--model", model.path, "--claim-name", claim_name])
 
     return dsl.container_component(train)
 

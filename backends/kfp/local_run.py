@@ -42,7 +42,7 @@ def run_local(cfg: DictConfig, run_dir: RunDir, arguments: Optional[dict] = None
                           "SubprocessRunner runs only Python-function components; use backend.component=python "
                           "here, or backend.mode=compile for the container style")
     run_dir = RunDir(run_dir.path.absolute())
-    config_yaml = pod_config_yaml(cfg, str(Path(cfg.data.root).absolute()))
+    config_yaml = pod_config_yaml(cfg, str(Path(cfg.data.root).absolute()), on_cluster=False)
     pipeline = build_pipeline(cfg.backend, config_yaml, str(run_dir), parameter_defaults(cfg), on_cluster=False)
     _hide_docker_folder()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir.kfp_local))

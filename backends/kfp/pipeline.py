@@ -53,14 +53,26 @@ def _claim(volume: DictConfig, storage_class):
     return create.outputs["name"], create
 
 
-def _request_resources(task, resources: DictConfig) -> None:
-    if resources.accelerator_count > 0:
+def _request_resources(task, resources: DictConfig, accelerators: int) -> None:
+    if accelerators > 0:
         task.set_accelerator_type(resources.accelerator_type)
-        task.set_accelerator_limit(resources.accelerator_count)
+        task.set_accelerator_limit(accelerators)
     if resources.cpu is not None:
         task.set_cpu_limit(str(resources.cpu))
     if resources.memory is not None:
         task.set_memory_limit(str(resources.memory))
+
+
+def _accelerated(task, resources: DictConfig, distributed: bool) -> None:
+    """What a pod that trains or evaluates gets: the accelerators (all for the step that runs on
+    dist's processes, one for the test step, which runs on one), CPU and memory, and a memory-backed
+    /dev/shm (DataLoader workers and NCCL pass tensors through shared memory; a container's own is 64Mi).
+    Its size counts against the pod's memory limit, where one is set."""
+    _request_resources(task, resources, resources.accelerator_count if distributed else
+                       min(resources.accelerator_count, 1))
+    if resources.shm_size:
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=str(resources.shm_size))
 
 
 def _on_cluster(task, backend: DictConfig, claim) -> None:
@@ -143,7 +155,11 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
         # On a cluster the driver replaces a task input that is exactly this placeholder by the run's id.
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""
         for step in STEPS:
-            task = components[step.name](run_dir=run_dir, run_id=run_id, **inputs)
+            # With a TrainJob, the train task only creates it and waits: it needs the claim's name to give
+            # the nodes, and no accelerator of its own (the nodes request theirs).
+            launches = on_cluster and step.name == "train" and backend.distributed == "trainjob"
+            extra = {"claim_name": claim} if launches else {}
+            task = components[step.name](run_dir=run_dir, run_id=run_id, **inputs, **extra)
             # Every task reads or writes the shared volume, so caching is off: a cached train would
             # skip work that a new (empty) volume or run dir needs, and test would find no checkpoint.
             task.set_caching_options(False)
@@ -155,8 +171,8 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
                 _on_cluster(task, backend, claim)
                 kubernetes.set_security_context(task, run_as_user=backend.run_as_user,
                                                 run_as_group=backend.run_as_group, run_as_non_root=True)
-                if step.accelerated:
-                    _request_resources(task, backend.resources)
+                if step.accelerated and not launches:
+                    _accelerated(task, backend.resources, step.distributed)
             previous = task
         if on_cluster and volume.mode == "create" and volume.delete_after:
             # Runs only when every step succeeded: after a failure the volume stays for inspection.

@@ -43,10 +43,13 @@ def volume_permission_errors(cfg: DictConfig):
             "chown the claim's root to that uid once, or use an NFS export writable by it") from None
 
 
-def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", **parameters) -> tuple[DictConfig, RunDir]:
+def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", claim_name: str = "",
+               **parameters) -> tuple[DictConfig, RunDir]:
     """Run step ``name`` in the run's folder with ``parameters`` (RUN_PARAMETERS) applied to the config.
 
     Through ``mmclf.steps.run_step``, as backend=local does, so a retried pod skips finished steps.
+    With ``backend.distributed=trainjob`` the train step's work is a TrainJob on the claim ``claim_name``
+    (launcher.py), recorded like the step's own: a retried task whose training finished creates none.
     Returns the config and folder the step ran with, for the task's output artifacts."""
     # A pod's Python starts with no logging config; without one, the steps' progress is silent.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -54,8 +57,17 @@ def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", **pa
     with one_line_errors():
         cfg = apply_parameters(OmegaConf.create(config_yaml), parameters)
         with volume_permission_errors(cfg):
-            run_step(name, cfg, folder)
+            run_step(name, cfg, folder, function=_trainjob(name, cfg, run_dir, run_id, claim_name))
     return cfg, folder
+
+
+def _trainjob(name: str, cfg: DictConfig, run_dir: str, run_id: str, claim_name: str):
+    """The function that stands in for the train step when a TrainJob trains (None: the step's own)."""
+    if name != "train" or cfg.backend.get("distributed") != "trainjob":
+        return None
+    from backends.kfp.launcher import train_with_trainjob
+
+    return lambda cfg, folder: train_with_trainjob(cfg, run_dir, run_id, claim_name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--export", nargs=2, action="append", default=[], metavar=("FILE", "PATH"),
                         help="after the step, copy run-dir FILE to PATH (an output artifact's path)")
     parser.add_argument("--model", metavar="PATH", help="after train: the final checkpoint and its config, to PATH")
+    parser.add_argument("--claim-name", default="", help="train with backend.distributed=trainjob: the run's claim")
     parser.add_argument("--html-report", metavar="PATH", help="after metrics: the HTML report, to PATH")
     return parser.parse_args(argv)
 
@@ -77,7 +90,7 @@ def main(argv=None) -> None:
     """Entry point of custom container components."""
     args = parse_args(argv)
     parameters = {parameter.name: getattr(args, parameter.name) for parameter in RUN_PARAMETERS}
-    cfg, folder = run_in_pod(args.name, args.config_yaml, args.run_dir, args.run_id, **parameters)
+    cfg, folder = run_in_pod(args.name, args.config_yaml, args.run_dir, args.run_id, args.claim_name, **parameters)
     for name, path in args.export:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / name, path)

@@ -37,7 +37,7 @@ class Finding:
     text: str
 
 
-def _unanswered(err: ClusterError, what: str) -> Finding:
+def unanswered(err: ClusterError, what: str) -> Finding:
     """A question the cluster did not answer: RBAC's refusal is not a problem of the run's."""
     if err.status == 403:
         return Finding(NOT_CHECKED, f"{what}: not allowed to read it ({err})")
@@ -52,7 +52,7 @@ def check_namespace(cluster: Cluster, volume: DictConfig) -> Finding:
         if err.status == 404:
             return Finding(PROBLEM, f"{what} does not exist: set backend.namespace to your KFP profile's "
                                     "namespace (kubectl get namespaces)")
-        return _unanswered(err, what)
+        return unanswered(err, what)
     enforced = (namespace.metadata.labels or {}).get("pod-security.kubernetes.io/enforce")
     if enforced == "restricted" and volume.make_writable:
         return Finding(PROBLEM, f"{what} enforces Pod Security 'restricted', which refuses the volume-permissions "
@@ -73,7 +73,7 @@ def check_storage_class(cluster: Cluster, volume: DictConfig) -> Finding:
         if err.status == 404:
             return Finding(PROBLEM, f"storage class {volume.storage_class} does not exist: set "
                                     "backend.volume.storage_class to one that `kubectl get storageclass` lists")
-        return _unanswered(err, "storage class")
+        return unanswered(err, "storage class")
     if storage_class is None:
         verdict = PROBLEM if volume.mode == "create" else NOT_CHECKED  # KFP's workspace config may name one
         return Finding(verdict, "the cluster has no default storage class: set backend.volume.storage_class to "
@@ -95,7 +95,7 @@ def check_claim(cluster: Cluster, volume: DictConfig) -> Finding:
         if err.status == 404:
             return Finding(PROBLEM, f"{what} does not exist: create it (README: the shared volume), or set "
                                     "backend.volume.claim_name to one `kubectl get pvc` lists")
-        return _unanswered(err, what)
+        return unanswered(err, what)
     phase = claim.status.phase if claim.status else None
     modes = (claim.status.access_modes if phase == "Bound" else None) or claim.spec.access_modes or []
     missing = [mode for mode in volume.access_modes if mode not in modes]
@@ -123,18 +123,28 @@ def _allocatable(node, resource: str) -> int:
     return int(value) if str(value).isdigit() else 0  # extended resources are whole numbers
 
 
-def check_accelerators(cluster: Cluster, backend: DictConfig) -> Finding:
-    """Some schedulable node matching backend.node_selector has the accelerators train and test request."""
+def check_accelerators(cluster: Cluster, backend: DictConfig, needed: int = 1) -> Finding:
+    """``needed`` schedulable nodes matching backend.node_selector (one; a TrainJob's nodes each) have the
+    accelerators train and test request."""
     kind, count = backend.resources.accelerator_type, backend.resources.accelerator_count
     try:
         nodes = cluster.ask("nodes", cluster.core.list_node).items
     except ClusterError as err:
-        return _unanswered(err, f"nodes with {count} {kind}")
+        return unanswered(err, f"nodes with {count} {kind}")
     selector = dict(backend.node_selector)
     candidates = [node for node in nodes if not (node.spec and node.spec.unschedulable)
                   and selector.items() <= (node.metadata.labels or {}).items()]
     best = max(candidates, key=lambda node: _allocatable(node, kind), default=None)
     most = _allocatable(best, kind) if best else 0
+    enough = [node.metadata.name for node in candidates if _allocatable(node, kind) >= count]
+    if needed > 1:
+        if len(enough) >= needed:
+            return Finding(OK, f"{len(enough)} nodes have {count} {kind} allocatable (the TrainJob's {needed} nodes "
+                               f"ask for {count} each): {', '.join(sorted(enough))}")
+        return Finding(PROBLEM, f"{len(enough)} of the {len(candidates)} schedulable nodes have {count} {kind} "
+                                f"allocatable, and the TrainJob's {needed} nodes ask for {count} each: it would stay "
+                                "Pending; lower dist.nnodes or backend.resources.accelerator_count, or fix "
+                                "backend.node_selector")
     if most >= count:
         return Finding(OK, f"node {best.metadata.name} has {most} {kind} allocatable (train and test ask for {count})")
     where = f"of the {len(candidates)} schedulable nodes matching backend.node_selector" if selector else \
@@ -153,7 +163,7 @@ def check_pull_secret(cluster: Cluster, name: str) -> Finding:
             return Finding(PROBLEM, f"{what} does not exist: pods would fail to pull the image; create it "
                                     f"(kubectl create secret docker-registry {name} -n {cluster.namespace} ...) "
                                     "or fix backend.image_pull_secrets")
-        return _unanswered(err, what)
+        return unanswered(err, what)
     if secret.type not in PULL_SECRET_TYPES:
         return Finding(PROBLEM, f"{what} is of type {secret.type}, not a registry credential "
                                 f"({' or '.join(PULL_SECRET_TYPES)})")
@@ -171,16 +181,21 @@ def check_kfp_api(backend: DictConfig) -> Finding:
     return Finding(OK, f"KFP API at {target.host} answers")
 
 
-def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True) -> list[Finding]:
-    """Every question that applies to ``backend``, in the order a run meets them."""
+def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, nodes: int = 1) -> list[Finding]:
+    """Every question that applies to ``backend``, in the order a run meets them; ``nodes``: how many
+    nodes train at once (dist.nnodes of a TrainJob), each with the accelerators."""
     volume = backend.volume
     findings = [check_namespace(cluster, volume)]
     if volume.mode == "existing":
         findings.append(check_claim(cluster, volume))
     else:
         findings.append(check_storage_class(cluster, volume))
+    if backend.distributed == "trainjob":
+        from backends.kfp.preflight_trainjob import check_trainer, check_trainjob_rights
+
+        findings += [check_trainer(cluster, backend.trainjob), check_trainjob_rights(cluster, backend.trainjob)]
     if backend.resources.accelerator_count > 0:
-        findings.append(check_accelerators(cluster, backend))
+        findings.append(check_accelerators(cluster, backend, nodes))
     findings += [check_pull_secret(cluster, name) for name in backend.image_pull_secrets]
     if kfp_api:
         findings.append(check_kfp_api(backend))

@@ -41,6 +41,16 @@ class TolerationOperator(StrEnum):
     Exists = "Exists"
 
 
+class Distributed(StrEnum):
+    pod = "pod"  # torchrun inside the one train pod: dist.nproc_per_node processes, one node
+    trainjob = "trainjob"  # the train task creates a Kubeflow Trainer TrainJob of dist.nnodes nodes and waits
+
+
+class RuntimeKind(StrEnum):
+    ClusterTrainingRuntime = "ClusterTrainingRuntime"  # cluster-wide (Kubeflow Trainer installs torch-distributed)
+    TrainingRuntime = "TrainingRuntime"  # in the namespace of the runs
+
+
 class TaintEffect(StrEnum):
     NoSchedule = "NoSchedule"
     PreferNoSchedule = "PreferNoSchedule"
@@ -68,6 +78,9 @@ class ResourcesConfig:
     accelerator_count: int = 1
     cpu: Optional[str] = None
     memory: Optional[str] = None
+    # A memory-backed /dev/shm for train and test (and every TrainJob node): PyTorch's DataLoader
+    # workers and NCCL use shared memory, and a container's own /dev/shm is 64Mi. null: none.
+    shm_size: Optional[str] = "8Gi"
 
 
 @dataclass
@@ -79,6 +92,18 @@ class Toleration:
     value: Optional[str] = None
     effect: Optional[TaintEffect] = None  # null: every effect
     tolerationSeconds: Optional[int] = None  # NoExecute only (camelCase: Kubernetes' own name)
+
+
+@dataclass
+class TrainJobConfig:
+    """backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates (trainjob.py)."""
+
+    runtime: str = "torch-distributed"  # the runtime it references (Kubeflow Trainer ships torch-distributed)
+    runtime_kind: RuntimeKind = RuntimeKind.ClusterTrainingRuntime
+    poll_interval_s: float = 10.0  # seconds between status reads while it runs
+    # The service account KFP runs the train task's pod as (standalone KFP: pipeline-runner; a Kubeflow
+    # profile namespace: default-editor): the preflight asks whether it may create TrainJobs.
+    service_account: str = "pipeline-runner"
 
 
 @dataclass
@@ -105,6 +130,9 @@ class KfpBackendConfig:
     wait: bool = False
     poll_interval_s: float = 10.0
     max_in_flight: int = 4  # a sweep with mode=submit and wait=true: runs going on the cluster at once
+    distributed: Distributed = Distributed.pod  # how dist.* runs: in the train pod, or as a TrainJob
+    keep_trainjob: bool = False  # trainjob: keep it after it completes (a failed one is always kept, for its logs)
+    trainjob: TrainJobConfig = field(default_factory=TrainJobConfig)
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 

@@ -1,0 +1,225 @@
+"""The train task with backend.distributed=trainjob: create the TrainJob (trainjob.py), wait, clean up.
+
+Runs in the train task's pod, through the Kubernetes API with the pod's service account, which needs
+``create``, ``get`` and ``delete`` on ``trainjobs.trainer.kubeflow.org`` in the run's namespace (the
+README gives the Role). The TrainJob is named after the KFP run, so a retried task finds the one an
+earlier try created: it waits for it if it is still going, and replaces it if it failed.
+
+Kubeflow Trainer v2.3 reports a TrainJob's state as conditions (``Suspended``, ``Complete``, ``Failed``;
+there is no Running condition) and per replicated job counts (``jobsStatus``: active, ready, succeeded,
+failed, suspended); each change is logged in one line. A completed TrainJob is deleted (its JobSet
+and pods with it) unless ``backend.keep_trainjob``; a failed one is kept, for its pods' logs.
+"""
+import json
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import urllib3
+from kubernetes import client
+from omegaconf import DictConfig
+
+from backends.kfp.cluster import KFP_NAMESPACE, connect
+from backends.kfp.target import CONNECT_S, READ_S
+from backends.kfp.trainjob import GROUP, PLURAL, VERSION, trainjob_manifest
+from mmclf.errors import MMClfError
+
+log = logging.getLogger(__name__)
+# The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
+RBAC_FIX = ("give the pipeline's service account create, get and delete on trainjobs.trainer.kubeflow.org in this "
+            "namespace (README: Several GPUs and several nodes)")
+
+
+class TrainJobFailed(MMClfError):
+    """The TrainJob could not be created, or did not complete."""
+
+
+class Stopped(BaseException):
+    """SIGTERM: KFP stops the task (the run was terminated, or the task's timeout passed)."""
+
+
+def _namespace(backend: DictConfig) -> str:
+    """The pod's namespace in a cluster; else (a kubeconfig: tests, a workstation) backend.namespace."""
+    if NAMESPACE_FILE.is_file():
+        return NAMESPACE_FILE.read_text().strip()
+    return backend.namespace or KFP_NAMESPACE
+
+
+def _message(exc: client.ApiException) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
+
+
+class TrainJobs:
+    """The TrainJob API of one namespace, with short timeouts on every call."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.api, self.namespace = client.CustomObjectsApi(api), namespace
+
+    def call(self, method, *args):
+        return method(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=(CONNECT_S, READ_S))
+
+    def create(self, manifest: dict) -> dict:
+        return self.call(self.api.create_namespaced_custom_object, manifest)
+
+    def get(self, name: str) -> dict:
+        return self.call(self.api.get_namespaced_custom_object, name)
+
+    def delete(self, name: str) -> None:
+        self.call(self.api.delete_namespaced_custom_object, name)
+
+    def where(self, name: str) -> str:
+        return f"TrainJob {name} in namespace {self.namespace}"
+
+    def logs_hint(self, name: str) -> str:
+        return f"its logs: kubectl logs -n {self.namespace} -l jobset.sigs.k8s.io/jobset-name={name} --prefix --tail=-1"
+
+
+def condition(trainjob: dict, kind: str):
+    """The ``kind`` condition (Complete, Failed, Suspended) when its status is True, else None."""
+    for cond in (trainjob.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def state_line(trainjob: dict) -> str:
+    """The TrainJob's state in one line: its conditions, then its nodes' counts."""
+    status = trainjob.get("status") or {}
+    parts = [f"{c['type']}={c['status']}" + (f" ({c['reason']}: {c.get('message', '')})" if c.get("reason") else "")
+             for c in status.get("conditions") or []]
+    for job in status.get("jobsStatus") or []:
+        counts = ", ".join(f"{job.get(key) or 0} {key}" for key in ("active", "ready", "succeeded", "failed"))
+        parts.append(f"job {job['name']}: {counts}")
+    return "; ".join(parts) or "no status yet (waiting for the Trainer controller)"
+
+
+def _create(jobs: TrainJobs, manifest: dict) -> None:
+    """Create the TrainJob; one an earlier try of this task made is waited for, or replaced if it failed."""
+    name = manifest["metadata"]["name"]
+    try:
+        jobs.create(manifest)
+        log.info("trainjob %s: created in namespace %s (%d nodes x %d processes, runtime %s)", name, jobs.namespace,
+                 manifest["spec"]["trainer"]["numNodes"], manifest["spec"]["trainer"]["numProcPerNode"],
+                 manifest["spec"]["runtimeRef"]["name"])
+        return
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise _refused(jobs, name, exc) from None
+    earlier = jobs.get(name)
+    if not condition(earlier, "Failed"):
+        log.info("trainjob %s: an earlier try of this task created it; waiting for it", name)
+        return
+    log.info("trainjob %s: an earlier try of this task created it, and it failed; replacing it", name)
+    jobs.delete(name)
+    _wait_gone(jobs, name)
+    jobs.create(manifest)
+
+
+def _refused(jobs: TrainJobs, name: str, exc: client.ApiException) -> TrainJobFailed:
+    what = f"creating {jobs.where(name)}: HTTP {exc.status}: {_message(exc)}"
+    if exc.status == 404:
+        return TrainJobFailed(f"{what}; the cluster serves no TrainJob API ({GROUP}/{VERSION}): install Kubeflow "
+                              "Trainer v2.3, or set backend.distributed=pod")
+    if exc.status in (401, 403):
+        return TrainJobFailed(f"{what}; {RBAC_FIX}")
+    return TrainJobFailed(f"{what} (the Trainer webhook's or API server's word; trainjob.yaml in the run dir shows "
+                          "the manifest)")
+
+
+def _wait_gone(jobs: TrainJobs, name: str) -> None:
+    deadline = time.monotonic() + GONE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            jobs.get(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(1)
+    raise TrainJobFailed(f"{jobs.where(name)}: an earlier try's failed TrainJob was not gone {GONE_WAIT_S} s after "
+                         f"deleting it; kubectl delete trainjob -n {jobs.namespace} {name}, then retry")
+
+
+def wait(jobs: TrainJobs, name: str, poll_s: float) -> dict:
+    """Poll until the TrainJob is Complete or Failed, logging each change of state; return it."""
+    shown = None
+    while True:
+        try:
+            trainjob = jobs.get(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise TrainJobFailed(f"{jobs.where(name)} was deleted while it ran (not by this task); "
+                                     "run the pipeline again") from None
+            log.warning("trainjob %s: reading its status: HTTP %s: %s; trying again", name, exc.status, _message(exc))
+            time.sleep(poll_s)
+            continue
+        except urllib3.exceptions.HTTPError as exc:  # the API server restarting: the TrainJob goes on
+            log.warning("trainjob %s: reading its status: %s; trying again", name, exc)
+            time.sleep(poll_s)
+            continue
+        line = state_line(trainjob)
+        if line != shown:
+            log.info("trainjob %s: %s", name, line)
+            shown = line
+        if condition(trainjob, "Complete") or condition(trainjob, "Failed"):
+            return trainjob
+        time.sleep(poll_s)
+
+
+@contextmanager
+def _stop_on_sigterm():
+    """KFP stops a task with SIGTERM: raise Stopped in the waiting thread, so the TrainJob is cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(*_):
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _delete(jobs: TrainJobs, name: str, why: str) -> None:
+    try:
+        jobs.delete(name)
+        log.info("trainjob %s: deleted (%s; backend.keep_trainjob=true keeps it)", name, why)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            log.warning("trainjob %s: could not delete it (HTTP %s: %s); kubectl delete trainjob -n %s %s",
+                        name, exc.status, _message(exc), jobs.namespace, name)
+
+
+def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:
+    """Train ``cfg`` in ``<run_dir>-<run_id>`` as a TrainJob of ``dist.nnodes`` nodes on the claim
+    ``claim_name``; return when it completes, TrainJobFailed when it does not."""
+    backend = cfg.backend
+    jobs = TrainJobs(connect(backend).api, _namespace(backend))
+    manifest = trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace)
+    name = manifest["metadata"]["name"]
+    _create(jobs, manifest)
+    try:
+        with _stop_on_sigterm():
+            trainjob = wait(jobs, name, backend.trainjob.poll_interval_s)
+    except (Stopped, KeyboardInterrupt):
+        if not backend.keep_trainjob:
+            _delete(jobs, name, "the train task was stopped")
+        raise
+    failed = condition(trainjob, "Failed")
+    if failed:
+        raise TrainJobFailed(f"{jobs.where(name)} failed ({failed.get('reason')}: {failed.get('message')}); "
+                             f"{jobs.logs_hint(name)}; it is kept for them: kubectl delete trainjob -n "
+                             f"{jobs.namespace} {name} when done")
+    if not backend.keep_trainjob:
+        _delete(jobs, name, "it completed")

@@ -1,0 +1,69 @@
+"""The preflight's questions for backend.distributed=trainjob: is Kubeflow Trainer there, is the runtime,
+and may the train task's pod create TrainJobs.
+
+The pod runs as the KFP run's service account, not as whoever runs the preflight, so its rights are
+asked with a SubjectAccessReview naming that account (``backend.trainjob.service_account``); a
+cluster that does not let us ask (HTTP 403: creating reviews is often an administrator's right)
+leaves it not checked.
+"""
+from kubernetes import client
+from omegaconf import DictConfig
+
+from backends.kfp.cluster import Cluster, ClusterError
+from backends.kfp.launcher import RBAC_FIX
+from backends.kfp.preflight import OK, PROBLEM, Finding, unanswered
+from backends.kfp.trainjob import GROUP, PLURAL, VERSION
+
+VERBS = ("create", "get", "delete")  # what launcher.py does with its TrainJob
+
+
+def check_trainer(cluster: Cluster, trainjob: DictConfig) -> Finding:
+    """The cluster serves the TrainJob API, and the runtime the TrainJob names exists."""
+    api = client.CustomObjectsApi(cluster.api)
+    try:
+        resources = cluster.ask(f"the {GROUP}/{VERSION} API", api.get_api_resources, GROUP, VERSION)
+    except ClusterError as err:
+        if err.status == 404:
+            return Finding(PROBLEM, f"the cluster serves no TrainJob API ({GROUP}/{VERSION}): install Kubeflow "
+                                    "Trainer v2.3, or set backend.distributed=pod")
+        return unanswered(err, "Kubeflow Trainer")
+    if PLURAL not in [resource.name for resource in resources.resources]:
+        return Finding(PROBLEM, f"{GROUP}/{VERSION} has no {PLURAL}: install Kubeflow Trainer v2.3")
+    kind, name = trainjob.runtime_kind, trainjob.runtime
+    what = f"{kind} {name}" + (f" in namespace {cluster.namespace}" if kind == "TrainingRuntime" else "")
+    try:
+        if kind == "TrainingRuntime":
+            cluster.ask(what, api.get_namespaced_custom_object, GROUP, VERSION, cluster.namespace, "trainingruntimes",
+                        name)
+        else:
+            cluster.ask(what, api.get_cluster_custom_object, GROUP, VERSION, "clustertrainingruntimes", name)
+    except ClusterError as err:
+        if err.status == 404:
+            return Finding(PROBLEM, f"{what} does not exist: set backend.trainjob.runtime to one that `kubectl get "
+                                    f"{kind.lower()}s` lists (Kubeflow Trainer installs torch-distributed)")
+        return unanswered(err, what)
+    return Finding(OK, f"Kubeflow Trainer serves TrainJobs; {what} exists")
+
+
+def check_trainjob_rights(cluster: Cluster, trainjob: DictConfig) -> Finding:
+    """The run's service account may create, read and delete TrainJobs in the namespace."""
+    account = trainjob.service_account
+    user = f"system:serviceaccount:{cluster.namespace}:{account}"
+    what = f"service account {account}'s rights on {PLURAL}.{GROUP} in namespace {cluster.namespace}"
+    authorization = client.AuthorizationV1Api(cluster.api)
+    denied = []
+    for verb in VERBS:
+        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user=user, groups=["system:serviceaccounts", f"system:serviceaccounts:{cluster.namespace}"],
+            resource_attributes=client.V1ResourceAttributes(group=GROUP, resource=PLURAL, verb=verb,
+                                                            namespace=cluster.namespace)))
+        try:
+            answer = cluster.ask(what, authorization.create_subject_access_review, review)
+        except ClusterError as err:
+            return unanswered(err, what)
+        if not answer.status.allowed:
+            denied.append(verb)
+    if denied:
+        return Finding(PROBLEM, f"{what}: may not {', '.join(denied)}; {RBAC_FIX} (or set "
+                                "backend.trainjob.service_account to the account your KFP runs pods as)")
+    return Finding(OK, f"{what}: {', '.join(VERBS)} allowed")
