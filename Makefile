@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)  ## offline quick start: ResNet-18 on scikit-learn's digits (CPU, ~2 min)
 	$(PY) -m mmclf experiment=quickstart
 
-test: $(STAMP)  ## the whole test suite (CPU, a few minutes)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the whole test suite (CPU, a few minutes; two pytest workers, a file's tests on one)
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"

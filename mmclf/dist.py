@@ -155,12 +155,13 @@ def main(argv=None) -> None:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     with one_line_errors():
         from mmclf.config import resolve_device
-        from mmclf.ddp import wrap_models_in_mmcls
         from mmclf.rundir import RunDir
-        from mmclf.steps.train import train_this_process
 
         cfg = OmegaConf.create(args.config_yaml)
-        dist = _join_process_group(resolve_device(cfg.device))
+        dist = _join_process_group(resolve_device(cfg.device))  # first: a rank that cannot join fails at once
+        from mmclf.ddp import wrap_models_in_mmcls
+        from mmclf.steps.train import train_this_process
+
         wrap_models_in_mmcls()
         try:
             train_this_process(cfg, RunDir(args.run_dir))
