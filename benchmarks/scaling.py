@@ -64,11 +64,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num-train", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch", type=int, help="data.samples_per_gpu: images per process per iteration")
     parser.add_argument("--out", default="outputs/benchmarks/scaling.json")
     parser.add_argument("overrides", nargs="*", help="mmclf config overrides, e.g. data.loader=device")
     args = parser.parse_args(argv)
     size = dict(SIZES["full" if args.full else "cpu"])
-    size.update({k: v for k, v in (("num_train", args.num_train), ("epochs", args.epochs)) if v})
+    size.update({k: v for k, v in (("num_train", args.num_train), ("epochs", args.epochs), ("batch", args.batch)) if v})
     nproc = args.nproc or (2 if not args.full else _gpus())
     results = {1: [], nproc: []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
-"""benchmarks/train_throughput.py runs end to end at a smoke size and reports every path."""
+"""The benchmarks run end to end at a smoke size: train_throughput.py reports every path, scaling.py
+1 and 2 processes side by side."""
 import importlib.util
 import json
 
@@ -7,8 +8,8 @@ import pytest
 from tests.conftest import REPO
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+def load_benchmark(name="train_throughput"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,3 +30,17 @@ def test_benchmark_smoke_size_prints_the_table_and_writes_json(tmp_path, capsys)
     assert report["setup"]["num_train"] == 48 and report["setup"]["device"] == "cpu"
     printed = capsys.readouterr().out
     assert "train (b) mmclf fast path" in printed and "targets" in printed
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_trains_on_1_and_2_processes_side_by_side(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    narrow = ["+model.backbone.stem_channels=8", "+model.backbone.base_channels=8", "model.head.in_channels=64"]
+    report = load_benchmark("scaling").main(["--num-train", "256", "--batch", "32", "--epochs", "1", "--rounds", "1",
+                                             "--out", str(out), *narrow])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert set(report["table"]) == {"1", "2"} and report["nproc"] == 2
+    assert all(row["img_per_s"] > 0 and row["end_to_end_img_per_s"] > 0 for row in report["table"].values())
+    assert report["scaling_efficiency"] == pytest.approx(
+        report["table"]["2"]["img_per_s"] / (2 * report["table"]["1"]["img_per_s"]))
+    assert "scaling efficiency on 2 processes" in capsys.readouterr().out

@@ -40,10 +40,12 @@ def overrides(data_root, *extra):
 
 @pytest.fixture(scope="module")
 def sweep_of_1_and_2_processes(tmp_path_factory, data_root):
-    """A local sweep of the recipe on 1 and on 2 processes (mmcls's loader): each job distributed on
-    its own. Its dir: job 0 trained on 1 process, job 1 on 2."""
+    """A local sweep of the recipe on 1 and on 2 processes (mmcls's loader), reporting to TensorBoard
+    and MLflow: each job distributed on its own. Its dir: job 0 trained on 1 process, job 1 on 2."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "sweep"
-    result = run_cli("-m", *overrides(data_root), "dist.nproc_per_node=1,2", f"hydra.sweep.dir={sweep_dir}")
+    uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
+    result = run_cli("-m", *overrides(data_root), "dist.nproc_per_node=1,2", "logger=many",
+                     f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
 
@@ -77,6 +79,25 @@ def test_a_sweep_runs_each_job_on_its_own_processes(sweep_of_1_and_2_processes):
     assert_trained_on_two_processes(sweep_of_1_and_2_processes / "1")
     one = json.loads((sweep_of_1_and_2_processes / "0/steps.json").read_text())
     assert one["train"]["world_size"] == 1
+
+
+def test_rank_0_alone_reports_to_tensorboard_and_mlflow(sweep_of_1_and_2_processes):
+    from mlflow.tracking import MlflowClient
+
+    two = sweep_of_1_and_2_processes / "1"
+    assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    client = MlflowClient(f"sqlite:///{sweep_of_1_and_2_processes.parent / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"mmclf-{sweep_of_1_and_2_processes.parent.name}-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}, "one MLflow run per job, not per rank"
+    two_run = json.loads((two / "mlflow_run.json").read_text())["run_id"]
+    assert client.get_metric_history(two_run, "train/loss"), "rank 0 logged the training curve"
+
+
+def test_each_rank_gets_its_share_of_the_cores(monkeypatch, data_root):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 4
+    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=16"))) == 1
 
 
 def test_two_processes_reach_the_accuracy_of_one(sweep_of_1_and_2_processes):
