@@ -107,7 +107,7 @@ def tidy_work_dir(work_dir: Path, resume_from, max_keep: int) -> None:
     command holding the run dir's lock."""
     for tmp in work_dir.glob(".*.tmp"):
         tmp.unlink()
-    # mmcls's DistEvalHook gathers the ranks' results there and refuses to start if it exists
+    # mmcls's DistEvalHook gathers the ranks' results there and removes it when done: a kill leaves it
     shutil.rmtree(work_dir / ".eval_hook", ignore_errors=True)
     if resume_from is not None and resume_from.parent == work_dir:
         _point_latest_at(work_dir, resume_from.name)
@@ -135,36 +135,45 @@ def checkpoint_meta(path: Path):
     return None
 
 
-def _check_recipe(path: Path, meta: dict, weights: str, key: str) -> None:
+def _check_recipe(path: Path, meta: dict, weights: str, world_size: int, key: str) -> None:
+    error = ConfigError if key == "resume" else RunDirRefused
     if meta.get("weights_fingerprint") != weights:
-        error = ConfigError if key == "resume" else RunDirRefused
         raise error(f"{key}: {path} was trained with another model, data, schedule or seed; "
                     + ("pass a checkpoint of this recipe, or resume=auto" if key == "resume" else
                        "run into a new hydra.run.dir, or pass resume=never to train from scratch over it"))
+    # Checkpoints from before data-parallel training have no world_size: they were trained on one process.
+    trained_on = meta.get("world_size", 1)
+    if trained_on != world_size:
+        # An epoch is world-size times fewer iterations: mmcv's iteration count, and with it every
+        # iteration-based schedule (warmup, one-cycle), would not match the epochs left.
+        raise error(f"{key}: {path} was trained on {trained_on} process(es), this run has {world_size}, and the "
+                    f"schedule's iterations would not match; train on {trained_on} (dist.nproc_per_node x dist.nnodes),"
+                    " or pass resume=never to start again")
 
 
-def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int):
+def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int, world_size: int = 1):
     """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` up to
     ``max_epochs`` (or None), ``never`` = None, anything else = that path, which must load.
 
     ``weights`` fingerprints the recipe being trained (config.weights_fingerprint): mmcv resumes
     non-strictly, so a checkpoint of another model would load half its weights without a word,
     and one of another schedule or seed would pass off its result as this config's. Such a
-    checkpoint is refused instead of being trained over, whether found in the run dir or named."""
+    checkpoint is refused instead of being trained over, whether found in the run dir or named;
+    so is one trained on another ``world_size`` (number of processes)."""
     if resume == "never":
         return None
     if resume != "auto":
         meta = checkpoint_meta(Path(resume)) if Path(resume).is_file() else None
         if meta is None:
             raise ConfigError(f"resume={resume}: not a loadable mmcv checkpoint; use resume=auto, never or a .pth path")
-        _check_recipe(Path(resume), meta, weights, "resume")
+        _check_recipe(Path(resume), meta, weights, world_size, "resume")
         return Path(resume)
     for epoch, path in epoch_checkpoints(work_dir):
         meta = checkpoint_meta(path)
         if meta is None:
             continue
         # Past max_epochs too: a run dir never holds the checkpoints of two recipes.
-        _check_recipe(path, meta, weights, "hydra.run.dir")
+        _check_recipe(path, meta, weights, world_size, "hydra.run.dir")
         if epoch <= max_epochs:
             return path
     return None

@@ -16,13 +16,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.errors import ConfigError, MMClfError, one_line_errors
+from mmclf.errors import EXIT_USER_ERROR, ConfigError, MMClfError
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+RANK_ERRORS = "MMCLF_RANK_ERRORS"  # where ranks leave their user errors for the launcher (a folder)
 
 
 class DistributedTrainingFailed(MMClfError):
@@ -104,34 +108,65 @@ def torchrun_command(cfg: DictConfig, run_dir) -> list[str]:
             "--config-yaml", OmegaConf.to_yaml(cfg, resolve=True)]
 
 
-def _die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies: a killed launcher must not
-    leave ranks training on (and writing checkpoints) behind the next command's back."""
+def _parent_death_signal():
+    """A function that asks Linux to send a signal to the calling process when its parent dies: a
+    killed launcher must not leave ranks training on (and writing checkpoints) behind the next
+    command's back. Looked up once, before any fork (it runs between fork and exec). None off Linux."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: torchrun's own teardown is all there is
-        pass
+        return None
+
+    def die_with(parent: int, sig: int) -> None:
+        prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+
+    return die_with
 
 
 def launch(cfg: DictConfig, run_dir) -> None:
-    """Train ``cfg`` on ``world_size(cfg)`` processes through torchrun; return when all finished."""
+    """Train ``cfg`` on ``world_size(cfg)`` processes through torchrun; return when all finished.
+
+    A rank's user error (mmclf's one line: a diverged loss, a full disk) comes back as this step's
+    error; a rank killed or crashed ends it with torchrun's status."""
     command = torchrun_command(cfg, run_dir)
     log.info("training on %d processes per node x %d node(s) through torchrun", processes_per_node(cfg),
              cfg.dist.nnodes)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads_per_process(cfg)))}
-    # torchrun gets SIGTERM if this process dies: it stops its workers (which also die with it).
-    result = subprocess.run(command, env=env, preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
-    if result.returncode != 0:
-        how = f"signal {signal.Signals(-result.returncode).name}" if result.returncode < 0 else \
-            f"exit status {result.returncode}"
-        raise DistributedTrainingFailed(
-            f"train: torchrun ended with {how}; its summary above names the failed rank and its error. "
-            "Finished epochs are checkpointed: run the same command again to resume")
+    die_with, launcher = _parent_death_signal(), os.getpid()
+    with tempfile.TemporaryDirectory(prefix="mmclf-ranks-") as errors:
+        env = {**os.environ, RANK_ERRORS: errors,
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads_per_process(cfg)))}
+        # torchrun gets SIGTERM if this process dies: it stops its workers (which also die with it).
+        result = subprocess.run(command, env=env,
+                                preexec_fn=die_with and (lambda: die_with(launcher, signal.SIGTERM)))
+        if result.returncode == 0:
+            return
+        reported = sorted(Path(errors).glob("rank-*.txt"), key=lambda path: int(path.stem.split("-")[1]))
+        if reported:
+            raise DistributedTrainingFailed(f"train: {reported[0].stem.replace('-', ' ')}: {reported[0].read_text()}")
+    how = f"signal {signal.Signals(-result.returncode).name}" if result.returncode < 0 else \
+        f"exit status {result.returncode}"
+    raise DistributedTrainingFailed(f"train: torchrun ended with {how}: a rank crashed or was killed (its error, if "
+                                    "any, is above). Finished epochs are checkpointed: run the same command again "
+                                    "to resume")
+
+
+def _available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a pod's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CPU_QUOTA.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(int(quota) // int(period), 1))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _threads_per_process(cfg: DictConfig) -> int:
-    """CPU threads per rank: the cores shared out, so N ranks do not fight over every core."""
-    return max((os.cpu_count() or 1) // processes_per_node(cfg), 1)
+    """CPU threads per rank: the CPUs shared out, so N ranks do not fight over every core."""
+    return max(_available_cpus() // processes_per_node(cfg), 1)
 
 
 def _join_process_group(device: str):
@@ -144,29 +179,43 @@ def _join_process_group(device: str):
     return dist
 
 
+def _report(err: MMClfError) -> None:
+    """A rank's user error: into the launcher's error folder, and one line on the console from rank 0
+    (the others' are most often the same line)."""
+    rank = os.environ["RANK"]
+    if RANK_ERRORS in os.environ:
+        Path(os.environ[RANK_ERRORS], f"rank-{rank}.txt").write_text(str(err))
+    if rank == "0":
+        print(f"mmclf: error: {err}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 def main(argv=None) -> None:
     """One torchrun worker: join the process group, train this rank, leave."""
-    _die_with_parent()
+    parent, die_with = os.getppid(), _parent_death_signal()
+    if die_with:
+        die_with(parent, signal.SIGKILL)
     parser = argparse.ArgumentParser(prog="python -m mmclf.dist", description="one rank of mmclf's train step")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if is_rank_zero() else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    with one_line_errors():
-        from mmclf.config import resolve_device
-        from mmclf.rundir import RunDir
+    from mmclf.config import resolve_device
+    from mmclf.rundir import RunDir
 
-        cfg = OmegaConf.create(args.config_yaml)
-        dist = _join_process_group(resolve_device(cfg.device))  # first: a rank that cannot join fails at once
-        from mmclf.ddp import wrap_models_in_mmcls
-        from mmclf.steps.train import train_this_process
+    cfg = OmegaConf.create(args.config_yaml)
+    dist = _join_process_group(resolve_device(cfg.device))  # first: a rank that cannot join fails at once
+    from mmclf.ddp import wrap_models_in_mmcls
+    from mmclf.steps.train import train_this_process
 
-        wrap_models_in_mmcls()
-        try:
-            train_this_process(cfg, RunDir(args.run_dir))
-        finally:
-            dist.destroy_process_group()
+    wrap_models_in_mmcls()
+    try:
+        train_this_process(cfg, RunDir(args.run_dir))
+    except MMClfError as err:
+        _report(err)
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

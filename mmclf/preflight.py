@@ -1,5 +1,6 @@
 """Refusals that come before anything in a run dir changes: a run dir in use by another process,
-or one holding checkpoints of another recipe (model, data, schedule or seed).
+or one holding checkpoints of another recipe (model, data, schedule or seed) or of another
+number of processes.
 
 Checked twice: by the validation callback for a single run, before Hydra writes into the run dir,
 and by the task inside the run-dir lock (sweep jobs, whose folders Hydra names only later).
@@ -16,8 +17,10 @@ def refuse_foreign_run(cfg: DictConfig, run_dir: RunDir) -> None:
         return
     from mmclf.checkpoints import resume_checkpoint  # torch: only when there are checkpoints to read
     from mmclf.config import weights_fingerprint
+    from mmclf.dist import world_size
 
-    resume_checkpoint("auto", run_dir.work_dir, weights_fingerprint(cfg), cfg.schedule.runner.max_epochs)
+    resume_checkpoint("auto", run_dir.work_dir, weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
+                      world_size(cfg))
 
 
 def check_run_dir(cfg: DictConfig, run_dir) -> None:

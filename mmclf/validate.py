@@ -86,14 +86,16 @@ def check_runs_here(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda: no CUDA GPU is visible here; use device=auto or device=cpu")
     if cfg.dist.nnodes > 1:
-        raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: this backend trains on this one machine; several nodes "
-                          "run as a Kubeflow TrainJob (backend=kfp backend.distributed=trainjob), or set dist.nnodes=1")
+        raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: this runs on this one machine; several nodes run as a "
+                          "Kubeflow TrainJob (backend=kfp backend.mode=submit backend.distributed=trainjob), or set "
+                          "dist.nnodes=1")
     _check_gpus_per_process(cfg)
     if cfg.resume not in ("auto", "never"):
         from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
         from mmclf.config import weights_fingerprint
 
-        resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs)
+        resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
+                          dist.world_size(cfg))
 
 
 def _check_gpus_per_process(cfg: DictConfig) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from mmclf import dist
 from mmclf.dist import DistributedTrainingFailed
-from mmclf.errors import ConfigError
+from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli
@@ -94,10 +94,14 @@ def test_rank_0_alone_reports_to_tensorboard_and_mlflow(sweep_of_1_and_2_process
     assert client.get_metric_history(two_run, "train/loss"), "rank 0 logged the training curve"
 
 
-def test_each_rank_gets_its_share_of_the_cores(monkeypatch, data_root):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+def test_each_rank_gets_its_share_of_the_cores(monkeypatch, data_root, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(dist, "CPU_QUOTA", Path("/nonexistent/cpu.max"))  # no cgroup limit
     assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 4
     assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=16"))) == 1
+    monkeypatch.setattr(dist, "CPU_QUOTA", tmp_path / "cpu.max")
+    (tmp_path / "cpu.max").write_text("200000 100000\n")  # a pod's CPU limit of 2
+    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 1
 
 
 def test_two_processes_reach_the_accuracy_of_one(sweep_of_1_and_2_processes):
@@ -111,6 +115,18 @@ def test_the_device_loader_trains_on_two_processes(two_processes_device_loader):
     assert_trained_on_two_processes(two_processes_device_loader)
     accuracy = json.loads((two_processes_device_loader / "metrics.json").read_text())["accuracy_top-1"]
     assert accuracy >= 90.0
+
+
+def test_a_run_dir_trained_on_2_processes_is_not_resumed_on_1(two_processes_device_loader, data_root):
+    from mmclf.preflight import refuse_foreign_run
+
+    one_process = compose_cfg(overrides(data_root, "dist.nproc_per_node=1", "data.loader=device"))
+    # mmcv counts iterations: on 1 process an epoch is twice as many, and iteration-based schedules
+    # (warmup, one-cycle) would run off their ends.
+    with pytest.raises(RunDirRefused, match=r"trained on 2 process\(es\), this run has 1.*resume=never"):
+        refuse_foreign_run(one_process, RunDir(two_processes_device_loader))
+    refuse_foreign_run(compose_cfg(overrides(data_root, "dist.nproc_per_node=2", "data.loader=device")),
+                       RunDir(two_processes_device_loader))  # the same world size resumes
 
 
 def test_the_device_loader_shares_each_epoch_out_between_ranks():
@@ -170,13 +186,22 @@ def test_a_killed_launcher_takes_its_ranks_with_it_and_the_same_command_resumes(
     assert_same_weights(run_dir, two_processes_device_loader, epoch=EPOCHS)
 
 
-def test_a_failing_rank_ends_the_train_step_in_one_line(tmp_path, data_root):
+def test_a_rank_that_cannot_join_ends_the_train_step_in_one_line(tmp_path, data_root):
     cfg = compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))
     cfg.device = "cuda"  # past validation: each rank fails joining its (absent) GPU
     with pytest.raises(DistributedTrainingFailed) as failed:
         dist.launch(cfg, tmp_path / "run")
-    assert str(failed.value).startswith("train: torchrun ended with exit status 1;")
+    assert str(failed.value).startswith("train: torchrun ended with exit status 1: a rank crashed")
     assert "run the same command again to resume" in str(failed.value) and "\n" not in str(failed.value)
+
+
+def test_a_ranks_own_error_is_the_train_steps_one_line(tmp_path, data_root):
+    cfg = compose_cfg(overrides(data_root, "dist.nproc_per_node=2", "schedule.optimizer.lr=1e30",
+                                "schedule.runner.max_epochs=1"))
+    with pytest.raises(DistributedTrainingFailed, match=r"^train: rank 0: training loss became (nan|inf)") as failed:
+        run(cfg, tmp_path / "run")
+    assert "lower schedule.optimizer.lr" in str(failed.value)
+    assert json.loads((tmp_path / "run/job.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.parametrize("override, key", [

@@ -80,6 +80,7 @@ def test_n_accelerators_give_the_train_task_n_processes_and_a_memory_backed_shm(
     (["backend.resources.accelerator_count=0"], 1),  # no GPU asked for: one, whatever the node has
     (["backend.resources.accelerator_count=0", "dist.nproc_per_node=3"], 3),  # gloo processes on the CPU
     (["backend.resources.accelerator_count=4", "dist.nproc_per_node=2"], 2),
+    (["backend.resources.accelerator_count=4", "device=cpu"], 1),  # auto on the CPU: one process, as locally
 ])
 def test_processes_per_train_pod(tmp_path, overrides, processes):
     spec, _ = compile_run(tmp_path, *overrides)

@@ -32,6 +32,8 @@ def processes_per_pod(cfg: DictConfig) -> int:
     nproc, resources = cfg.dist.nproc_per_node, cfg.backend.resources
     if nproc != "auto":
         return int(nproc)
+    if cfg.device == "cpu":  # as on this machine: auto is one process on the CPU
+        return 1
     return resources.accelerator_count if resources.accelerator_count > 0 and resources.accelerator_type else 1
 
 

@@ -118,7 +118,7 @@ def trainjob_manifest(cfg: DictConfig, run_dir: str, run_id: str, claim_name: st
         "args": ["--config-yaml", node_config(cfg), "--run-dir", run_dir, "--run-id", run_id],
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],  # the nodes' logs as they happen
         "numNodes": int(dist.nnodes),
-        "numProcPerNode": int(dist.nproc_per_node),  # resolved when compiling (distributed.py)
+        "numProcPerNode": int(dist.nproc_per_node),  # resolved when compiling (compile.processes_per_pod)
     }
     if _resources(backend.resources):
         trainer["resourcesPerNode"] = _resources(backend.resources)

@@ -46,13 +46,14 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
     logger = mmcls_logger(cfg.runtime.log_level)
     rank, processes = rank_and_world_size()
     mm_cfg = to_mmcv_config(cfg, run_dir)
-    mm_cfg.gpu_ids = list(range(processes))  # as mmcls's tools/train.py sets it (mmcv's resume reads it)
+    mm_cfg.gpu_ids = list(range(processes))  # as mmcls's tools/train.py sets it for a distributed run
     out = run_dir.work_dir
     weights = weights_fingerprint(cfg)
     if rank == 0:  # rank 0 alone writes the run dir; the others wait for it, then read it
         out.mkdir(parents=True, exist_ok=True)
         mm_cfg.dump(str(run_dir.mmcls_config))  # mmcls's tools load the run's checkpoints with it (custom_imports)
-        resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs)
+        resume_from = mm_cfg.resume_from or resume_checkpoint(cfg.resume, out, weights, mm_cfg.runner.max_epochs,
+                                                              processes)
         tidy_work_dir(out, Path(resume_from) if resume_from else None,
                       mm_cfg.checkpoint_config.get("max_keep_ckpts", -1))
     mm_cfg.resume_from = broadcast_from_rank_zero(str(resume_from) if rank == 0 and resume_from else None)
@@ -85,8 +86,9 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
         if processes > 1:
             log.info("rank 0 of %d: %d images per process per epoch, %d per batch", processes,
                      math.ceil(len(dataset) / processes), mm_cfg.data.samples_per_gpu)
+        meta = dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights, world_size=processes)
         train_fn(model, [dataset], mm_cfg, distributed=processes > 1, validate=validate, timestamp=timestamp,
-                 device=mm_cfg.device, meta=dict(seed=cfg.seed, exp_name="mmclf", weights_fingerprint=weights))
+                 device=mm_cfg.device, meta=meta)
     except Exception:
         end_failed_run()  # mmcv calls no hook when training raises: the MLflow run would stay open
         raise
