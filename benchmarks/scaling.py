@@ -1,6 +1,6 @@
 """Data-parallel scaling side by side: the train step on 1 process and on N (torchrun), same recipe.
 
-    python benchmarks/scaling.py                   # CPU-sized: 1 vs 2 gloo processes (a minute or two)
+    python benchmarks/scaling.py                   # CPU-sized: 1 vs 2 gloo processes (about a minute)
     python benchmarks/scaling.py --full            # GPU: 50,000 synthetic 32x32 images, 1 vs every GPU
     python benchmarks/scaling.py --nproc 4 data.loader=device   # any mmclf override
 
@@ -59,7 +59,8 @@ def measure(cfg, run_dir: RunDir, nproc: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="GPU size: 50,000 images of 32x32, batch 256 per GPU")
+    parser.add_argument("--full", action="store_true", help="GPU size: 50,000 images of 32x32, batch 256 per GPU "
+                        "(needs 2 GPUs or more)")
     parser.add_argument("--nproc", type=int, help="processes of the parallel run (default: 2 on CPU, every GPU)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num-train", type=int)
@@ -97,8 +98,9 @@ def main(argv=None) -> dict:
 def _gpus() -> int:
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("--full needs a GPU; without one, run the CPU size (no --full)")
+    if torch.cuda.device_count() < 2:
+        sys.exit(f"--full compares 1 GPU with several; {torch.cuda.device_count()} visible here. Without GPUs, run "
+                 "the CPU size (no --full); with one, --nproc N device=cpu compares gloo processes")
     return torch.cuda.device_count()
 
 

@@ -1,7 +1,7 @@
 """Data-parallel training through torchrun: two gloo processes on this CPU, end to end.
 
 The reference recipe below converges on its synthetic data in 6 epochs (100% top-1 for seeds 0 and 1,
-measured, for 1 process at 64 a batch and for 2 at 32 each). A 2-process run with the same
+measured, on 1 process and on 2, 32 images a batch each). A 2-process run with the same
 ``data.samples_per_gpu`` takes half the optimizer steps of twice the size at the same learning rate
 (mmclf leaves the learning-rate rule to the user); it must still converge: within 5 points (4 of
 the 80 test images) of the 1-process run."""
@@ -102,6 +102,28 @@ def test_each_rank_gets_its_share_of_the_cores(monkeypatch, data_root, tmp_path)
     monkeypatch.setattr(dist, "CPU_QUOTA", tmp_path / "cpu.max")
     (tmp_path / "cpu.max").write_text("200000 100000\n")  # a pod's CPU limit of 2
     assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 1
+
+
+def test_launch_gives_each_rank_its_threads_unless_they_are_set(monkeypatch, data_root, tmp_path):
+    seen = []
+    monkeypatch.setattr(dist.subprocess, "run", lambda command, env, preexec_fn: seen.append(env) or
+                        subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(dist, "_available_cpus", lambda: 8)
+    cfg = compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    dist.launch(cfg, tmp_path / "run")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    dist.launch(cfg, tmp_path / "run")
+    assert [env["OMP_NUM_THREADS"] for env in seen] == ["4", "3"]
+
+
+def test_auto_is_one_process_per_visible_gpu(monkeypatch, data_root):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert dist.processes_per_node(compose_cfg(overrides(data_root, "device=auto"))) == 4
+    assert dist.processes_per_node(compose_cfg(overrides(data_root, "device=cpu"))) == 1  # CPU: one, unless told
 
 
 def test_two_processes_reach_the_accuracy_of_one(sweep_of_1_and_2_processes):

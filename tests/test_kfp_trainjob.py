@@ -188,6 +188,17 @@ def test_the_manifest_is_a_trainer_v2_3_trainjob_field_for_field():
     assert trainer["image"] == "registry.example.com/mmclf:0.1.0"
     assert manifest["spec"]["activeDeadlineSeconds"] == 86400
     assert manifest["metadata"]["labels"]["pipeline/runid"] == RUN_ID and manifest["metadata"]["namespace"] == "team-a"
+    template = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert template["template"]["spec"]["template"]["metadata"] == {
+        "labels": {"team": "vision"}, "annotations": {"sidecar.istio.io/inject": "false"}}
+
+
+def test_a_namespaced_training_runtime_is_referenced_as_one():
+    manifest = trainjob_manifest(full_cfg("backend.trainjob.runtime=torch-team", "backend.trainjob.runtime_kind="
+                                          "TrainingRuntime"), "/mnt/mmclf/runs/r", RUN_ID, "claim-1", "team-a")
+    assert models.TrainerV1alpha1TrainJob.from_dict(manifest).to_dict() == manifest
+    assert manifest["spec"]["runtimeRef"] == {"name": "torch-team", "apiGroup": "trainer.kubeflow.org",
+                                              "kind": "TrainingRuntime"}
 
 
 def patch_of(manifest):
@@ -290,7 +301,7 @@ def test_a_failed_trainjob_ends_the_task_in_one_line_and_is_kept_for_its_logs(tm
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
     name = f"mmclf-{RUN_ID}"
     assert f"TrainJob {name} in namespace kubeflow failed (FailedJobs: jobset failed with failed job node-1)" in line
-    assert f"kubectl logs -n kubeflow -l jobset.sigs.k8s.io/jobset-name={name}" in line
+    assert f"kubectl logs -n kubeflow -l jobset.sigs.k8s.io/jobset-name={name} --prefix --tail=-1" in line
     assert cluster.deleted == [], "kept: its pods' logs say why"
     assert not (tmp_path / "runs" / f"job-{RUN_ID}" / "steps.json").exists(), "train is not recorded done"
 
