@@ -2,18 +2,11 @@
 
 The compiled pipeline is read back from pipeline.yaml; the TrainJob manifest is checked against Kubeflow
 Trainer v2.3's own Python models (kubeflow-trainer-api 2.3.0) and the rules its webhook applies; the train
-task's launcher runs for real against the loopback Kubernetes API of tests/k8s_server.py. No cluster,
-no Trainer controller: what a real TrainJob does on nodes is not checked here.
+task's launcher and the preflight against the loopback Kubernetes API are in test_kfp_trainjob_cluster.py.
+No cluster, no Trainer controller: what a real TrainJob does on nodes is not checked here.
 """
 import json
-import logging
-import os
 import re
-import signal
-import sys
-import threading
-import types
-import uuid
 
 import pytest
 import yaml
@@ -21,20 +14,14 @@ from kubeflow_trainer_api import models
 
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
-from backends.kfp.launcher import Stopped
-from backends.kfp.pod import run_in_pod
-from backends.kfp.preflight import PreflightFailed
 from backends.kfp.trainjob import NODE, PATCH_MANAGER, trainjob_manifest, trainjob_name
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
-from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import COMPLETE, FAILED, RUNNING, node, storage_class, training_runtime
+from tests.k8s_server import training_runtime
 from tests.test_kfp_pipeline import executor, inputs_of, k8s_of
 
-NFS = "cluster.local/nfs-subdir-external-provisioner"
-kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG, as on a workstation
 TRAINJOB = ["backend.distributed=trainjob", "dist.nnodes=2", "backend.resources.accelerator_count=4"]
 RUN_ID = "3f2b9a4e-51c7-4d0e-9a61-0c8e7d2f4b15"  # a KFP run id: a UUID
 # k8s.io/apimachinery's IsDomainPrefixedPath, which Trainer's webhook applies to runtimePatches[].manager.
@@ -233,182 +220,3 @@ def test_each_node_runs_the_train_pods_step_entry_with_a_config_that_trains():
     node = json.loads(args[1])
     assert node["backend"]["distributed"] == "pod", "a node trains; it creates no TrainJob of its own"
     assert node["dist"] == {"nproc_per_node": 4, "nnodes": 2}
-
-
-# --- the launcher against a loopback Kubernetes API ---------------------------------------------
-
-
-def train_task(tmp_path, *overrides):
-    """What the train task's pod does: run_in_pod with the compiled config parameter and the run id."""
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.trainjob.poll_interval_s=0.01",
-                       *overrides])
-    config_yaml = pod_config_yaml(cfg, "/mnt/mmclf/data")
-    (tmp_path / "runs" / f"job-{RUN_ID}").mkdir(parents=True, exist_ok=True)  # prepare-data made it
-    return run_in_pod("train", config_yaml, str(tmp_path / "runs" / "job"), RUN_ID, claim_name="claim-1",
-                      learning_rate=0.05, epochs=3, batch_size=16, seed=1)
-
-
-def trainjob_lines(caplog):
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("trainjob ")]
-
-
-def test_the_train_task_creates_the_trainjob_logs_each_change_and_deletes_it_when_complete(tmp_path, kube, caplog):
-    caplog.set_level(logging.INFO)
-    cluster = kube()
-    _, folder = train_task(tmp_path)
-    name = f"mmclf-{RUN_ID}"
-    (created,) = cluster.created
-    assert created["metadata"]["name"] == name and created["metadata"]["namespace"] == "kubeflow"
-    node = json.loads(created["spec"]["trainer"]["args"][1])
-    assert node["schedule"]["optimizer"]["lr"] == 0.05 and node["schedule"]["runner"]["max_epochs"] == 3, \
-        "the nodes train with the run's pipeline parameters"
-    assert created["spec"]["trainer"]["args"][3] == str(tmp_path / "runs" / "job")
-    lines = trainjob_lines(caplog)
-    assert lines[0].startswith(f"trainjob {name}: created in namespace kubeflow (2 nodes x 4 processes")
-    states = [line.split(": ", 1)[1] for line in lines[1:-1]]
-    assert states == ["no status yet (waiting for the Trainer controller)",
-                      "job node: 2 active, 0 ready, 0 succeeded, 0 failed",
-                      "job node: 2 active, 2 ready, 0 succeeded, 0 failed",
-                      "Complete=True (AllJobsCompleted: jobset completed successfully); "
-                      "job node: 0 active, 0 ready, 2 succeeded, 0 failed"], "each change once"
-    assert "deleted (it completed" in lines[-1] and cluster.deleted == [name]
-    record = json.loads((folder / "steps.json").read_text())["train"]
-    assert record["world_size"] == 8
-    assert str(folder) == f"{tmp_path / 'runs' / 'job'}-{RUN_ID}"
-
-
-
-def test_a_retried_task_whose_training_is_recorded_done_creates_no_trainjob(tmp_path, kube, monkeypatch):
-    cluster = kube()
-    train_task(tmp_path)
-    # The nodes left the final checkpoint (run_step trusts a record only then); the fake trains nothing.
-    monkeypatch.setitem(sys.modules, "mmclf.steps.train", types.SimpleNamespace(outputs_intact=lambda *_: True))
-    train_task(tmp_path)
-    assert len(cluster.created) == 1
-
-
-def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):
-    cluster = kube()
-    train_task(tmp_path, "backend.keep_trainjob=true")
-    assert cluster.deleted == [] and list(cluster.trainjobs) == [f"mmclf-{RUN_ID}"]
-
-
-def test_a_failed_trainjob_ends_the_task_in_one_line_and_is_kept_for_its_logs(tmp_path, kube, capsys):
-    cluster = kube(trainjob_statuses=FAILED)
-    with pytest.raises(SystemExit) as ended:
-        train_task(tmp_path)
-    assert ended.value.code == 2
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
-    name = f"mmclf-{RUN_ID}"
-    assert f"TrainJob {name} in namespace kubeflow failed (FailedJobs: jobset failed with failed job node-1)" in line
-    assert f"kubectl logs -n kubeflow -l jobset.sigs.k8s.io/jobset-name={name} --prefix --tail=-1" in line
-    assert cluster.deleted == [], "kept: its pods' logs say why"
-    assert not (tmp_path / "runs" / f"job-{RUN_ID}" / "steps.json").exists(), "train is not recorded done"
-
-
-def test_a_retried_task_waits_for_the_running_trainjob_of_an_earlier_try(tmp_path, kube):
-    earlier = {"metadata": {"name": f"mmclf-{RUN_ID}", "namespace": "kubeflow"}, "spec": {}}
-    cluster = kube(trainjobs={f"mmclf-{RUN_ID}": earlier})
-    train_task(tmp_path)
-    assert cluster.created == [] and cluster.deleted == [f"mmclf-{RUN_ID}"]
-
-
-def test_a_retried_task_replaces_the_failed_trainjob_of_an_earlier_try(tmp_path, kube):
-    name = f"mmclf-{RUN_ID}"
-    # The earlier try's TrainJob has failed; the one created in its place completes.
-    cluster = kube(trainjobs={name: {"metadata": {"name": name}, "spec": {}}}, trainjob_statuses=FAILED[-1:])
-    create = cluster._create_trainjob
-
-    def create_then_complete(body):
-        if body["metadata"]["name"] not in cluster.trainjobs:
-            cluster.trainjob_statuses = COMPLETE[-1:]
-        return create(body)
-
-    cluster._create_trainjob = create_then_complete
-    train_task(tmp_path)
-    assert [body["metadata"]["name"] for body in cluster.created] == [name]
-    assert cluster.deleted == [name, name], "the failed one, then the new one when it completed"
-
-
-@pytest.mark.parametrize("cluster, said", [
-    ({"trainer_installed": False}, "serves no TrainJob API (trainer.kubeflow.org/v1alpha1): install Kubeflow Trainer"),
-    ({"forbidden": {"trainjobs"}}, "HTTP 403: trainjobs is forbidden: User \"system:serviceaccount:kubeflow:tester\""),
-])
-def test_a_cluster_that_cannot_take_the_trainjob_says_why_in_one_line(tmp_path, kube, capsys, cluster, said):
-    kube(**cluster)
-    with pytest.raises(SystemExit):
-        train_task(tmp_path)
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
-    assert f"creating TrainJob mmclf-{RUN_ID} in namespace kubeflow" in line and said in line
-
-
-def test_a_stopped_train_task_deletes_its_trainjob(tmp_path, kube):
-    cluster = kube(trainjob_statuses=RUNNING)  # never finishes
-    before = signal.getsignal(signal.SIGTERM)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # KFP terminating the run
-    with pytest.raises(Stopped):
-        train_task(tmp_path)
-    assert cluster.deleted == [f"mmclf-{RUN_ID}"]
-    assert signal.getsignal(signal.SIGTERM) is before, "the handler is the task's only while it waits"
-
-
-def test_a_real_uuid_makes_a_valid_name():
-    for _ in range(20):
-        name = trainjob_name(str(uuid.uuid4()))
-        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
-
-
-# --- the preflight (backend.mode=check) -----------------------------------------------------------
-
-
-def trainjob_cluster(**changes) -> dict:
-    """An NFS default class and two nodes of 4 GPUs each: where TRAINJOB runs."""
-    gpu_nodes = [node(f"gpu-{i}", {"cpu": "32", "nvidia.com/gpu": "4"}) for i in (1, 2)]
-    return {"storage_classes": [storage_class("nfs-client", NFS, default=True)], "nodes": gpu_nodes, **changes}
-
-
-def preflight(tmp_path, capsys, *overrides) -> tuple[list[str], Exception]:
-    """The preflight's lines, and how it failed (None: it passed)."""
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.mode=check", *overrides])
-    try:
-        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
-        failed = None
-    except PreflightFailed as err:
-        failed = err
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")], failed
-
-
-def test_check_asks_for_trainer_the_runtime_the_rights_and_enough_nodes(tmp_path, kube, capsys):
-    cluster = kube(**trainjob_cluster())
-    lines, failed = preflight(tmp_path, capsys)
-    assert failed is None
-    lines = "\n".join(lines)
-    assert "preflight: ok: Kubeflow Trainer serves TrainJobs; ClusterTrainingRuntime torch-distributed exists" in lines
-    assert ("preflight: ok: service account pipeline-runner's rights on trainjobs.trainer.kubeflow.org in namespace "
-            "kubeflow: create, get, delete allowed") in lines
-    assert "preflight: ok: 2 nodes have 4 nvidia.com/gpu allocatable (the TrainJob's 2 nodes ask for 4 each)" in lines
-    assert {review["user"] for review in cluster.access_reviews} == {"system:serviceaccount:kubeflow:pipeline-runner"}
-    assert sorted(review["resourceAttributes"]["verb"] for review in cluster.access_reviews) == ["create", "delete",
-                                                                                                   "get"]
-
-
-@pytest.mark.parametrize("cluster, overrides, said", [
-    ({"trainer_installed": False}, [], "the cluster serves no TrainJob API (trainer.kubeflow.org/v1alpha1)"),
-    ({}, ["backend.trainjob.runtime=torch-nightly"], "ClusterTrainingRuntime torch-nightly does not exist"),
-    ({"denied_verbs": {"create", "delete"}}, [], "pipeline-runner's rights on trainjobs.trainer.kubeflow.org in "
-                                                 "namespace kubeflow: may not create, delete; give the pipeline's"),
-    ({}, ["dist.nnodes=3"], "2 of the 2 schedulable nodes have 4 nvidia.com/gpu allocatable, and the TrainJob's 3"),
-])
-def test_check_names_what_would_stop_a_trainjob(tmp_path, kube, capsys, cluster, overrides, said):
-    kube(**trainjob_cluster(**cluster))
-    lines, failed = preflight(tmp_path, capsys, *overrides)
-    assert re.match(r"preflight: 1 of \d+ checks", str(failed))
-    (problem,) = [line for line in lines if line.startswith("preflight: PROBLEM: ")]
-    assert said in problem
-
-
-def test_rights_the_cluster_will_not_review_are_not_checked(tmp_path, kube, capsys):
-    kube(**trainjob_cluster(forbidden={"subjectaccessreviews"}))
-    lines, _ = preflight(tmp_path, capsys)
-    (line,) = [line for line in lines if "rights on trainjobs" in line]
-    assert line.startswith("preflight: not checked: ") and "HTTP 403" in line
