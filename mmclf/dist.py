@@ -76,15 +76,6 @@ def is_rank_zero() -> bool:
     return os.environ.get("PET_NODE_RANK", "0") == "0"
 
 
-def rank_and_world_size() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) outside a process group."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def broadcast_from_rank_zero(value):
     """``value`` as rank 0 has it, on every rank (``value`` itself outside a process group)."""
     import torch.distributed as dist

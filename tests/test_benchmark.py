@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import NARROW_MODEL, REPO
 
 
 def load_benchmark(name="train_throughput"):
@@ -35,9 +35,8 @@ def test_benchmark_smoke_size_prints_the_table_and_writes_json(tmp_path, capsys)
 @pytest.mark.slow
 def test_scaling_benchmark_trains_on_1_and_2_processes_side_by_side(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    narrow = ["+model.backbone.stem_channels=8", "+model.backbone.base_channels=8", "model.head.in_channels=64"]
     report = load_benchmark("scaling").main(["--num-train", "256", "--batch", "32", "--epochs", "1", "--rounds", "1",
-                                             "--out", str(out), *narrow])
+                                             "--out", str(out), *NARROW_MODEL])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert set(report["table"]) == {"1", "2"} and report["nproc"] == 2
     assert all(row["img_per_s"] > 0 and row["end_to_end_img_per_s"] > 0 for row in report["table"].values())

@@ -1,8 +1,7 @@
 """mmcls's ``train_model`` for the device loader: the same optimizer, hooks, logs and checkpoints."""
-from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer
+from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer, get_dist_info
 
 from mmclf.checkpoints import NoEpochPause
-from mmclf.dist import rank_and_world_size
 from mmclf.errors import ConfigError
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf
@@ -25,7 +24,7 @@ def train_model(model, dataset, cfg, distributed=False, validate=False, timestam
 
     perf = resolve_perf(cfg.get("perf"), cfg.device)
     datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
-    rank, world_size = rank_and_world_size()  # each rank batches its own share of every epoch
+    rank, world_size = get_dist_info()  # each rank batches its own share of every epoch
     loaders = [device_loader.from_dataset(ds, cfg.data.train.pipeline, cfg.data.samples_per_gpu, cfg.device,
                                           cfg.seed, perf.channels_last, rank, world_size) for ds in datasets]
     model = prepare_model(model, cfg.device, perf, distributed)

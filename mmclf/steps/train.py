@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from mmclf import datasets, hooks  # noqa: F401  (register CifarFormat and mmclf's hooks in mmcls/mmcv)
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
-from mmclf.dist import broadcast_from_rank_zero, is_worker, launch, rank_and_world_size, world_size
+from mmclf.dist import broadcast_from_rank_zero, is_worker, launch, world_size
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.logs import mmcls_logger
@@ -40,11 +40,12 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
     from mmcls.apis import set_random_seed, train_model
     from mmcls.datasets import build_dataset
     from mmcls.models import build_classifier
+    from mmcv.runner import get_dist_info
 
     # mmcv's first logger of a process mutes the console's handlers (the mmcls imports above may
     # make one): mmcls_logger restores them before this step logs anything.
     logger = mmcls_logger(cfg.runtime.log_level)
-    rank, processes = rank_and_world_size()
+    rank, processes = get_dist_info()  # (0, 1) outside a process group
     mm_cfg = to_mmcv_config(cfg, run_dir)
     mm_cfg.gpu_ids = list(range(processes))  # as mmcls's tools/train.py sets it for a distributed run
     out = run_dir.work_dir
