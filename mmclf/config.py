@@ -1,9 +1,14 @@
 """The one bridge from the composed OmegaConf config to an ``mmcv.Config`` for mmcls."""
 import hashlib
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mmclf import image_folder
+from mmclf.errors import StepError
+from mmclf.io import read_json
 from mmclf.rundir import RunDir
+from mmclf.zoo import with_num_classes
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
@@ -55,15 +60,75 @@ def resolve_device(device) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def class_count(cfg: DictConfig, run_dir) -> int:
+    """``data.num_classes``, or for data whose classes come from the data (null) the count that
+    prepare-data found (the run's data manifest)."""
+    if cfg.data.get("num_classes") is not None:
+        return cfg.data.num_classes
+    manifest = RunDir(run_dir).data_manifest
+    if not manifest.is_file():
+        raise StepError(f"{manifest}: missing; run the prepare_data step first (it finds the classes)")
+    return len(read_json(manifest)["classes"])
+
+
+def merged(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys merged in, dicts key by key (plain dicts: mmcls wants its tuples)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def model_dict(cfg: DictConfig, num_classes: int) -> dict:
+    """mmcls's ``model`` dict: the group's own keys, or for ``model=zoo`` the dict of the mmcls config
+    ``model.config`` names with the group's other keys merged over it; ``model.pretrained`` becomes the
+    backbone's ``init_cfg`` (mmcv's Pretrained, prefix backbone)."""
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    zoo_config, source = node.pop("config", None), node.pop("pretrained", None)
+    if zoo_config:
+        from mmclf import zoo  # reads mmcls's config files (mmcv): only for the models that come from them
+
+        # A fine-tuning config's own checkpoint URL would be fetched by mmcv past mmclf's cache and hash
+        # check: only model.pretrained loads weights (the README says to name that URL there).
+        node = zoo.without_pretrained(merged(zoo.model_dict(zoo_config, num_classes), node))
+    model = with_num_classes(node, num_classes)
+    if source:
+        from mmclf import pretrained
+
+        path = pretrained.local_path(pretrained.resolve_source(source, zoo_config), pretrained_cache(cfg))
+        model["backbone"]["init_cfg"] = pretrained.init_cfg(path)
+    return model
+
+
+def pretrained_cache(cfg: DictConfig) -> Path:
+    """Where downloaded pretrained checkpoints are kept: beside the data (on Kubeflow, the volume)."""
+    return Path(cfg.data.cache_dir) / "pretrained"
+
+
+def _own_images(data: dict, run_dir) -> dict:
+    """``data`` with the splits of your own images (ImageFolderCache) pointed at the run's data manifest,
+    and pipelines chosen by ``data.image_size`` where the config leaves them null."""
+    if data.get("train_pipeline") is None:
+        data["train_pipeline"], data["test_pipeline"] = image_folder.default_pipelines(data["image_size"],
+                                                                                       data["img_norm_cfg"])
+    for split in ("train", "val", "test"):
+        if data[split]["type"] == "ImageFolderCache":
+            data[split]["ann_file"] = str(RunDir(run_dir).data_manifest.absolute())
+        if data[split].get("pipeline") is None:
+            data[split]["pipeline"] = data["train_pipeline" if split == "train" else "test_pipeline"]
+    return data
+
+
 def to_mmcv_config(cfg: DictConfig, run_dir):
     """Build the ``mmcv.Config`` mmcls's own APIs (and tools) expect from the composed config."""
     import mmcv  # here, not at the top: the entry point imports this module and starts fast
 
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    mm = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    data = _own_images(OmegaConf.to_container(cfg.data, resolve=True), run_dir)
+    num_classes = class_count(cfg, run_dir)
+    mm = {"model": model_dict(cfg, num_classes)}
     mm.update({key: data[key] for key in LIFTED_DATA_KEYS if key in data})
     if "evaluation" in mm:  # top-5 needs five classes; jobs.scalar_metric_names says the same
-        mm["evaluation"].setdefault("metric_options", {"topk": (1, min(5, cfg.data.num_classes))})
+        mm["evaluation"].setdefault("metric_options", {"topk": (1, min(5, num_classes))})
     mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
     mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))

@@ -1,17 +1,19 @@
 """Dataset preparation: make sure the configured dataset exists under ``data.root``.
 
 cifar10 is mmcls's own ``CIFAR10`` (downloaded and md5-checked by mmcls); digits and synthetic
-are generated once in CIFAR's python format and reused by later runs.
+are generated once in CIFAR's python format and reused by later runs; your own images (folder)
+are decoded once into a cache (mmclf/image_folder.py).
 """
 import contextlib
 import fcntl
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import cifar_format
+from mmclf import cifar_format, image_folder
 from mmclf.errors import DataError
 from mmclf.io import remove_stale_temps
 
@@ -92,13 +94,17 @@ def _prepare_lock(root: Path):
         yield
 
 
-def prepare(data_cfg: DictConfig) -> None:
-    """Make the configured dataset present and readable; raise DataError naming the fix."""
+def prepare(data_cfg: DictConfig) -> Optional[dict]:
+    """Make the configured dataset present and readable; raise DataError naming the fix. For your own
+    images (data=folder), the run's data manifest: classes and each split's decoded cache."""
     root = Path(data_cfg.root)
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root: {root} is a file; point data.root at a folder")
+    if data_cfg.name == "folder":
+        return image_folder.prepare(data_cfg)  # takes the cache's lock, not the data root's: it may be read-only
     with _prepare_lock(root):
         _prepare(data_cfg)
+    return None
 
 
 def _prepare(data_cfg: DictConfig) -> None:

@@ -79,11 +79,13 @@ def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
     return record.get("metrics") if same_job else None
 
 
-def scalar_metric_names(num_classes: int) -> list[str]:
-    """The scalars of metrics.json (mmcls's evaluate() with top-1 and top-min(5, classes), and the
-    test-set size): what ``optimized_metric`` may name."""
-    top_k = sorted({1, min(5, num_classes)})
-    return [*(f"accuracy_top-{k}" for k in top_k), "precision", "recall", "f1_score", "num_test_images"]
+def scalar_metric_names(num_classes: Optional[int]) -> list[str]:
+    """The scalars of metrics.json: mmcls's evaluate() (top-1 and top-min(5, classes); both when the
+    class count comes from the data) on the validation split (``val_``) and the test split (``test_``),
+    and the test-set size: what ``optimized_metric`` may name."""
+    top_k = sorted({1, 5} if num_classes is None else {1, min(5, num_classes)})
+    names = [*(f"accuracy_top-{k}" for k in top_k), "precision", "recall", "f1_score"]
+    return [f"{split}_{name}" for split in ("val", "test") for name in names] + ["num_test_images"]
 
 
 def scalars(metrics: dict) -> dict:

@@ -31,6 +31,28 @@ def plot_confusion_matrix(confusion: dict, path: Path) -> None:
     _save(fig, path)
 
 
+GALLERY_SIZE = 16  # misclassified test images shown
+
+
+def plot_misclassified(images: list, true: list[str], predicted: list[str], scores, path: Path) -> None:
+    """A gallery of (up to GALLERY_SIZE) misclassified images, each titled with its true and predicted
+    class and the score of the prediction; the most confident mistakes first. No mistakes: no file."""
+    if not images:
+        path.unlink(missing_ok=True)  # no stale gallery from an earlier run
+        return
+    order = sorted(range(len(images)), key=lambda i: -scores[i])[:GALLERY_SIZE]
+    columns = min(4, len(order))
+    rows = -(-len(order) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order, strict=False):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(f"true: {true[i]}\npred: {predicted[i]} ({100 * scores[i]:.0f}%)", fontsize=8)
+    fig.suptitle(f"Misclassified test images ({len(order)} of {len(images)})")
+    _save(fig, path)
+
+
 def read_log(work_dir: Path, mode: str = "train") -> list[dict]:
     """Entries of ``mode`` (train: loss and lr per logged iteration; val: accuracy per evaluated
     epoch) from every mmcv ``<time>.log.json`` in ``work_dir``, oldest first: a resumed run
@@ -68,12 +90,15 @@ def plot_training_curve(work_dir: Path, path: Path) -> bool:
 
 def write_report(result: dict, run_dir: RunDir, has_curve: bool) -> None:
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-    lines = ["# mmclf run report", "", "| metric | value |", "|---|---|"]
+    lines = ["# mmclf run report", "", "Validation figures (val_*) are what sweeps optimise; test figures (test_*) are "
+             "only reported.", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.2f} |" if isinstance(value, float) else f"| {key} | {value} |"
               for key, value in scalars.items()]
     lines += ["", "## Per-class accuracy (%)", "", "| class | accuracy |", "|---|---|"]
     lines += [f"| {name} | {acc:.2f} |" for name, acc in result["per_class_accuracy"].items()]
     lines += ["", f"![confusion matrix]({RunDir.CONFUSION_MATRIX})"]
+    if run_dir.misclassified.is_file():
+        lines += ["", f"![misclassified test images]({RunDir.MISCLASSIFIED})"]
     if has_curve:
         lines += ["", f"![training curve]({RunDir.TRAINING_CURVE})"]
     write_text_atomic(run_dir.report, "\n".join(lines) + "\n")

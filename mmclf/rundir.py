@@ -16,13 +16,16 @@ class RunDir:
 
     # prepare-data
     CONFIG = "config.yaml"  # the resolved config this run used
+    DATA_MANIFEST = "data.json"  # data=folder: the classes and each split's decoded cache
     # train: mmcls's work dir
     WORK_DIR = "work_dir"
     MMCLS_CONFIG = "mmcls_config.py"  # the mmcv config, for mmcls's own tools
     LATEST = "latest.pth"
     # test
-    EVAL_RESULT = "eval_result.json"
+    EVAL_RESULT = "eval_result.json"  # the test split (reported, never used to choose)
+    VAL_RESULT = "val_result.json"  # the validation split (what sweeps optimise)
     PREDICTIONS = "predictions.json"
+    MISCLASSIFIED = "misclassified.png"  # a gallery of misclassified test images
     # metrics (METRICS last: its presence means the run is complete)
     METRICS = "metrics.json"
     REPORT = "report.md"
@@ -56,6 +59,10 @@ class RunDir:
         return self.path / self.CONFIG
 
     @property
+    def data_manifest(self) -> Path:
+        return self.path / self.DATA_MANIFEST
+
+    @property
     def work_dir(self) -> Path:
         return self.path / self.WORK_DIR
 
@@ -74,6 +81,14 @@ class RunDir:
     @property
     def eval_result(self) -> Path:
         return self.path / self.EVAL_RESULT
+
+    @property
+    def val_result(self) -> Path:
+        return self.path / self.VAL_RESULT
+
+    @property
+    def misclassified(self) -> Path:
+        return self.path / self.MISCLASSIFIED
 
     @property
     def predictions(self) -> Path:

@@ -67,8 +67,9 @@ class MMClfConfig:
     device: Device = Device.auto
     seed: int = 0
     deterministic: bool = False
-    # Key of metrics.json returned to Hydra as the objective (sweepers maximise it).
-    optimized_metric: str = "accuracy_top-1"
+    # Key of metrics.json returned to Hydra as the objective (sweepers maximise it): a validation
+    # figure, so that nothing is chosen on the test split.
+    optimized_metric: str = "val_accuracy_top-1"
     # Re-running into a run dir: auto = continue from its newest valid checkpoint and skip
     # finished steps; never = start again from scratch; or the path of a checkpoint to resume.
     resume: str = "auto"

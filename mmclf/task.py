@@ -61,8 +61,11 @@ def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional
         except Exception as err:
             _record_failure(run_dir, cfg, err)
             raise
-    if objective is not None:
-        print(f"{cfg.optimized_metric}: {objective:.2f}  run dir: {run_dir}")
+    if objective is not None:  # the validation figure chosen on, then the test split's same figure
+        test_name = "test_" + cfg.optimized_metric.removeprefix("val_")
+        test_value = jobs.read_record(run_dir).get("metrics", {}).get(test_name)
+        tested = f"  {test_name}: {test_value:.2f}" if isinstance(test_value, (int, float)) else ""
+        print(f"{cfg.optimized_metric}: {objective:.2f}{tested}  run dir: {run_dir}")
     return objective
 
 

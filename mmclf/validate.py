@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mmclf import dist
 from mmclf.errors import ConfigError, one_line_errors
@@ -79,7 +79,8 @@ def check_writable_dir(key: str, path) -> None:
 
 def check_runs_here(cfg: DictConfig) -> None:
     """For backends that train on this machine: ``device=cuda`` needs a visible GPU (one per process),
-    ``dist.nnodes`` one node, and ``resume=<path>`` a checkpoint here of the same recipe."""
+    ``dist.nnodes`` one node, ``model.pretrained=<path>`` a file here, and ``resume=<path>`` a checkpoint
+    here of the same recipe."""
     if cfg.device == "cuda":
         import torch
 
@@ -90,6 +91,10 @@ def check_runs_here(cfg: DictConfig) -> None:
                           "Kubeflow TrainJob (backend=kfp backend.mode=submit backend.distributed=trainjob), or set "
                           "dist.nnodes=1")
     _check_gpus_per_process(cfg)
+    source = cfg.model.get("pretrained")
+    if source and source != "zoo" and "://" not in source and not Path(source).expanduser().is_file():
+        raise ConfigError(f"model.pretrained={source}: no such checkpoint file here; give a path, a URL or "
+                          "model.pretrained=zoo")
     if cfg.resume not in ("auto", "never"):
         from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
         from mmclf.config import weights_fingerprint
@@ -115,14 +120,74 @@ def _check_data(cfg: DictConfig) -> None:
     root = Path(cfg.data.root)
     if _exists(root) and not root.is_dir():
         raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")
-    for key, low, example in [("num_classes", 1, "10"), ("image_size", 1, "32"), ("num_train", 1, "500"),
+    if cfg.data.get("num_classes") is None and cfg.data.get("name") != "folder":
+        raise ConfigError("data.num_classes is null: only data=folder finds its classes in the data; set "
+                          "data.num_classes, e.g. data.num_classes=10")
+    for key, low, example in [("image_size", 1, "32"), ("num_train", 1, "500"),
                               ("num_test", 1, "100"), ("samples_per_gpu", 1, "64"), ("workers_per_gpu", 0, "2")]:
         _integer(cfg, f"data.{key}", low, example)
+    if cfg.data.get("num_classes") is not None:
+        _integer(cfg, "data.num_classes", 1, "10")
+    if "val_fraction" in cfg.data and not (isinstance(cfg.data.val_fraction, (int, float)) and
+                                           0 <= cfg.data.val_fraction < 1):
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction!r}: must be a number in [0, 1), e.g. "
+                          "data.val_fraction=0.1 (0: validate on the test split, for reference runs only)")
     uses_device_loader(cfg.data)  # data.loader must be mmcls or device
+
+
+def _check_objective(cfg: DictConfig) -> None:
+    """``optimized_metric`` names a validation figure of metrics.json: sweeps never choose on the test split."""
+    metrics = [name for name in scalar_metric_names(cfg.data.get("num_classes")) if name.startswith("val_")]
+    if cfg.optimized_metric.startswith("test_"):
+        raise ConfigError(f"optimized_metric={cfg.optimized_metric}: the test split is only reported, never used to "
+                          f"choose; optimise its validation figure, optimized_metric=val_{cfg.optimized_metric[5:]}")
+    if cfg.optimized_metric not in metrics:
+        raise ConfigError(f"optimized_metric={cfg.optimized_metric!r}: not a validation metric of metrics.json; "
+                          f"use one of {', '.join(metrics)}")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """``model=zoo``: the config exists and its model builds and trains a batch here; ``model.pretrained``:
+    a local checkpoint exists, ``zoo`` names a checkpoint (a URL is fetched by prepare-data)."""
+    zoo_config, source = cfg.model.get("config"), cfg.model.get("pretrained")
+    if zoo_config is not None or "config" in cfg.model:
+        from mmclf import zoo
+        from mmclf.config import model_dict
+
+        num_classes = cfg.data.get("num_classes") or 2  # from the data: any count builds the same model
+        zoo.check_trainable(model_dict(cfg, num_classes), cfg.data.image_size, num_classes,
+                            key=f"model.config={zoo_config}")
+    if source:
+        from mmclf import pretrained
+
+        pretrained.resolve_source(source, zoo_config)  # zoo: the config must name a checkpoint
+
+
+MISSING_EXAMPLES = {"data.root": "/datasets/pets", "model.config": "resnet/resnet50_8xb32_in1k"}
+
+
+def _missing_keys(node: DictConfig, prefix: str = ""):
+    """Dotted keys whose value is ``???``, found without resolving anything (an interpolation of a
+    missing key would raise)."""
+    for key in node:
+        child = node._get_node(key)
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif isinstance(child, DictConfig) and not child._is_interpolation():
+            yield from _missing_keys(child, f"{prefix}{key}.")
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """Keys an option leaves for the user (``???``): named, with an example, before anything reads them."""
+    missing = sorted(key for key in _missing_keys(cfg) if not key.startswith("hydra."))  # Hydra's node: Hydra's
+    if missing:
+        examples = " ".join(f"{key}={MISSING_EXAMPLES.get(key, '...')}" for key in missing)
+        raise ConfigError(f"{', '.join(missing)}: required by the options chosen and not given; add e.g. {examples}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any value mmclf cannot run with."""
+    _check_required(cfg)
     _integer(cfg, "schedule.runner.max_epochs", 1, "8")
     _positive_number("schedule.optimizer.lr", cfg.schedule.optimizer.lr)
     _integer(cfg, "runtime.checkpoint_config.interval", 1, "1")
@@ -133,10 +198,8 @@ def validate(cfg: DictConfig) -> None:
     dist.check(cfg)
     if not cfg.resume.strip():
         raise ConfigError("resume is empty: use resume=auto (continue), never (start again) or a checkpoint path")
-    metrics = scalar_metric_names(cfg.data.num_classes)
-    if cfg.optimized_metric not in metrics:
-        raise ConfigError(f"optimized_metric={cfg.optimized_metric!r}: not a metric of metrics.json; "
-                          f"use one of {', '.join(metrics)}")
+    _check_objective(cfg)
+    _check_model(cfg)
     backend_of(cfg).check(cfg)
 
 

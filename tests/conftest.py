@@ -82,3 +82,36 @@ def no_cluster_access(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
+
+
+IMAGE_FORMATS = ((".png", "RGB"), (".jpg", "L"), (".png", "RGBA"), (".bmp", "P"), (".webp", "RGB"), (".tif", "RGB"))
+
+
+def write_image_folder(root, classes=("cat", "dog", "owl"), per_split=None, seed=0):
+    """Tiny image folders as people have them: ``root/<split>/<class>/<n><ext>``, each class its own
+    colour (learnable), mixed formats, modes (RGB, grey, RGBA, palette) and sizes. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    per_split = per_split or {"train": 12, "test": 6}
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, size=(len(classes), 3))
+    for split, count in per_split.items():
+        for label, name in enumerate(classes):
+            folder = Path(root) / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(count):
+                ext, mode = IMAGE_FORMATS[n % len(IMAGE_FORMATS)]
+                size = (int(rng.integers(12, 40)), int(rng.integers(12, 40)))
+                pixels = rng.normal(colours[label], 20, size=(size[1], size[0], 3)).clip(0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels).convert(mode)
+                image.save(folder / f"{n}{ext}")
+    return Path(root)
+
+
+def folder_overrides(root, cache_dir=None) -> list[str]:
+    """``tiny_overrides`` on your own images at ``root`` (a narrow ResNet-18, one epoch, 16 px)."""
+    return ["data=folder", f"data.root={root}", "data.image_size=16", "data.workers_per_gpu=0",
+            "data.persistent_workers=false", *([f"data.cache_dir={cache_dir}"] if cache_dir else []),
+            "schedule=quick", "schedule.runner.max_epochs=1", "runtime.log_config.interval=1", "device=cpu",
+            *NARROW_MODEL]

@@ -23,8 +23,8 @@ from tests.protobuf_wire import bytes_field, decode, grpc_web, int_field, mlmd_a
 
 API = "/apis/v2beta1"
 MLMD = "/ml_metadata.MetadataStoreService/"
-DEFAULT_METRICS = {"accuracy_top-1": 91.25, "accuracy_top-5": 99.5, "precision": 90.75, "recall": 91.0,
-                   "f1_score": 90.5}
+DEFAULT_METRICS = {"val_accuracy_top-1": 92.5, "val_accuracy_top-5": 99.75, "test_accuracy_top-1": 91.25,
+                   "test_accuracy_top-5": 99.5, "test_precision": 90.75, "test_recall": 91.0, "test_f1_score": 90.5}
 TASKS = ("prepare-data", "train", "test", "produce-metrics")
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}  # 409: ALREADY_EXISTS

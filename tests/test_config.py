@@ -2,12 +2,23 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from mmclf.config import MMCLS_DATA_KEYS, to_mmcv_config
-from tests.conftest import CONF_DIR, compose_cfg
+from mmclf.config import MMCLS_DATA_KEYS, class_count, to_mmcv_config
+from mmclf.rundir import RunDir
+from mmclf.steps.prepare_data import prepare_data
+from tests.conftest import CONF_DIR, compose_cfg, write_image_folder
 
 
 def group_options(group):
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def required_keys(override, tmp_path) -> list[str]:
+    """What an option needs besides its name: a zoo model its config, your own images their folder."""
+    if override == "model=zoo":
+        return ["model.config=resnet/resnet18_8xb32_in1k"]
+    if override == "data=folder":
+        return [f"data.root={write_image_folder(tmp_path / 'images')}"]
+    return []
 
 
 @pytest.mark.parametrize("group", ["backend", "model", "data", "schedule", "runtime", "experiment"])
@@ -15,9 +26,11 @@ def test_every_group_option_composes(group, tmp_path):
     options = group_options(group)
     assert options, f"conf/{group} has no options"
     for option in options:
-        cfg = compose_cfg([f"{group}={option}"])
+        cfg = compose_cfg([f"{group}={option}", *required_keys(f"{group}={option}", tmp_path)])
+        if cfg.data.name == "folder":
+            prepare_data(cfg, RunDir(tmp_path))  # finds the classes (data.json)
         mm = to_mmcv_config(cfg, tmp_path)
-        assert mm.model.head.num_classes == cfg.data.num_classes
+        assert mm.model.head.num_classes == class_count(cfg, tmp_path) == (cfg.data.num_classes or 3)
         assert set(mm.data) <= set(MMCLS_DATA_KEYS)
         assert mm.work_dir == str(tmp_path / "work_dir")
 
@@ -30,7 +43,8 @@ def test_reference_recipe_matches_mmcls_resnet18_8xb16_cifar10(tmp_path):
     assert mm.lr_config == {"policy": "step", "step": [100, 150]}
     assert mm.runner == {"type": "EpochBasedRunner", "max_epochs": 200}
     assert mm.data.samples_per_gpu == 128
-    assert mm.data.train.type == "CIFAR10"
+    assert mm.data.train.type == "CIFAR10Split" and mm.data.train.split == "train"  # mmcls's CIFAR10, held out
+    assert mm.data.val.split == "val" and mm.data.val.val_fraction == 0.1  # 5,000 of 50,000: not the test split
     assert mm.train_pipeline[0] == {"type": "RandomCrop", "size": 32, "padding": 4}
     assert mm.train_pipeline[1]["type"] == "RandomFlip"
     assert mm.img_norm_cfg.mean == [125.307, 122.961, 113.8575]

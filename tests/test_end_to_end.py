@@ -7,10 +7,11 @@ import pytest
 from mmclf.task import run
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
-RUN_FILES = ["config.yaml", "eval_result.json", "predictions.json", "metrics.json", "report.md",
+RUN_FILES = ["config.yaml", "eval_result.json", "val_result.json", "predictions.json", "metrics.json", "report.md",
              "confusion_matrix.png", "training_curve.png", "work_dir/epoch_1.pth", "work_dir/latest.pth",
              "work_dir/mmcls_config.py"]
-SCALARS = ["accuracy_top-1", "accuracy_top-5", "precision", "recall", "f1_score"]
+SCALARS = [f"{split}_{name}" for split in ("val", "test")
+           for name in ("accuracy_top-1", "accuracy_top-5", "precision", "recall", "f1_score")]
 
 
 def assert_complete_run_dir(run_dir, num_test):
@@ -26,26 +27,27 @@ def assert_complete_run_dir(run_dir, num_test):
     assert len(matrix) == len(classes) == len(metrics["per_class_accuracy"])
     assert sum(map(sum, matrix)) == num_test
     correct = sum(matrix[i][i] for i in range(len(classes)))
-    assert metrics["accuracy_top-1"] == pytest.approx(100.0 * correct / num_test, abs=1e-6)
-    eval_result = json.loads((run_dir / "eval_result.json").read_text())
-    assert {k: metrics[k] for k in eval_result} == eval_result
+    assert metrics["test_accuracy_top-1"] == pytest.approx(100.0 * correct / num_test, abs=1e-6)
+    for split, name in (("test", "eval_result.json"), ("val", "val_result.json")):
+        result = json.loads((run_dir / name).read_text())
+        assert {key: metrics[f"{split}_{key}"] for key in result} == result
     return metrics
 
 
 def test_in_process_run_writes_the_whole_run_dir(finished_run):
     metrics = assert_complete_run_dir(finished_run, num_test=32)
     job = json.loads((finished_run / "job.json").read_text())
-    assert job["status"] == "succeeded" and job["objective"] == metrics["accuracy_top-1"]
+    assert job["status"] == "succeeded" and job["objective"] == metrics["val_accuracy_top-1"]
     dumped = mmcv.Config.fromfile(str(finished_run / "work_dir/mmcls_config.py"))
     assert dumped.runner.max_epochs == 1 and dumped.data.test.type == "CifarFormat"
-    assert "accuracy_top-1" in (finished_run / "report.md").read_text()
+    assert "| val_accuracy_top-1 |" in (finished_run / "report.md").read_text()
 
 
 def test_optimized_metric_selects_the_objective_without_training_again(copy_of_finished_run, data_root):
-    cfg = compose_cfg([*tiny_overrides(data_root), "optimized_metric=f1_score"])
+    cfg = compose_cfg([*tiny_overrides(data_root), "optimized_metric=val_f1_score"])
     stamp = (copy_of_finished_run / "metrics.json").stat().st_mtime_ns
     objective = run(cfg, copy_of_finished_run)
-    assert objective == json.loads((copy_of_finished_run / "metrics.json").read_text())["f1_score"]
+    assert objective == json.loads((copy_of_finished_run / "metrics.json").read_text())["val_f1_score"]
     assert (copy_of_finished_run / "metrics.json").stat().st_mtime_ns == stamp, "the objective is read, not re-run"
 
 

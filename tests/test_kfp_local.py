@@ -76,7 +76,7 @@ def test_local_mode_runs_the_pipeline_and_leaves_the_same_run_dir_as_backend_loc
     assert [(alt, base64.b64decode(data)) for alt, data in images] == [
         ("Confusion matrix", (run_dir / "confusion_matrix.png").read_bytes()),
         ("Training curve", (run_dir / "training_curve.png").read_bytes())]
-    assert f"<td>accuracy_top-1</td><td>{metrics['accuracy_top-1']:.2f}</td>" in page
+    assert f"<td>test_accuracy_top-1</td><td>{metrics['test_accuracy_top-1']:.2f}</td>" in page
 
     task_records = {RunDir.LOCK, RunDir.JOB}  # the task's, around any backend: run_local is called below it
     assert run_dir_files(run_dir) == run_dir_files(finished_run) - task_records, "the same files as backend=local"

@@ -40,5 +40,5 @@ def test_a_submit_and_wait_sweep_keeps_its_runs_in_flight_together(tmp_path, dat
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["status"] for row in rows] == ["succeeded", "succeeded"], [row["error"] for row in rows]
-    assert {float(row["objective"]) for row in rows} == {DEFAULT_METRICS["accuracy_top-1"]}
+    assert {float(row["objective"]) for row in rows} == {DEFAULT_METRICS["val_accuracy_top-1"]}
     assert len({row["kfp_run_dir"] for row in rows}) == 2, "each run writes its own folder"

@@ -29,7 +29,7 @@ def assert_grid_summary(sweep_dir, result, models=MODELS):
         (lr, m) for lr in LRS for m in models}
     for row in rows:
         metrics = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
-        assert float(row["objective"]) == pytest.approx(metrics["accuracy_top-1"])
+        assert float(row["objective"]) == pytest.approx(metrics["val_accuracy_top-1"])
         assert row["run_dir"] == str(sweep_dir / row["job"])
     assert (sweep_dir / "summary.png").stat().st_size > 0
     swept = " | model" if len(models) > 1 else ""

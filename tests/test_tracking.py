@@ -18,9 +18,9 @@ from tests.conftest import compose_cfg, tiny_overrides
 
 def test_every_epoch_is_validated_and_logged_as_mmcv_writes_it(finished_run):
     (val,) = read_log(RunDir(finished_run).work_dir, "val")
-    eval_result = json.loads((finished_run / "eval_result.json").read_text())
-    assert val["epoch"] == 1 and val["accuracy_top-1"] == pytest.approx(eval_result["accuracy_top-1"]), \
-        "epoch 1's validation is the test step's evaluation of the same weights"
+    val_result = json.loads((finished_run / "val_result.json").read_text())
+    assert val["epoch"] == 1 and val["accuracy_top-1"] == pytest.approx(val_result["accuracy_top-1"]), \
+        "epoch 1's validation is the test step's evaluation of the validation split with the same weights"
 
 
 def test_evaluation_interval_0_switches_validation_off(tmp_path, data_root):
@@ -46,7 +46,8 @@ def test_tensorboard_reads_the_event_files(tracked_run):
     events.Reload()
     assert {"train/loss", "learning_rate", "val/accuracy_top-1", "val/accuracy_top-5"} <= set(events.Tags()["scalars"])
     val = [point.value for point in events.Scalars("val/accuracy_top-1")]
-    assert val == [entry["accuracy_top-1"] for entry in read_log(run_dir.work_dir, "val")]
+    # mmcv's json log rounds to 5 decimals
+    assert val == pytest.approx([entry["accuracy_top-1"] for entry in read_log(run_dir.work_dir, "val")], abs=1e-5)
 
 
 def test_mlflow_holds_one_run_with_params_history_metrics_and_artifacts(tracked_run):
@@ -59,10 +60,11 @@ def test_mlflow_holds_one_run_with_params_history_metrics_and_artifacts(tracked_
     params = mlflow_run.data.params
     assert params["schedule.runner.max_epochs"] == "2" and params["data.name"] == "synthetic"
     history = client.get_metric_history(mlflow_run.info.run_id, "val/accuracy_top-1")
-    assert [point.value for point in history] == [e["accuracy_top-1"] for e in read_log(run_dir.work_dir, "val")]
+    logged = [e["accuracy_top-1"] for e in read_log(run_dir.work_dir, "val")]
+    assert [point.value for point in history] == pytest.approx(logged, abs=1e-5)
     assert len(client.get_metric_history(mlflow_run.info.run_id, "train/loss")) >= 2
     metrics = json.loads(run_dir.metrics.read_text())
-    assert mlflow_run.data.metrics["accuracy_top-1"] == pytest.approx(metrics["accuracy_top-1"])
+    assert mlflow_run.data.metrics["val_accuracy_top-1"] == pytest.approx(metrics["val_accuracy_top-1"])
     artifacts = {artifact.path for artifact in client.list_artifacts(mlflow_run.info.run_id)}
     assert {"confusion_matrix.png", "training_curve.png", "report.md", "metrics.json"} <= artifacts
 

@@ -8,7 +8,7 @@ import re
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import cluster_access
-from backends.kfp.compile import pod_config
+from backends.kfp.compile import is_own_images, pod_config
 from backends.kfp.naming import volume_root
 from backends.kfp.paths import check_pod_paths
 from backends.kfp.target import host_from_config, read_token, target_from_config
@@ -202,6 +202,10 @@ def check_for_cluster(cfg: DictConfig) -> None:
     backend, volume = cfg.backend, cfg.backend.volume
     root = volume_root(volume)
     check_pod_paths(pod_config(cfg, f"{root}/data"), root)
+    if is_own_images(cfg) and volume.mode != "existing":
+        raise ConfigError(f"data=folder on Kubeflow reads your images from the volume, and backend.volume.mode="
+                          f"{volume.mode} starts from an empty one: copy the folder onto a claim (README: 'Your own "
+                          "data on Kubeflow') and use backend.volume.mode=existing backend.volume.claim_name=<claim>")
     check_tracking_store(cfg.logger)
     if backend.mode == "submit":
         target_from_config(None, backend)

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +38,17 @@ def processes_per_pod(cfg: DictConfig) -> int:
     return resources.accelerator_count if resources.accelerator_count > 0 and resources.accelerator_type else 1
 
 
+def is_own_images(cfg: DictConfig) -> bool:
+    """data=folder: images the user brings, which must already be on the volume."""
+    return cfg.data.name == "folder"
+
+
+def images_root(root: str, volume_data: str) -> str:
+    """Where the pods find your own images: a relative ``data.root`` is a folder in the volume's data folder
+    (``<mount>/data/<data.root>``); an absolute one stays as it is (paths.py refuses it off the volume)."""
+    return root if PurePosixPath(root).is_absolute() else f"{volume_data}/{root}"
+
+
 def pod_config(cfg: DictConfig, data_root: str, on_cluster: bool = True) -> dict:
     """The config the pods rebuild, with ``data.root`` set to where they find the data; resolved but for
     the links to the typed pipeline parameters' keys (parameters.py). ``on_cluster``: with
@@ -44,7 +56,8 @@ def pod_config(cfg: DictConfig, data_root: str, on_cluster: bool = True) -> dict
     kfp.local runs the pods on this machine, where ``auto`` means this machine's GPUs."""
     # Hydra's own node, present while the validation callback runs, is no business of the pods.
     pod_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    pod_cfg.data.root = data_root  # before resolving: data paths interpolate ${data.root}
+    # before resolving: data paths interpolate ${data.root}
+    pod_cfg.data.root = images_root(cfg.data.root, data_root) if on_cluster and is_own_images(cfg) else data_root
     if on_cluster:
         pod_cfg.dist.nproc_per_node = processes_per_pod(cfg)
     return _keep_links(OmegaConf.to_container(pod_cfg, resolve=False, enum_to_str=True),

@@ -38,7 +38,10 @@ def volume_description(volume: DictConfig) -> str:
 
 
 def model_name(cfg: DictConfig) -> str:
-    """``resnet18`` for mmcls's ResNet_CIFAR of depth 18; the model's type otherwise."""
+    """``resnet18`` for mmcls's ResNet_CIFAR of depth 18; a zoo model's config name (``resnet50_8xb32_in1k``);
+    the model's type otherwise."""
+    if cfg.model.get("config"):
+        return cfg.model.config.split("/")[-1]
     backbone = cfg.model.get("backbone") or {}
     return f"{backbone.get('type', '').split('_')[0]}{backbone.get('depth', '')}".lower() or cfg.model.type
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from backends.kfp.naming import model_name
+from mmclf.config import class_count
 from mmclf.io import read_json
 from mmclf.jobs import scalars
 from mmclf.rundir import RunDir
@@ -28,7 +29,7 @@ def export_model(cfg: DictConfig, run_dir: RunDir, path: str) -> dict:
     shutil.copyfile(checkpoint, folder / checkpoint.name)
     shutil.copyfile(run_dir.mmcls_config, folder / RunDir.MMCLS_CONFIG)
     return {"framework": "mmcls", "model": model_name(cfg), "dataset": cfg.data.name, "epochs": epochs,
-            "num_classes": cfg.data.num_classes, "checkpoint": checkpoint.name, "config": RunDir.MMCLS_CONFIG}
+            "num_classes": class_count(cfg, run_dir), "checkpoint": checkpoint.name, "config": RunDir.MMCLS_CONFIG}
 
 
 def log_kfp_metrics(run_dir: RunDir, metrics, classification) -> None:

@@ -8,9 +8,9 @@ from pathlib import PurePosixPath
 from mmclf.errors import ConfigError
 
 # Keys that name a file or folder; relative, they would be read from the pod's working directory.
-PATH_KEYS = ("resume", "runtime.load_from", "runtime.resume_from",
+PATH_KEYS = ("resume", "runtime.load_from", "runtime.resume_from", "model.pretrained",
              *(f"data.{split}.{key}" for split in ("train", "val", "test") for key in ("data_prefix", "ann_file")))
-NOT_PATHS = {"resume": ("auto", "never")}  # resume's keywords
+NOT_PATHS = {"resume": ("auto", "never"), "model.pretrained": ("zoo",)}  # keywords, not paths
 
 
 def _leaves(node, prefix=""):
@@ -34,7 +34,7 @@ def unseen_paths(pod_config: dict, root: str) -> list[str]:
     the volume mounted at ``root``, or a relative path in one of PATH_KEYS."""
     found = []
     for key, value in _leaves({k: v for k, v in pod_config.items() if k != "backend"}):
-        if not isinstance(value, str) or value in NOT_PATHS.get(key, ()):
+        if not isinstance(value, str) or value in NOT_PATHS.get(key, ()) or "://" in value:  # a URL: fetched
             continue
         absolute = value.startswith("/")
         if (absolute and not _on_volume(value, root)) or (key in PATH_KEYS and not absolute):

@@ -56,11 +56,13 @@ class Step:
 STEPS = (
     # prepare_data checks data that lives outside the run dir (and may be gone); it is idempotent
     # and cheap when the data is there.
-    Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG,), always_run=True),
+    Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG, RunDir.DATA_MANIFEST), always_run=True),
     Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,), checks_outputs=True,
          distributed=True),
-    Step("test", accelerated=True, reads=(RunDir.WORK_DIR,), writes=(RunDir.EVAL_RESULT, RunDir.PREDICTIONS)),
-    Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.PREDICTIONS),
+    Step("test", accelerated=True, reads=(RunDir.WORK_DIR,),
+         writes=(RunDir.EVAL_RESULT, RunDir.VAL_RESULT, RunDir.PREDICTIONS, RunDir.MISCLASSIFIED)),
+    Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.VAL_RESULT,
+                                              RunDir.PREDICTIONS),
          writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),
 )
 STEP_NAMES = tuple(step.name for step in STEPS)

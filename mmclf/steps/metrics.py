@@ -1,4 +1,4 @@
-"""Step 4: turn eval_result.json and predictions into metrics.json, plots and report.md."""
+"""Step 4: turn val_result.json, eval_result.json and predictions into metrics.json, plots and report.md."""
 import logging
 
 import numpy as np
@@ -19,15 +19,17 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
     return matrix
 
 
-def build_metrics(eval_result: dict, predictions: dict) -> dict:
-    """Flat scalar metrics (mmcls's names, percent) + per-class accuracy + confusion matrix."""
+def build_metrics(val_result: dict, test_result: dict, predictions: dict) -> dict:
+    """Flat scalar metrics (mmcls's names, percent), ``val_``: the validation split, ``test_``: the test
+    split; then the test split's per-class accuracy and confusion matrix."""
     classes = predictions["classes"]
     gt, pred = np.asarray(predictions["gt_label"]), np.asarray(predictions["pred_label"])
     matrix = confusion_matrix(gt, pred, len(classes))
     support = matrix.sum(axis=1)
     per_class = np.divide(100.0 * np.diag(matrix), support, out=np.zeros(len(classes)), where=support > 0)
     return {
-        **{key: float(value) for key, value in eval_result.items()},
+        **{f"val_{key}": float(value) for key, value in val_result.items()},
+        **{f"test_{key}": float(value) for key, value in test_result.items()},
         "num_test_images": int(len(gt)),
         "per_class_accuracy": {name: float(acc) for name, acc in zip(classes, per_class, strict=True)},
         "confusion_matrix": {"classes": classes, "matrix": matrix.tolist()},
@@ -36,10 +38,11 @@ def build_metrics(eval_result: dict, predictions: dict) -> dict:
 
 def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     """Write ``metrics.json``, ``confusion_matrix.png``, ``training_curve.png`` and ``report.md``."""
-    for path in (run_dir.eval_result, run_dir.predictions):
+    for path in (run_dir.val_result, run_dir.eval_result, run_dir.predictions):
         if not path.is_file():
             raise StepError(f"{path}: missing; run the test step first")
-    result = build_metrics(read_json(run_dir.eval_result), read_json(run_dir.predictions))
+    result = build_metrics(read_json(run_dir.val_result), read_json(run_dir.eval_result),
+                           read_json(run_dir.predictions))
     report.plot_confusion_matrix(result["confusion_matrix"], run_dir.confusion_matrix)
     curve = report.plot_training_curve(run_dir.work_dir, run_dir.training_curve)
     report.write_report(result, run_dir, has_curve=curve)

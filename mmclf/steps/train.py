@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mmclf import datasets, hooks  # noqa: F401  (register CifarFormat and mmclf's hooks in mmcls/mmcv)
+from mmclf import datasets, hooks  # noqa: F401  (register mmclf's datasets and hooks in mmcls/mmcv)
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.dist import broadcast_from_rank_zero, is_worker, launch, world_size
@@ -76,7 +76,12 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
         set_random_seed(cfg.seed, deterministic=cfg.deterministic)
         dataset = build_dataset(mm_cfg.data.train)
         model = build_classifier(mm_cfg.model)
-        model.init_weights()
+        model.init_weights()  # loads model.pretrained's backbone weights (mmcv's Pretrained init_cfg)
+        init_cfg = mm_cfg.model.get("backbone", {}).get("init_cfg") or {}
+        if init_cfg.get("type") == "Pretrained":
+            from mmclf.pretrained import describe_load
+
+            log.info("%s", describe_load(model, Path(init_cfg["checkpoint"])))
         model.CLASSES = dataset.CLASSES
         mm_cfg.checkpoint_config.meta = dict(mmcls_version=mmcls_version, CLASSES=dataset.CLASSES)
         log.info("training %s on %d images for %d epochs on %s", mm_cfg.model.backbone.type,
