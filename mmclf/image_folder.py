@@ -49,7 +49,7 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")  # .DS_Store, ._x.jpg (macOS), .ipynb_checkpoints
 
 
-def _images_under(folder: Path, root: Path, skipped: Counter) -> list[str]:
+def images_under(folder: Path, root: Path, skipped: Counter) -> list[str]:
     """Image files anywhere under ``folder`` (relative to ``root``, sorted); others counted in ``skipped``."""
     found = []
     for parent, dirs, names in os.walk(folder):
@@ -76,7 +76,7 @@ def _class_folders(split_dir: Path, root: Path, skipped: Counter) -> dict[str, l
         elif not entry.is_dir():
             skipped["non-image" if entry.suffix.lower() not in IMAGE_SUFFIXES else "outside a class folder"] += 1
         else:
-            images = _images_under(entry, root, skipped)
+            images = images_under(entry, root, skipped)
             if images:
                 folders[entry.name] = images
             else:

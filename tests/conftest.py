@@ -115,3 +115,19 @@ def folder_overrides(root, cache_dir=None) -> list[str]:
             "data.persistent_workers=false", *([f"data.cache_dir={cache_dir}"] if cache_dir else []),
             "schedule=quick", "schedule.runner.max_epochs=1", "runtime.log_config.interval=1", "device=cpu",
             *NARROW_MODEL]
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """A session's image folder: 3 classes, 16 training and 6 test images each, mixed formats and modes."""
+    return write_image_folder(tmp_path_factory.mktemp("own") / "pets", per_split={"train": 16, "test": 6})
+
+
+@pytest.fixture(scope="session")
+def folder_run(images, tmp_path_factory):
+    """One finished 2-epoch run on ``images`` (data=folder); tests only read it."""
+    from mmclf.task import run
+
+    run_dir = tmp_path_factory.mktemp("folder-run") / "run"
+    run(compose_cfg([*folder_overrides(images), "schedule.runner.max_epochs=2"]), run_dir)
+    return run_dir

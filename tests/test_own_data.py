@@ -17,18 +17,6 @@ from tests.conftest import compose_cfg, folder_overrides, run_cli, write_image_f
 from tests.test_reliability import MMCLS_TEST_TOOL
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("own") / "pets", per_split={"train": 16, "test": 6})
-
-
-@pytest.fixture(scope="module")
-def folder_run(images, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("folder-run") / "run"
-    run(compose_cfg([*folder_overrides(images), "schedule.runner.max_epochs=2"]), run_dir)
-    return run_dir
-
-
 def test_one_command_trains_validates_and_tests_a_folder(folder_run):
     metrics = json.loads((folder_run / "metrics.json").read_text())
     assert metrics["num_test_images"] == 18

@@ -75,6 +75,7 @@ def test(cfg: DictConfig, run_dir: RunDir) -> None:
     files = [info.get("filename") for info in dataset.data_infos]
     write_json_atomic(run_dir.predictions, {
         "classes": classes, "gt_label": gt.tolist(), "pred_label": pred.tolist(),
+        "pred_score": [round(float(score), 6) for score in scores.max(axis=1)],
         **({"files": files} if all(files) else {}),
     })
     wrong = np.flatnonzero(pred != gt)

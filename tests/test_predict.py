@@ -1,0 +1,61 @@
+"""python -m mmclf.predict: a finished run classifies new images as its test step did."""
+import json
+import shutil
+
+import pytest
+
+from mmclf.predict import predict
+from tests.conftest import REPO
+
+
+def module_cli(*args, cwd=REPO):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mmclf.predict", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_predicting_the_runs_own_test_images_reproduces_predictions_json(folder_run, images):
+    expected = json.loads((folder_run / "predictions.json").read_text())
+    results = list(predict(folder_run, [images / "test"], device="cpu", k=3, batch=7))  # batches of 7: a short last
+    assert [r["path"] for r in results] == [str(images / name) for name in expected["files"]]
+    assert [expected["classes"].index(r["top_k"][0]["class"]) for r in results] == expected["pred_label"]
+    assert [r["top_k"][0]["score"] for r in results] == pytest.approx(expected["pred_score"], abs=1e-5)
+    assert all(sum(c["score"] for c in r["top_k"]) == pytest.approx(1.0, abs=1e-4) for r in results), "3 of 3"
+
+
+def test_the_cli_prints_a_json_line_per_image_with_class_names(folder_run, images, tmp_path):
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    shutil.copy(images / "test/owl/0.png", picked / "a.png")
+    shutil.copy(images / "test/dog/1.jpg", picked / "b.jpg")
+    (picked / ".DS_Store").write_bytes(b"\0")
+    result = module_cli(folder_run, picked, "--json", "--top-k", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["path"] for line in lines] == [str(picked / "a.png"), str(picked / "b.jpg")]
+    assert all(len(line["top_k"]) == 2 and line["top_k"][0]["class"] in ("cat", "dog", "owl") for line in lines)
+    table = module_cli(folder_run, picked / "a.png", "--device", "cpu")
+    assert table.returncode == 0 and f"{picked / 'a.png'}\t" in table.stdout and "%" in table.stdout
+
+
+@pytest.mark.parametrize("case", ["no run", "unfinished", "bad image"])
+def test_bad_input_is_one_line_and_status_2(case, folder_run, images, tmp_path):
+    image = images / "test/cat/0.png"
+    if case == "no run":
+        args = [tmp_path / "nowhere", image]
+    elif case == "unfinished":
+        unfinished = shutil.copytree(folder_run, tmp_path / "run", symlinks=True)
+        for checkpoint in (unfinished / "work_dir").glob("*.pth"):
+            checkpoint.unlink()
+        args = [unfinished, image]
+    else:
+        broken = tmp_path / "broken.jpg"
+        broken.write_bytes(b"not a jpeg")
+        args = [folder_run, broken]
+    result = module_cli(*args, "--device", "cpu")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mmclf: error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert {"no run": "not an mmclf run dir", "unfinished": "its train step has not finished",
+            "bad image": "broken.jpg: cannot be read as an image"}[case] in errors[0]
