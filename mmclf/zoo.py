@@ -144,23 +144,34 @@ def _train_one_step(model: dict, image_size: int, num_classes: int) -> None:
     classifier.train_step(batch, None)["loss"].backward()
 
 
-def _size_hint(model: dict, image_size: int, num_classes: int) -> str:
-    """The image size to set, when the model trains at the one its backbone is built for (transformers
-    fix theirs at build), or else at ImageNet's 224 px; "" when it does not train there either."""
-    other = model.get("backbone", {}).get("img_size", 224)
-    if other == image_size:
-        return ""
+def _runs_at(model: dict, image_size: int) -> bool:
+    """Whether ``model`` gets through a forward pass of one image of ``image_size`` px (no gradients: a
+    hint's check, a sixth of a training step's cost)."""
+    import torch
+    from mmcls.models import build_classifier
+
     try:
-        _train_one_step(model, other, num_classes)
+        classifier = build_classifier(without_pretrained(model)).eval()
+        with torch.no_grad():
+            classifier(img=torch.rand(1, 3, image_size, image_size), return_loss=False)
     except Exception:
+        return False
+    return True
+
+
+def _size_hint(model: dict, image_size: int) -> str:
+    """The image size to set, when the model runs at the one its backbone is built for (transformers
+    fix theirs at build), or else at ImageNet's 224 px; "" when it does not run there either."""
+    other = model.get("backbone", {}).get("img_size", 224)
+    if other == image_size or not _runs_at(model, other):
         return ""
-    return f"; it trains at data.image_size={other}"
+    return f"; it runs at data.image_size={other}"
 
 
 def check_trainable(model: dict, image_size: int, num_classes: int, key: str = "model.config") -> None:
     """Build ``model``, initialise it and train one step on 2 random images of ``image_size`` px: a model
     that cannot train at that size (a transformer built for 224 px, a CNN that downsamples a small image
-    to nothing) is refused in one line before any real work, with the size it trains at when there is one.
+    to nothing) is refused in one line before any real work, with the size it runs at when there is one.
     ``key`` starts that line: what the user set, e.g. ``model.config=swin_transformer/swin-tiny_16xb64_in1k``.
     Checkpoints the model would load (``Pretrained`` init_cfgs) are left out of the check."""
     import mmcls.models  # noqa: F401  (before mmcls_logger: see below)
@@ -175,7 +186,7 @@ def check_trainable(model: dict, image_size: int, num_classes: int, key: str = "
         try:
             _train_one_step(model, image_size, num_classes)
         except Exception as err:
-            hint = _size_hint(model, image_size, num_classes)
+            hint = _size_hint(model, image_size)
             raise ConfigError(f"{key}: this model cannot train here at data.image_size={image_size} "
                               f"({_described(err)}){hint}") from None
 
