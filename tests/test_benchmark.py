@@ -43,3 +43,22 @@ def test_scaling_benchmark_trains_on_1_and_2_processes_side_by_side(tmp_path, ca
     assert report["scaling_efficiency"] == pytest.approx(
         report["table"]["2"]["img_per_s"] / (2 * report["table"]["1"]["img_per_s"]))
     assert "scaling efficiency on 2 processes" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_folder_data_benchmark_measures_both_paths_on_the_same_image_files(tmp_path, capsys):
+    out = tmp_path / "folder_data.json"
+    report = load_benchmark("folder_data").main(["--num-images", "60", "--batch", "16", "--rounds", "1",
+                                                 "--epochs", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert set(report["results"]) == {"reference_w2", "reference_w0", "device"}
+    assert all(entry["img_per_s"] > 0 and entry["end_to_end_img_per_s"] > 0 and entry["images"] == 60
+               for entry in report["results"].values())
+    assert report["ratio"] == report["results"]["device"]["img_per_s"] / report["results"]["reference_w2"]["img_per_s"]
+    assert report["target"] == {"goal": 5.0, "met": report["ratio"] >= 5.0}
+    cache = report["cache"]
+    assert cache["seconds"] > 0 and cache["images_decoded"] == 60 + 10 and cache["splits"] == {"train": 60, "test": 10}
+    assert cache["peak_rss_mib"] >= cache["baseline_rss_mib"] > 0 and cache["npy_mib"] > 0
+    assert set(report["break_even"]) == {"epochs", "epochs_steady_state"}
+    printed = capsys.readouterr().out
+    assert "(b) mmclf decoded cache + device loader" in printed and "cache build" in printed and "target" in printed
