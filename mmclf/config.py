@@ -108,9 +108,11 @@ def pretrained_cache(cfg: DictConfig) -> Path:
 def _own_images(data: dict, run_dir) -> dict:
     """``data`` with the splits of your own images (ImageFolderCache) pointed at the run's data manifest,
     and pipelines chosen by ``data.image_size`` where the config leaves them null."""
-    if data.get("train_pipeline") is None:
-        data["train_pipeline"], data["test_pipeline"] = image_folder.default_pipelines(data["image_size"],
-                                                                                       data["img_norm_cfg"])
+    if "image_size" in data:
+        chosen = image_folder.default_pipelines(data["image_size"], data["img_norm_cfg"])
+        for key, pipeline in zip(("train_pipeline", "test_pipeline"), chosen, strict=True):
+            if data.get(key) is None:
+                data[key] = pipeline
     for split in ("train", "val", "test"):
         if data[split]["type"] == "ImageFolderCache":
             data[split]["ann_file"] = str(RunDir(run_dir).data_manifest.absolute())

@@ -209,3 +209,26 @@ def test_mmcls_pipelines_run_on_cached_images_at_64_px(images, tmp_path):
         item = build_dataset(mm_cfg.data[split])[0]
         assert tuple(item["img"].shape) == (3, 64, 64), split
     assert mm_cfg.model.head.num_classes == 3, "the head follows the data"
+
+
+def test_a_cache_dir_elsewhere_leaves_the_data_folder_untouched(images, tmp_path):
+    before = sorted(str(p.relative_to(images)) for p in images.rglob("*"))
+    image_folder.prepare(data_cfg(images, f"data.cache_dir={tmp_path / 'elsewhere'}"))
+    assert sorted(str(p.relative_to(images)) for p in images.rglob("*")) == before, "a read-only folder would do"
+    assert list((tmp_path / "elsewhere").glob("train-*.npy"))
+
+
+def test_a_pipeline_of_your_own_replaces_the_size_chosen_one(images, tmp_path):
+    from mmclf.config import to_mmcv_config
+    from mmclf.rundir import RunDir
+    from mmclf.steps.prepare_data import prepare_data
+
+    cfg = compose_cfg(folder_overrides(images))
+    own = [{"type": "RandomFlip", "flip_prob": 0.5}, {"type": "Normalize", "mean": [0, 0, 0], "std": [1, 1, 1]},
+           {"type": "ImageToTensor", "keys": ["img"]}, {"type": "ToTensor", "keys": ["gt_label"]},
+           {"type": "Collect", "keys": ["img", "gt_label"]}]
+    cfg.data.train_pipeline = own
+    prepare_data(cfg, RunDir(tmp_path / "run"))
+    mm_cfg = to_mmcv_config(cfg, tmp_path / "run")
+    assert mm_cfg.data.train.pipeline == own and mm_cfg.train_pipeline == own
+    assert mm_cfg.data.test.pipeline[0]["type"] == "Normalize", "the test pipeline still follows the size"

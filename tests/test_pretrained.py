@@ -224,3 +224,19 @@ def test_an_mmclf_run_checkpoint_loads_into_a_backbone(finished_run):
     target.init_weights()
     assert_backbone_is(target, expected)
     assert "0 not in the checkpoint" in pretrained.describe_load(target, latest)
+
+
+def test_prepare_data_downloads_model_pretrained_beside_the_data_and_training_uses_it(server, source, tmp_path,
+                                                                                        data_root):
+    from mmclf.config import to_mmcv_config
+    from mmclf.steps.prepare_data import prepare_data
+    from tests.conftest import compose_cfg, tiny_overrides
+
+    _, path = source
+    cfg = compose_cfg([*tiny_overrides(data_root), f"data.cache_dir={tmp_path / 'cache'}",
+                       f"model.pretrained={server.url}/zoo/{path.name}"])
+    prepare_data(cfg, RunDir(tmp_path / "run"))
+    cached = tmp_path / "cache" / "pretrained" / path.name
+    assert cached.read_bytes() == path.read_bytes() and server.requests == 1
+    init_cfg = to_mmcv_config(cfg, tmp_path / "run").model.backbone.init_cfg
+    assert init_cfg.type == "Pretrained" and init_cfg.checkpoint == str(cached)
