@@ -134,6 +134,7 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
     mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))
+    mm.pop("export", None)  # mmclf's export step reads runtime.export from the run's config; mmcls has no such key
     mm["workflow"] = [tuple(stage) for stage in mm.get("workflow", [["train", 1]])]
     device = resolve_device(cfg.device)
     mm.update(work_dir=str(RunDir(run_dir).work_dir), seed=cfg.seed, device=device, gpu_ids=[0])

@@ -23,6 +23,10 @@ class StepError(MMClfError):
     """A step cannot run because an earlier step's output is missing."""
 
 
+class ExportError(StepError):
+    """The model cannot be exported, or its export does not give PyTorch's results: nothing is exported."""
+
+
 class ResultNotHere(MMClfError):
     """The job finished elsewhere (on a cluster), but its result could not be brought back.
 

@@ -79,19 +79,35 @@ def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
     return record.get("metrics") if same_job else None
 
 
-def scalar_metric_names(num_classes: Optional[int]) -> list[str]:
+# The export step's parity figures (export.json), which metrics.json repeats: the share of test images
+# whose top-1 class ONNX and PyTorch agree on (%), the difference of their test top-1 accuracies (points)
+# and the largest difference of a softmax score.
+ONNX_METRICS = ("onnx_top1_agreement", "onnx_top1_accuracy_diff", "onnx_max_abs_score_diff")
+
+
+def scalar_metric_names(num_classes: Optional[int], onnx: bool = False) -> list[str]:
     """The scalars of metrics.json: mmcls's evaluate() (top-1 and top-min(5, classes); both when the
     class count comes from the data) on the validation split (``val_``) and the test split (``test_``),
-    and the test-set size: what ``optimized_metric`` may name."""
+    and the test-set size: what ``optimized_metric`` may name; with ``onnx`` (runtime.export.onnx),
+    the export's parity figures after them."""
     top_k = sorted({1, 5} if num_classes is None else {1, min(5, num_classes)})
     names = [*(f"accuracy_top-{k}" for k in top_k), "precision", "recall", "f1_score"]
-    return [f"{split}_{name}" for split in ("val", "test") for name in names] + ["num_test_images"]
+    return ([f"{split}_{name}" for split in ("val", "test") for name in names] + ["num_test_images"] +
+            list(ONNX_METRICS if onnx else ()))
 
 
 def scalars(metrics: dict) -> dict:
     """The numbers of a metrics dict (metrics.json without per-class accuracy and confusion matrix)."""
     return {key: value for key, value in metrics.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def shown(value) -> str:
+    """A scalar as the reports print it: two decimals, or three significant digits for a small one
+    (a score difference of 3e-08 is not 0.00)."""
+    if isinstance(value, float) and 0 < abs(value) < 0.01:
+        return f"{value:.2e}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def objective(cfg: DictConfig, metrics: dict) -> float:

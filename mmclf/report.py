@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mmclf.io import write_figure_atomic, write_text_atomic  # noqa: E402
+from mmclf.jobs import shown  # noqa: E402
 from mmclf.rundir import RunDir  # noqa: E402
 
 
@@ -92,8 +93,7 @@ def write_report(result: dict, run_dir: RunDir, has_curve: bool) -> None:
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     lines = ["# mmclf run report", "", "Validation figures (val_*) are what sweeps optimise; test figures (test_*) are "
              "only reported.", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {key} | {value:.2f} |" if isinstance(value, float) else f"| {key} | {value} |"
-              for key, value in scalars.items()]
+    lines += [f"| {key} | {shown(value)} |" for key, value in scalars.items()]
     lines += ["", "## Per-class accuracy (%)", "", "| class | accuracy |", "|---|---|"]
     lines += [f"| {name} | {acc:.2f} |" for name, acc in result["per_class_accuracy"].items()]
     lines += ["", f"![confusion matrix]({RunDir.CONFUSION_MATRIX})"]

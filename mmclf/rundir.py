@@ -26,6 +26,10 @@ class RunDir:
     VAL_RESULT = "val_result.json"  # the validation split (what sweeps optimise)
     PREDICTIONS = "predictions.json"
     MISCLASSIFIED = "misclassified.png"  # a gallery of misclassified test images
+    # export (runtime.export.onnx; EXPORT_RESULT last: its presence means the export passed its parity check)
+    ONNX_MODEL = "model.onnx"  # uint8 RGB images (N, S, S, 3) in, softmax scores out, the test pipeline inside
+    LABELS = "labels.txt"  # the class names, one per line, in index order
+    EXPORT_RESULT = "export.json"  # the parity of model.onnx with PyTorch, measured on the test split
     # metrics (METRICS last: its presence means the run is complete)
     METRICS = "metrics.json"
     REPORT = "report.md"
@@ -93,6 +97,18 @@ class RunDir:
     @property
     def predictions(self) -> Path:
         return self.path / self.PREDICTIONS
+
+    @property
+    def onnx_model(self) -> Path:
+        return self.path / self.ONNX_MODEL
+
+    @property
+    def labels(self) -> Path:
+        return self.path / self.LABELS
+
+    @property
+    def export_result(self) -> Path:
+        return self.path / self.EXPORT_RESULT
 
     @property
     def metrics(self) -> Path:

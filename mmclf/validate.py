@@ -166,6 +166,13 @@ def _check_model(cfg: DictConfig) -> None:
 MISSING_EXAMPLES = {"data.root": "/datasets/pets", "model.config": "resnet/resnet50_8xb32_in1k"}
 
 
+def _check_export(cfg: DictConfig) -> None:
+    """``runtime.export.onnx`` is a yes or no: a string such as "no" would read as yes."""
+    value = OmegaConf.select(cfg, "runtime.export.onnx", default=False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"runtime.export.onnx={value!r}: must be true or false, e.g. runtime.export.onnx=false")
+
+
 def _missing_keys(node: DictConfig, prefix: str = ""):
     """Dotted keys whose value is ``???``, found without resolving anything (an interpolation of a
     missing key would raise)."""
@@ -200,6 +207,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("resume is empty: use resume=auto (continue), never (start again) or a checkpoint path")
     _check_objective(cfg)
     _check_model(cfg)
+    _check_export(cfg)
     backend_of(cfg).check(cfg)
 
 

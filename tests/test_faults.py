@@ -65,14 +65,15 @@ def test_sigkill_in_the_last_epoch_resumes_trains_exactly_max_epochs_and_ends_bi
 def test_rerun_of_a_finished_run_skips_every_step(copy_of_finished_run, data_root):
     cfg, run_dir = compose_cfg(tiny_overrides(data_root)), copy_of_finished_run
     first = json.loads((run_dir / "job.json").read_text())["objective"]
-    stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("metrics.json", "eval_result.json")}
+    stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("metrics.json", "eval_result.json", "model.onnx")}
     assert run(cfg, run_dir) == first  # the whole job is skipped through job.json
     # A Kubeflow pod retried on the same volume has no job.json to go by: steps.json skips each step.
     (run_dir / "job.json").unlink()
     assert run(cfg, run_dir) == first
     assert {name: (run_dir / name).stat().st_mtime_ns for name in stamps} == stamps
     assert len(list((run_dir / "work_dir").glob("*.log.json"))) == 1, "training ran once"
-    assert set(json.loads((run_dir / "steps.json").read_text())) == {"prepare_data", "train", "test", "metrics"}
+    assert set(json.loads((run_dir / "steps.json").read_text())) == {"prepare_data", "train", "test", "export",
+                                                                    "metrics"}
 
 
 @pytest.mark.parametrize("change", ["data.num_classes=5", "schedule.optimizer.lr=0.2", "seed=7",

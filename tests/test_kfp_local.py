@@ -65,11 +65,15 @@ def test_local_mode_runs_the_pipeline_and_leaves_the_same_run_dir_as_backend_loc
     assert [spec["displayName"] for spec in confusion["annotationSpecs"]] == metrics["confusion_matrix"]["classes"]
     assert [row["row"] for row in confusion["rows"]] == metrics["confusion_matrix"]["matrix"]
 
-    model, about = task_output(run_dir, "train", "model")  # the checkpoint leaves the volume as a Model
-    assert sorted(path.name for path in model.iterdir()) == ["epoch_1.pth", "mmcls_config.py"]
-    assert (model / "epoch_1.pth").read_bytes() == (run_dir / "work_dir/epoch_1.pth").read_bytes()
+    # the checkpoint and the ONNX model leave the volume as a Model, from the export task
+    model, about = task_output(run_dir, "export", "model")
+    assert sorted(path.name for path in model.iterdir()) == ["epoch_1.pth", "labels.txt", "mmcls_config.py",
+                                                             "model.onnx"]
+    for name in ("work_dir/epoch_1.pth", "model.onnx"):
+        assert (model / Path(name).name).read_bytes() == (run_dir / name).read_bytes()
     assert about == {"framework": "mmcls", "model": "resnet18", "dataset": "synthetic", "epochs": 1,
-                     "num_classes": 10, "checkpoint": "epoch_1.pth", "config": "mmcls_config.py"}
+                     "num_classes": 10, "checkpoint": "epoch_1.pth", "config": "mmcls_config.py",
+                     "onnx": "model.onnx", "labels": "labels.txt"}
     report, _ = task_output(run_dir, "produce-metrics", "report")  # self-contained: the UI shows the plots
     page = report.read_text()
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)

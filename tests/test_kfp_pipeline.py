@@ -20,9 +20,10 @@ from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from tests.conftest import closed_port_url, compose_cfg
 
-STEP_TASKS = ["prepare-data", "train", "test", "produce-metrics"]
+STEP_TASKS = ["prepare-data", "train", "test", "export", "produce-metrics"]
 POD_TASKS = ["volume-permissions", *STEP_TASKS]  # every task that runs in a pod
-STEP_OF_TASK = {"prepare-data": "prepare_data", "train": "train", "test": "test", "produce-metrics": "metrics"}
+STEP_OF_TASK = {"prepare-data": "prepare_data", "train": "train", "test": "test", "export": "export",
+                "produce-metrics": "metrics"}
 TYPED = {"learning_rate": "NUMBER_DOUBLE", "epochs": "NUMBER_INTEGER", "batch_size": "NUMBER_INTEGER",
          "seed": "NUMBER_INTEGER"}
 
@@ -68,7 +69,7 @@ def test_default_pipeline_runs_the_steps_in_order_on_a_new_volume(tmp_path, caps
     graph = (tmp_path / "pipeline_graph.md").read_text()
     assert "```mermaid" in graph
     for edge in ["createpvc --> volume_permissions", "volume_permissions --> prepare_data", "prepare_data --> train",
-                 "train --> test", "test --> produce_metrics"]:
+                 "train --> test", "test --> export", "export --> produce_metrics"]:
         assert edge in graph
     out = capsys.readouterr().out
     assert "Upload pipeline" in out and "backend.mode=submit backend.host=" in out
@@ -291,7 +292,9 @@ def test_container_style_runs_the_pod_entry_point(tmp_path):
         assert container["args"][:14] == [arg for pair in expected for arg in pair]
         assert container["image"] == "mmclf:latest"
         assert "pvcMount" in k8s_of(spec, kubernetes, task)
-    assert executor(spec, "train")[1]["args"][-4:-2] == ["--model", "{{$.outputs.artifacts['model'].path}}"]
+    # the model leaves the volume after export, with the ONNX model beside the checkpoint
+    assert executor(spec, "export")[1]["args"][-2:] == ["--model", "{{$.outputs.artifacts['model'].path}}"]
+    assert "--model" not in executor(spec, "train")[1]["args"]
     outputs = spec["components"]["comp-produce-metrics"]["outputDefinitions"]["artifacts"]
     assert outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
 
@@ -301,8 +304,9 @@ def test_python_style_outputs_are_what_the_kfp_ui_renders(tmp_path):
     outputs = spec["components"]["comp-produce-metrics"]["outputDefinitions"]["artifacts"]
     assert {name: out["artifactType"]["schemaTitle"] for name, out in outputs.items()} == {
         "metrics": "system.Metrics", "classification": "system.ClassificationMetrics", "report": "system.HTML"}
-    (model,) = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"].values()
+    (model,) = spec["components"]["comp-export"]["outputDefinitions"]["artifacts"].values()
     assert model["artifactType"]["schemaTitle"] == "system.Model"
+    assert "outputDefinitions" not in spec["components"]["comp-train"], "one Model, once the ONNX model exists"
 
 
 def test_pipeline_file_stays_when_submitting_fails(tmp_path):

@@ -2,9 +2,10 @@
 volume-permissions component.
 
 Either style only forwards to :mod:`backends.kfp.pod`, so a pod runs exactly the step function that
-``backend=local`` runs. Component names give the task names of the seed's pipeline:
-prepare-data, train, test, produce-metrics. Every step takes the config, the run dir and the KFP run
-id (the folder is ``<run dir>-<run id>``), and the typed pipeline parameters of parameters.py.
+``backend=local`` runs. Component names give the task names of the seed's pipeline: prepare-data,
+train, test, produce-metrics; and export (ONNX) before produce-metrics. Every step takes the config,
+the run dir and the KFP run id (the folder is ``<run dir>-<run id>``), and the typed pipeline
+parameters of parameters.py.
 """
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model, Output
@@ -29,15 +30,13 @@ def prepare_data(config_yaml: str, run_dir: str, run_id: str, learning_rate: flo
 
 
 def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
-          model: Output[Model], claim_name: str = ""):
-    """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model artifact.
+          claim_name: str = ""):
+    """Train the model; checkpoints and logs go to <run_dir>/work_dir.
     With backend.distributed=trainjob, a TrainJob on the claim ``claim_name`` trains it."""
-    from backends.kfp.outputs import export_model
     from backends.kfp.pod import run_in_pod
 
-    cfg, folder = run_in_pod("train", config_yaml, run_dir, run_id, claim_name=claim_name,
-                             learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
-    model.metadata.update(export_model(cfg, folder, model.path))
+    run_in_pod("train", config_yaml, run_dir, run_id, claim_name=claim_name, learning_rate=learning_rate,
+               epochs=epochs, batch_size=batch_size, seed=seed)
 
 
 def test(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int, seed: int):
@@ -46,6 +45,18 @@ def test(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epoc
 
     run_in_pod("test", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
                batch_size=batch_size, seed=seed)
+
+
+def export(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+           seed: int, model: Output[Model]):
+    """Export the model to ONNX (model.onnx, labels.txt; parity with PyTorch measured); the final checkpoint,
+    its mmcls config and the ONNX model to the model artifact."""
+    from backends.kfp.outputs import export_model
+    from backends.kfp.pod import run_in_pod
+
+    cfg, folder = run_in_pod("export", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
+                             batch_size=batch_size, seed=seed)
+    model.metadata.update(export_model(cfg, folder, model.path))
 
 
 def produce_metrics(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
@@ -61,7 +72,8 @@ def produce_metrics(config_yaml: str, run_dir: str, run_id: str, learning_rate: 
     write_html_report(folder, report.path)
 
 
-PYTHON_FUNCTIONS = {"prepare_data": prepare_data, "train": train, "test": test, "metrics": produce_metrics}
+PYTHON_FUNCTIONS = {"prepare_data": prepare_data, "train": train, "test": test, "export": export,
+                    "metrics": produce_metrics}
 POD_COMMAND = ["python", "-m", "backends.kfp.pod"]
 
 
@@ -87,13 +99,24 @@ def _container_step(step: str, image: str):
 
 def _container_train(image: str):
     def train(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
-              seed: int, model: dsl.Output[dsl.Model], claim_name: str = ""):
-        """Train the model; checkpoints and logs go to <run_dir>/work_dir, the final checkpoint to the model."""
+              seed: int, claim_name: str = ""):
+        """Train the model; checkpoints and logs go to <run_dir>/work_dir."""
         parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
         return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "train"], args=[
-            *_pod_args(config_yaml, run_dir, run_id, parameters), "--model", model.path, "--claim-name", claim_name])
+            *_pod_args(config_yaml, run_dir, run_id, parameters), "--claim-name", claim_name])
 
     return dsl.container_component(train)
+
+
+def _container_export(image: str):
+    def export(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, epochs: int, batch_size: int,
+               seed: int, model: dsl.Output[dsl.Model]):
+        """Export the model to ONNX; the final checkpoint, its mmcls config and the ONNX model to the model."""
+        parameters = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
+        return dsl.ContainerSpec(image=image, command=[*POD_COMMAND, "export"], args=[
+            *_pod_args(config_yaml, run_dir, run_id, parameters), "--model", model.path])
+
+    return dsl.container_component(export)
 
 
 def _container_metrics(image: str):
@@ -115,7 +138,7 @@ def make_components(style: str, image: str) -> dict:
     if style == "python":
         return {name: dsl.component(func, base_image=image, install_kfp_package=False)
                 for name, func in PYTHON_FUNCTIONS.items()}
-    special = {"train": _container_train, "metrics": _container_metrics}
+    special = {"train": _container_train, "export": _container_export, "metrics": _container_metrics}
     return {name: special[name](image) if name in special else _container_step(name, image) for name in STEP_NAMES}
 
 

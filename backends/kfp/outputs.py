@@ -15,21 +15,27 @@ from omegaconf import DictConfig
 from backends.kfp.naming import model_name
 from mmclf.config import class_count
 from mmclf.io import read_json
-from mmclf.jobs import scalars
+from mmclf.jobs import scalars, shown
 from mmclf.rundir import RunDir
 
 
 def export_model(cfg: DictConfig, run_dir: RunDir, path: str) -> dict:
-    """Copy the final checkpoint and the mmcv config mmcls's tools load it with into folder ``path``;
-    return the metadata that describes them."""
+    """Copy the final checkpoint and the mmcv config mmcls's tools load it with into folder ``path``, and
+    the ONNX model and its labels when the export step wrote them (runtime.export.onnx); return the
+    metadata that describes them."""
     epochs = cfg.schedule.runner.max_epochs
     checkpoint = run_dir.checkpoint(epochs)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, folder / checkpoint.name)
     shutil.copyfile(run_dir.mmcls_config, folder / RunDir.MMCLS_CONFIG)
-    return {"framework": "mmcls", "model": model_name(cfg), "dataset": cfg.data.name, "epochs": epochs,
-            "num_classes": class_count(cfg, run_dir), "checkpoint": checkpoint.name, "config": RunDir.MMCLS_CONFIG}
+    metadata = {"framework": "mmcls", "model": model_name(cfg), "dataset": cfg.data.name, "epochs": epochs,
+                "num_classes": class_count(cfg, run_dir), "checkpoint": checkpoint.name, "config": RunDir.MMCLS_CONFIG}
+    if run_dir.export_result.is_file():  # written last by the export step: the model passed its parity check
+        for name in (RunDir.ONNX_MODEL, RunDir.LABELS):
+            shutil.copyfile(run_dir / name, folder / name)
+        metadata.update(onnx=RunDir.ONNX_MODEL, labels=RunDir.LABELS)
+    return metadata
 
 
 def log_kfp_metrics(run_dir: RunDir, metrics, classification) -> None:
@@ -56,7 +62,7 @@ def _image(path: Path, alt: str) -> str:
 def html_report(run_dir: RunDir) -> str:
     """One self-contained page: metrics.json's scalars and per-class accuracy, and both plots inline."""
     result = read_json(run_dir.metrics)
-    numbers = {key: f"{value:.2f}" if isinstance(value, float) else value for key, value in scalars(result).items()}
+    numbers = {key: shown(value) for key, value in scalars(result).items()}
     per_class = {name: f"{accuracy:.2f}" for name, accuracy in result["per_class_accuracy"].items()}
     style = "body{font-family:sans-serif} td{padding:2px 12px} img{max-width:100%}"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmclf run report</title><style>{style}"

@@ -1,5 +1,5 @@
 """Build the Kubeflow pipeline: create-volume -> volume-permissions -> prepare-data -> train -> test ->
-produce-metrics (-> delete-volume).
+export -> produce-metrics (-> delete-volume).
 
 One pod per step, all on one shared volume: a PVC made per run (mode=create), a claim made by hand
 (mode=existing) or a KFP pipeline workspace (mode=workspace). Every step writes in its own KFP run's
@@ -125,7 +125,7 @@ def _docstring(class_needed: bool) -> str:
         lines.insert(0, f"    {STORAGE_CLASS_PARAMETER}: the StorageClass of the run's volume (kubectl get "
                         "storageclass); it must make ReadWriteMany volumes unless the cluster has one node")
     lines.append("    config_yaml: the resolved mmclf config, as JSON (the parameters above override it)")
-    summary = "mmcls training: prepare-data -> train -> test -> produce-metrics on a shared volume."
+    summary = "mmcls training: prepare-data -> train -> test -> export -> produce-metrics on a shared volume."
     return f"{summary}\n\nArgs:\n" + "\n".join(lines) + "\n"
 
 

@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.add_argument(f"--{parameter.name.replace('_', '-')}", type=parameter.type, help=parameter.description)
     parser.add_argument("--export", nargs=2, action="append", default=[], metavar=("FILE", "PATH"),
                         help="after the step, copy run-dir FILE to PATH (an output artifact's path)")
-    parser.add_argument("--model", metavar="PATH", help="after train: the final checkpoint and its config, to PATH")
+    parser.add_argument("--model", metavar="PATH",
+                        help="after export: the final checkpoint, its config and the ONNX model, to PATH")
     parser.add_argument("--claim-name", default="", help="train with backend.distributed=trainjob: the run's claim")
     parser.add_argument("--html-report", metavar="PATH", help="after metrics: the HTML report, to PATH")
     return parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The step table: prepare-data -> train -> test -> metrics, and ``run_step``, how backends call them.
+"""The step table: prepare-data -> train -> test -> export -> metrics, and ``run_step``, how backends call them.
 
 Each step is a plain function ``step(cfg, run_dir)`` in its own module: it reads what the previous
 step left in the run dir and writes its own files there; no Hydra, no backend. The table says what
@@ -37,6 +37,7 @@ class Step:
     # Its module's outputs_intact(cfg, run_dir) is asked before a recorded run is trusted.
     checks_outputs: bool = False
     distributed: bool = False  # runs on dist.world_size(cfg) processes (torchrun), recorded in steps.json
+    imports_mmcv: bool = False  # importing mmcv mutes the console's log handlers: run_step restores them
 
     @property
     def module(self):
@@ -58,11 +59,14 @@ STEPS = (
     # and cheap when the data is there.
     Step("prepare_data", accelerated=False, reads=(), writes=(RunDir.CONFIG, RunDir.DATA_MANIFEST), always_run=True),
     Step("train", accelerated=True, reads=(RunDir.CONFIG,), writes=(RunDir.WORK_DIR,), checks_outputs=True,
-         distributed=True),
+         distributed=True, imports_mmcv=True),
     Step("test", accelerated=True, reads=(RunDir.WORK_DIR,),
-         writes=(RunDir.EVAL_RESULT, RunDir.VAL_RESULT, RunDir.PREDICTIONS, RunDir.MISCLASSIFIED)),
+         writes=(RunDir.EVAL_RESULT, RunDir.VAL_RESULT, RunDir.PREDICTIONS, RunDir.MISCLASSIFIED), imports_mmcv=True),
+    # export measures ONNX against PyTorch's CPU scores: no accelerator, which would only change the reference.
+    Step("export", accelerated=False, reads=(RunDir.WORK_DIR,),
+         writes=(RunDir.ONNX_MODEL, RunDir.LABELS, RunDir.EXPORT_RESULT), imports_mmcv=True),
     Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.VAL_RESULT,
-                                              RunDir.PREDICTIONS),
+                                              RunDir.PREDICTIONS, RunDir.EXPORT_RESULT),
          writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
@@ -81,7 +85,7 @@ def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[D
     step, run_dir = step_named(name), RunDir(run_dir)
     if function is None:
         function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
-        if step.accelerated:  # the steps that import mmcv
+        if step.imports_mmcv:
             mmcls_logger()
     record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
     if step.done(cfg, run_dir, record):

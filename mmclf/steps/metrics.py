@@ -1,4 +1,5 @@
-"""Step 4: turn val_result.json, eval_result.json and predictions into metrics.json, plots and report.md."""
+"""Step 5: turn val_result.json, eval_result.json, predictions and export.json into metrics.json, plots and
+report.md."""
 import logging
 
 import numpy as np
@@ -7,6 +8,7 @@ from omegaconf import DictConfig
 from mmclf import report, tracking
 from mmclf.errors import StepError
 from mmclf.io import read_json, write_json_atomic
+from mmclf.jobs import ONNX_METRICS
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -19,9 +21,10 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
     return matrix
 
 
-def build_metrics(val_result: dict, test_result: dict, predictions: dict) -> dict:
+def build_metrics(val_result: dict, test_result: dict, predictions: dict, export_result: dict) -> dict:
     """Flat scalar metrics (mmcls's names, percent), ``val_``: the validation split, ``test_``: the test
-    split; then the test split's per-class accuracy and confusion matrix."""
+    split, then the ONNX export's parity figures (when it exported); then the test split's per-class
+    accuracy and confusion matrix."""
     classes = predictions["classes"]
     gt, pred = np.asarray(predictions["gt_label"]), np.asarray(predictions["pred_label"])
     matrix = confusion_matrix(gt, pred, len(classes))
@@ -31,6 +34,7 @@ def build_metrics(val_result: dict, test_result: dict, predictions: dict) -> dic
         **{f"val_{key}": float(value) for key, value in val_result.items()},
         **{f"test_{key}": float(value) for key, value in test_result.items()},
         "num_test_images": int(len(gt)),
+        **{key: float(export_result[key]) for key in ONNX_METRICS if key in export_result},
         "per_class_accuracy": {name: float(acc) for name, acc in zip(classes, per_class, strict=True)},
         "confusion_matrix": {"classes": classes, "matrix": matrix.tolist()},
     }
@@ -41,8 +45,10 @@ def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     for path in (run_dir.val_result, run_dir.eval_result, run_dir.predictions):
         if not path.is_file():
             raise StepError(f"{path}: missing; run the test step first")
+    # No export.json: runtime.export.onnx=false (the export step removes an earlier one).
+    export_result = read_json(run_dir.export_result) if run_dir.export_result.is_file() else {}
     result = build_metrics(read_json(run_dir.val_result), read_json(run_dir.eval_result),
-                           read_json(run_dir.predictions))
+                           read_json(run_dir.predictions), export_result)
     report.plot_confusion_matrix(result["confusion_matrix"], run_dir.confusion_matrix)
     curve = report.plot_training_curve(run_dir.work_dir, run_dir.training_curve)
     report.write_report(result, run_dir, has_curve=curve)
