@@ -131,3 +131,12 @@ def folder_run(images, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("folder-run") / "run"
     run(compose_cfg([*folder_overrides(images), "schedule.runner.max_epochs=2"]), run_dir)
     return run_dir
+
+
+# pytest-xdist (--dist loadfile) hands out whole files in collection order: a slow file collected last
+# leaves one worker running it alone at the end. These files take a minute or more each: first.
+SLOWEST_FILES = ("test_dist.py", "test_sweeps.py", "test_reliability.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in SLOWEST_FILES)  # stable: the rest keep their order
