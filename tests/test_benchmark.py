@@ -62,3 +62,18 @@ def test_folder_data_benchmark_measures_both_paths_on_the_same_image_files(tmp_p
     assert set(report["break_even"]) == {"epochs", "epochs_steady_state"}
     printed = capsys.readouterr().out
     assert "(b) mmclf decoded cache + device loader" in printed and "cache build" in printed and "target" in printed
+
+
+@pytest.mark.slow
+def test_onnx_inference_benchmark_times_pytorch_and_onnxruntime_on_the_same_images(tmp_path, capsys):
+    out = tmp_path / "onnx_inference.json"
+    report = load_benchmark("onnx_inference").main(["--image-size", "16", "--num-images", "16", "--batches", "1", "8",
+                                                    "--rounds", "1", "--out", str(out), *NARROW_MODEL])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert set(report["results"]) == {"1", "8"} and report["setup"]["image_size"] == 16
+    for batch, entry in report["results"].items():
+        assert entry["pytorch"]["img_per_s"] > 0 and entry["onnx"]["img_per_s"] > 0
+        assert report["ratios"][batch] == entry["onnx"]["img_per_s"] / entry["pytorch"]["img_per_s"]
+    assert 0 <= report["max_abs_diff"] <= 1e-3
+    printed = capsys.readouterr().out
+    assert "(b) onnxruntime: model.onnx" in printed and "max abs score difference" in printed
