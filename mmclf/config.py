@@ -35,7 +35,8 @@ def run_fingerprint(cfg: DictConfig) -> str:
 MMCLF_REGISTRANTS = ("mmclf.datasets", "mmclf.hooks", "mmclf.checkpoints")
 
 # Data keys that say where or how fast the data is read (or how often it is evaluated), not what it is.
-_DATA_ACCESS_KEYS = ("root", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test", "evaluation")
+_DATA_ACCESS_KEYS = ("root", "cache_dir", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test",
+                     "evaluation")
 
 
 def weights_fingerprint(cfg: DictConfig) -> str:

@@ -80,3 +80,11 @@ def test_mmcv_config_dump_reloads(tmp_path):
     mm.dump(str(tmp_path / "dumped.py"))
     reloaded = mmcv.Config.fromfile(str(tmp_path / "dumped.py"))
     assert reloaded.model == mm.model and reloaded.data.train == mm.data.train
+
+
+def test_where_the_cache_lives_is_not_part_of_the_recipe_but_the_validation_split_is():
+    from mmclf.config import weights_fingerprint
+
+    base = weights_fingerprint(compose_cfg(["data=digits"]))
+    assert weights_fingerprint(compose_cfg(["data=digits", "data.cache_dir=/elsewhere"])) == base
+    assert weights_fingerprint(compose_cfg(["data=digits", "data.val_fraction=0.2"])) != base
