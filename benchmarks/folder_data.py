@@ -2,7 +2,7 @@
 (a) mmcls's reference path: its ``CustomDataset`` over ``<root>/train`` (classes from the folders),
     ``LoadImageFromFile`` + ``Resize`` + RandomCrop/RandomFlip/Normalize per image, through mmcls's
     ``build_dataloader`` (each batch moved to the device), once per ``--workers`` value;
-(b) mmclf's cached device path: the split decoded once (``image_folder.prepare``, not timed here),
+(b) mmclf's cached device path: the split decoded once (``image_cache.prepare``, not timed here),
     held on the device and batched by ``DeviceLoader`` with the same augmentation and batch size;
 and the decode-once cache itself: its build time, its peak memory, and after how many epochs it
 has paid for itself against (a).
@@ -43,7 +43,7 @@ from mmcls.utils import get_root_logger
 from omegaconf import OmegaConf
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf import image_folder
+from mmclf import image_cache, image_folder
 from mmclf.fast.augment import parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 
@@ -62,11 +62,11 @@ CHILD = """
 import json, resource, sys, time
 import numpy, PIL.Image, PIL.ImageOps
 from omegaconf import OmegaConf
-from mmclf import image_folder
+from mmclf import image_cache
 report = {}
 if len(sys.argv) > 1:
     started = time.perf_counter()
-    report["manifest"] = image_folder.prepare(OmegaConf.create(json.loads(sys.argv[1])))
+    report["manifest"] = image_cache.prepare(OmegaConf.create(json.loads(sys.argv[1])))
     report["seconds"] = time.perf_counter() - started
 with open("/proc/self/status") as status:
     report["peak_rss_kib"] = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
@@ -128,10 +128,10 @@ def compose_data_cfg(root: Path, image_size: int, cache_dir: Path):
 
 def augmentation(image_size: int, norm: dict) -> list:
     """RandomCrop (padding 1/8 of the side), RandomFlip, Normalize and formatting: ``data=folder``'s own
-    train pipeline below 64 px (image_folder.default_pipelines), the same steps above it (the device
+    train pipeline below 64 px (image_cache.default_pipelines), the same steps above it (the device
     loader has no RandomResizedCrop, which the default takes there)."""
-    if image_size < image_folder.IMAGENET_FROM:
-        return image_folder.default_pipelines(image_size, norm)[0]
+    if image_size < image_cache.IMAGENET_FROM:
+        return image_cache.default_pipelines(image_size, norm)[0]
     return [{"type": "RandomCrop", "size": image_size, "padding": max(1, image_size // 8)},
             {"type": "RandomFlip", "flip_prob": 0.5, "direction": "horizontal"}, {"type": "Normalize", **norm},
             {"type": "ImageToTensor", "keys": ["img"]}, {"type": "ToTensor", "keys": ["gt_label"]},
@@ -189,7 +189,7 @@ def reference(root: Path, image_size: int, norm: dict, batch: int, workers: int,
 def device_path(manifest: dict, image_size: int, norm: dict, batch: int, epochs: int, device: str) -> dict:
     """(b): the decoded cache (built beforehand) loaded onto the device, batched by the DeviceLoader."""
     started = time.perf_counter()
-    images, labels, _ = image_folder.load_split(manifest, "train")
+    images, labels, _ = image_cache.load_split(manifest, "train")
     loader = DeviceLoader(images, labels, parse_pipeline(augmentation(image_size, norm)), batch, device, SEED)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -314,7 +314,7 @@ def main(argv=None) -> dict:
              "ru_maxrss_mib": {"build": max(build["ru_maxrss_kib"] for build in builds) / 1024,
                                "baseline": baseline["ru_maxrss_kib"] / 1024},
              "measured": "peak RSS: VmHWM (/proc/self/status) of a fresh child process (subprocess, python -c) that "
-                         "imports numpy, Pillow, omegaconf and mmclf.image_folder and then runs image_folder.prepare "
+                         "imports numpy, Pillow, omegaconf and mmclf.image_cache and then runs image_cache.prepare "
                          "(decode threads included; the max over rounds), against a child that only imports them. "
                          "ru_maxrss_mib is the same children's getrusage(RUSAGE_SELF).ru_maxrss, kept for contrast: "
                          "Linux carries it over fork + exec, so it shows this benchmark's own peak. seconds: "

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import image_folder
+from mmclf import image_cache
 from mmclf.errors import StepError
 from mmclf.io import read_json
 from mmclf.rundir import RunDir
@@ -110,7 +110,7 @@ def _own_images(data: dict, run_dir) -> dict:
     """``data`` with the splits of your own images (ImageFolderCache) pointed at the run's data manifest,
     and pipelines chosen by ``data.image_size`` where the config leaves them null."""
     if "image_size" in data:
-        chosen = image_folder.default_pipelines(data["image_size"], data["img_norm_cfg"])
+        chosen = image_cache.default_pipelines(data["image_size"], data["img_norm_cfg"])
         for key, pipeline in zip(("train_pipeline", "test_pipeline"), chosen, strict=True):
             if data.get(key) is None:
                 data[key] = pipeline

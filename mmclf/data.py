@@ -2,7 +2,7 @@
 
 cifar10 is mmcls's own ``CIFAR10`` (downloaded and md5-checked by mmcls); digits and synthetic
 are generated once in CIFAR's python format and reused by later runs; your own images (folder)
-are decoded once into a cache (mmclf/image_folder.py).
+are decoded once into a cache (mmclf/image_cache.py).
 """
 import contextlib
 import fcntl
@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import cifar_format, image_folder
+from mmclf import cifar_format, image_cache
 from mmclf.errors import DataError
 from mmclf.io import remove_stale_temps
 
@@ -101,7 +101,7 @@ def prepare(data_cfg: DictConfig) -> Optional[dict]:
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root: {root} is a file; point data.root at a folder")
     if data_cfg.name == "folder":
-        return image_folder.prepare(data_cfg)  # takes the cache's lock, not the data root's: it may be read-only
+        return image_cache.prepare(data_cfg)  # takes the cache's lock, not the data root's: it may be read-only
     with _prepare_lock(root):
         _prepare(data_cfg)
     return None

@@ -1,6 +1,6 @@
 """mmclf's datasets in mmcls's DATASETS, each with a validation split of its own (mmclf/splits.py):
 ``CifarFormat`` (any folder in CIFAR's python format), ``CIFAR10Split`` (mmcls's CIFAR10) and
-``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/image_folder.py).
+``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/image_cache.py).
 
 Registered when this module is imported (the train and test steps, and mmcls's own tools through
 the ``custom_imports`` of the dumped config).
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from mmcls.datasets import CIFAR10, DATASETS, BaseDataset
 
-from mmclf import image_folder
+from mmclf import image_cache
 from mmclf.cifar_format import read_split
 from mmclf.io import read_json
 from mmclf.splits import stratified_holdout
@@ -90,4 +90,4 @@ class ImageFolderCache(HeldOutSplit, BaseDataset):
     def load_source(self, source):
         manifest = read_json(self.ann_file)
         self.CLASSES = manifest["classes"]
-        return _infos(*image_folder.load_split(manifest, source))
+        return _infos(*image_cache.load_split(manifest, source))

@@ -1,24 +1,15 @@
-"""Your own images: a folder of class folders (or mmcls annotation lists), decoded once into a cache.
+"""Your own images: what a folder of class folders (or mmcls annotation lists) holds, and how one file
+is decoded. mmclf/image_cache.py decodes each split once into a cache.
 
 Layout (mmcls's CustomDataset convention): ``<data.root>/train/<class>/<image>``, ``test/<class>/...``
 and optionally ``val/<class>/...``; class names are train/'s sorted folder names unless
 ``data.classes`` fixes them. Or, per split, an annotation list (``data.ann_file.<split>``: one
 ``relative/path label`` per line, paths relative to ``data.root``).
-
-prepare-data decodes each split once (any format Pillow reads, any mode, EXIF-rotated, resized to
-``image_size`` x ``image_size`` RGB) into ``<data.cache_dir>/<split>-<key>.npy`` (uint8) with a
-``.json`` beside it (files, labels, unreadable files), and writes the run's manifest (``data.json``
-in the run dir) naming them. The key covers the file list, their sizes and mtimes, the labels and
-``image_size``: a changed file rebuilds the cache. No torch or mmcls here: the data pod stays light.
+Hidden files, non-image files and empty class folders are skipped and counted. No torch or mmcls
+here: the data pod stays light.
 """
-import contextlib
-import fcntl
-import hashlib
-import logging
 import os
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,15 +17,9 @@ from typing import Optional
 import numpy as np
 
 from mmclf.errors import DataError
-from mmclf.io import read_json, remove_stale_temps, write_json_atomic
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1  # bump when decoding changes: older caches are then rebuilt
-IMAGENET_FROM = 64  # px: from this size the ImageNet-style pipeline, below it the CIFAR-style one
-MAX_LISTED = 5  # unreadable files named in the message
 
 
 @dataclass
@@ -189,140 +174,3 @@ def decode(path: Path, size: int) -> np.ndarray:
         if image.size != (size, size):
             image = image.resize((size, size), Image.BILINEAR)
         return np.asarray(image)
-
-
-def cache_key(root: Path, listing: Listing, size: int) -> str:
-    """What the decoded split depends on: each file's path, size and mtime, the labels, ``size``."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION} {size}\n".encode())
-    for name, label in zip(listing.files, listing.labels, strict=True):
-        try:
-            stat = (root / name).stat()
-            digest.update(f"{name}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError:  # missing: found unreadable when decoded
-            digest.update(f"{name}\t{label}\tmissing\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def _decode_all(root: Path, listing: Listing, size: int, out: np.ndarray, split: str) -> list[int]:
-    """Decode every file of ``listing`` into the rows of ``out``; the indices of unreadable ones."""
-    def one(index):
-        try:
-            out[index] = decode(root / listing.files[index], size)
-            return None
-        except Exception:  # truncated, corrupt, not an image after all, unreadable: listed, not fatal here
-            return index
-
-    bad, started, last_report = [], time.monotonic(), time.monotonic()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow decodes outside the GIL
-        for done, result in enumerate(pool.map(one, range(len(listing.files))), start=1):
-            if result is not None:
-                bad.append(result)
-            if time.monotonic() - last_report > 10:
-                last_report = time.monotonic()
-                log.info("decoding %s: %d/%d images, %.0f images/s", split, done, len(listing.files),
-                         done / (last_report - started))
-    return bad
-
-
-def build_cache(root: Path, listing: Listing, size: int, cache_dir: Path, split: str) -> Path:
-    """The decoded split in ``cache_dir`` (made when missing or stale); returns its ``.json``."""
-    key = cache_key(root, listing, size)
-    meta_path = cache_dir / f"{split}-{key}.json"
-    if meta_path.is_file():
-        log.info("data: %s split cached (%d images, %s)", split, len(listing.files), meta_path.name)
-        return meta_path
-    images_path = meta_path.with_suffix(".npy")
-    started = time.monotonic()
-    log.info("data: decoding %d %s images once into %s", len(listing.files), split, images_path)
-    tmp = cache_dir / f".{images_path.name}.{os.getpid()}.tmp"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(listing.files), size, size, 3))
-    try:
-        bad = _decode_all(root, listing, size, out, split)
-        out.flush()
-        del out
-        os.replace(tmp, images_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    # The .json last: its presence means the .npy beside it is complete.
-    write_json_atomic(meta_path, {"files": listing.files, "labels": listing.labels, "bad": bad, "image_size": size})
-    log.info("data: %s split decoded in %.1f s", split, time.monotonic() - started)
-    return meta_path
-
-
-def bad_files_message(root: Path, bad: list[str]) -> str:
-    listed = ", ".join(str(root / name) for name in bad[:MAX_LISTED])
-    more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-    return (f"{len(bad)} image file(s) cannot be read (truncated, corrupt or not images): {listed}{more}; "
-            "fix or remove them, or set data.skip_bad_images=true to train without them")
-
-
-@contextlib.contextmanager
-def _cache_lock(cache_dir: Path):
-    """One builder per cache at a time: parallel sweep jobs (or KFP runs on one volume) share it."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        remove_stale_temps(cache_dir)  # of a builder killed mid-file
-        yield
-
-
-def prepare(data_cfg) -> dict:
-    """Scan ``data.root``, decode what is not cached, refuse unreadable images (unless
-    ``data.skip_bad_images``); the run's data manifest (classes and each split's cache)."""
-    root = Path(data_cfg.root)
-    classes, listings, skipped = scan(data_cfg)
-    if skipped:
-        log.info("data: skipped %s", ", ".join(f"{count} {kind}" for kind, count in sorted(skipped.items())))
-    cache_dir = Path(data_cfg.cache_dir)
-    splits, bad_files = {}, []
-    with _cache_lock(cache_dir):
-        for split, listing in listings.items():
-            meta_path = build_cache(root, listing, data_cfg.image_size, cache_dir, split)
-            bad = read_json(meta_path)["bad"]
-            bad_files += [listing.files[index] for index in bad]
-            splits[split] = {"cache": str(meta_path.absolute()), "images": len(listing.files) - len(bad),
-                             "skipped_unreadable": len(bad)}
-    if bad_files and not data_cfg.skip_bad_images:
-        raise DataError(bad_files_message(root, bad_files))
-    if bad_files:
-        log.warning("data: leaving out %d unreadable image(s) (data.skip_bad_images=true), e.g. %s",
-                    len(bad_files), root / bad_files[0])
-    counts = ", ".join(f"{split} {entry['images']}" for split, entry in splits.items())
-    log.info("data: %d classes (%s); images: %s", len(classes), ", ".join(classes[:10]) +
-             (", ..." if len(classes) > 10 else ""), counts)
-    return {"root": str(root.absolute()), "classes": classes, "image_size": data_cfg.image_size, "splits": splits}
-
-
-def load_split(manifest: dict, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, S, S, 3) uint8 RGB, labels (N,), files) of one prepared split, unreadable files left out."""
-    entry = manifest["splits"].get(split)
-    if entry is None:
-        raise DataError(f"the data manifest has no {split} split; run prepare-data again")
-    meta_path = Path(entry["cache"])
-    try:
-        meta = read_json(meta_path)
-        images = np.load(meta_path.with_suffix(".npy"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"{meta_path}: the decoded {split} cache is missing or damaged ({err}); run the same "
-                        "command again: prepare-data rebuilds it") from None
-    keep = np.setdiff1d(np.arange(len(meta["files"])), np.asarray(meta["bad"], dtype=np.int64))
-    return images[keep], np.asarray(meta["labels"], dtype=np.int64)[keep], [meta["files"][i] for i in keep]
-
-
-def default_pipelines(image_size: int, norm: dict) -> tuple[list, list]:
-    """(train, test) mmcls pipelines for cached images of ``image_size``: below IMAGENET_FROM px
-    CIFAR-style (pad-and-crop, flip), from it ImageNet-style (RandomResizedCrop + flip; Resize +
-    CenterCrop at ImageNet's 256/224 ratio)."""
-    normalize = {"type": "Normalize", **norm}
-    if image_size < IMAGENET_FROM:
-        augment = [{"type": "RandomCrop", "size": image_size, "padding": max(1, image_size // 8)}]
-        view = []
-    else:
-        augment = [{"type": "RandomResizedCrop", "size": image_size}]
-        view = [{"type": "Resize", "size": (round(image_size * 256 / 224), -1)},
-                {"type": "CenterCrop", "crop_size": image_size}]
-    train = [*augment, {"type": "RandomFlip", "flip_prob": 0.5, "direction": "horizontal"}, normalize,
-             {"type": "ImageToTensor", "keys": ["img"]}, {"type": "ToTensor", "keys": ["gt_label"]},
-             {"type": "Collect", "keys": ["img", "gt_label"]}]
-    test = [*view, normalize, {"type": "ImageToTensor", "keys": ["img"]}, {"type": "Collect", "keys": ["img"]}]
-    return train, test

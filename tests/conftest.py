@@ -36,10 +36,10 @@ def tiny_overrides(data_root, narrow: bool = True) -> list[str]:
     ]
 
 
-def run_cli(*args, cwd=REPO, env=None, timeout=300):
-    """``python -m mmclf ARGS`` in a subprocess; returns the CompletedProcess."""
+def run_cli(*args, cwd=REPO, env=None, timeout=300, module="mmclf"):
+    """``python -m MODULE ARGS`` (``mmclf`` unless told) in a subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mmclf", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

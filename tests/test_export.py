@@ -16,7 +16,7 @@ from mmclf.rundir import RunDir
 from mmclf.steps import export as export_step
 from mmclf.steps import run_step
 from tests.conftest import REPO, compose_cfg, folder_overrides, tiny_overrides, write_image_folder
-from tests.test_predict import module_cli
+from tests.test_predict import predict_cli
 
 RUNS = ["folder_run", "finished_run"]  # data=folder (3 classes, 16 px) and data=synthetic (10 classes, 16 px)
 EXPORTED = ("model.onnx", "labels.txt", "export.json")
@@ -141,7 +141,7 @@ def test_predict_onnx_gives_predicts_classes_without_torch_or_mmcls(folder_run, 
 
 def test_predict_onnx_refuses_a_run_without_model_onnx(copy_of_finished_run, images):
     (copy_of_finished_run / "model.onnx").unlink()
-    result = module_cli(copy_of_finished_run, images / "test/cat/0.png", "--onnx")
+    result = predict_cli(copy_of_finished_run, images / "test/cat/0.png", "--onnx")
     errors = [line for line in result.stderr.splitlines() if line.startswith("mmclf: error:")]
     assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "no model.onnx" in errors[0] and "predict without --onnx" in errors[0]

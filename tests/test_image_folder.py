@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmclf import image_folder
+from mmclf import image_cache, image_folder
 from mmclf.errors import DataError
 from mmclf.splits import stratified_holdout
 from tests.conftest import compose_cfg, folder_overrides, write_image_folder
@@ -35,7 +35,7 @@ def test_classes_are_train_folders_sorted_and_clutter_is_skipped_and_counted(ima
     assert "train/dog/nested/deep.JPG" in listings["train"].files
     assert len(listings["train"].files) == 37 and len(listings["test"].files) == 18 and "val" not in listings
     caplog.set_level("INFO")
-    image_folder.prepare(data_cfg(images))
+    image_cache.prepare(data_cfg(images))
     assert "skipped 1 empty class folder, 2 hidden, 1 non-image" in caplog.text
 
 
@@ -90,13 +90,13 @@ def corrupt(images):
 def test_unreadable_images_are_listed_once_before_training(images):
     bad = corrupt(images)
     with pytest.raises(DataError) as err:
-        image_folder.prepare(data_cfg(images))
+        image_cache.prepare(data_cfg(images))
     message = str(err.value)
     assert message.startswith("3 image file(s) cannot be read") and "data.skip_bad_images=true" in message
     assert all(str(images / name) in message for name in bad)
-    manifest = image_folder.prepare(data_cfg(images, "data.skip_bad_images=true"))
+    manifest = image_cache.prepare(data_cfg(images, "data.skip_bad_images=true"))
     assert manifest["splits"]["train"]["skipped_unreadable"] == 2 and manifest["splits"]["train"]["images"] == 34
-    test_images, _, files = image_folder.load_split(manifest, "test")
+    test_images, _, files = image_cache.load_split(manifest, "test")
     assert len(test_images) == 18 and "test/owl/fake.jpg" not in files
 
 
@@ -104,27 +104,27 @@ def test_the_message_names_five_paths_and_the_total(images):
     for n in range(7):
         (images / f"train/cat/broken{n}.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(DataError, match=r"^7 image file\(s\).*broken4.png and 2 more;"):
-        image_folder.prepare(data_cfg(images))
+        image_cache.prepare(data_cfg(images))
 
 
 def test_the_cache_is_reused_and_rebuilt_when_a_file_or_the_size_changes(images):
-    manifest = image_folder.prepare(data_cfg(images))
+    manifest = image_cache.prepare(data_cfg(images))
     cache = json_path = manifest["splits"]["train"]["cache"]
     stamp = os.stat(cache).st_mtime_ns
-    assert image_folder.prepare(data_cfg(images))["splits"]["train"]["cache"] == cache
+    assert image_cache.prepare(data_cfg(images))["splits"]["train"]["cache"] == cache
     assert os.stat(cache).st_mtime_ns == stamp, "an unchanged folder is not decoded again"
     Image.new("RGB", (20, 20), (255, 0, 0)).save(images / "train/cat/0.png")  # same name, new content
-    changed = image_folder.prepare(data_cfg(images))
+    changed = image_cache.prepare(data_cfg(images))
     assert changed["splits"]["train"]["cache"] != json_path
-    row = image_folder.load_split(changed, "train")[2].index("train/cat/0.png")
-    assert image_folder.load_split(changed, "train")[0][row].reshape(-1, 3).mean(0).tolist() == [255, 0, 0]
+    row = image_cache.load_split(changed, "train")[2].index("train/cat/0.png")
+    assert image_cache.load_split(changed, "train")[0][row].reshape(-1, 3).mean(0).tolist() == [255, 0, 0]
     assert changed["splits"]["test"]["cache"] == manifest["splits"]["test"]["cache"], "test/ did not change"
-    resized = image_folder.prepare(data_cfg(images, "data.image_size=20"))
-    assert image_folder.load_split(resized, "test")[0].shape[1:] == (20, 20, 3)
+    resized = image_cache.prepare(data_cfg(images, "data.image_size=20"))
+    assert image_cache.load_split(resized, "test")[0].shape[1:] == (20, 20, 3)
 
 
 def _prepare_in_child(root, queue):
-    queue.put(image_folder.prepare(data_cfg(root))["splits"]["train"]["cache"])
+    queue.put(image_cache.prepare(data_cfg(root))["splits"]["train"]["cache"])
 
 
 def test_two_runs_preparing_one_root_at_once_share_one_cache(images):
@@ -169,7 +169,7 @@ def test_the_validation_split_is_held_out_of_train_or_is_the_val_folder(images):
     from mmclf.datasets import ImageFolderCache
 
     manifest_path = images / "data.json"
-    manifest_path.write_text(json.dumps(image_folder.prepare(data_cfg(images))))
+    manifest_path.write_text(json.dumps(image_cache.prepare(data_cfg(images))))
 
     def split(name, fraction=0.25):
         dataset = ImageFolderCache(data_prefix=str(images), ann_file=str(manifest_path), pipeline=[], split=name,
@@ -179,18 +179,18 @@ def test_the_validation_split_is_held_out_of_train_or_is_the_val_folder(images):
     train, val, test = split("train"), split("val"), split("test")
     assert len(val) == 9 and len(train) == 27 and not train & val and not (train | val) & test
     write_image_folder(images, per_split={"val": 2})
-    manifest_path.write_text(json.dumps(image_folder.prepare(data_cfg(images))))
+    manifest_path.write_text(json.dumps(image_cache.prepare(data_cfg(images))))
     assert split("val") == {f"val/{c}/{n}.{e}" for c in ("cat", "dog", "owl") for n, e in ((0, "png"), (1, "jpg"))}
     assert len(split("train")) == 36, "with a val/ folder, train keeps every training image"
 
 
 def test_pipelines_follow_the_image_size():
     norm = {"mean": [0, 0, 0], "std": [1, 1, 1], "to_rgb": False}
-    small_train, small_test = image_folder.default_pipelines(32, norm)
+    small_train, small_test = image_cache.default_pipelines(32, norm)
     assert [step["type"] for step in small_train][:2] == ["RandomCrop", "RandomFlip"]
     assert small_train[0] == {"type": "RandomCrop", "size": 32, "padding": 4}
     assert [step["type"] for step in small_test] == ["Normalize", "ImageToTensor", "Collect"]
-    large_train, large_test = image_folder.default_pipelines(64, norm)
+    large_train, large_test = image_cache.default_pipelines(64, norm)
     assert large_train[0] == {"type": "RandomResizedCrop", "size": 64}
     assert [step["type"] for step in large_test][:2] == ["Resize", "CenterCrop"]
 
@@ -213,7 +213,7 @@ def test_mmcls_pipelines_run_on_cached_images_at_64_px(images, tmp_path):
 
 def test_a_cache_dir_elsewhere_leaves_the_data_folder_untouched(images, tmp_path):
     before = sorted(str(p.relative_to(images)) for p in images.rglob("*"))
-    image_folder.prepare(data_cfg(images, f"data.cache_dir={tmp_path / 'elsewhere'}"))
+    image_cache.prepare(data_cfg(images, f"data.cache_dir={tmp_path / 'elsewhere'}"))
     assert sorted(str(p.relative_to(images)) for p in images.rglob("*")) == before, "a read-only folder would do"
     assert list((tmp_path / "elsewhere").glob("train-*.npy"))
 

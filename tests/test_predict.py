@@ -5,15 +5,11 @@ import shutil
 import pytest
 
 from mmclf.predict import main, predict
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
-def module_cli(*args, cwd=REPO):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "mmclf.predict", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def predict_cli(*args):
+    return run_cli(*args, module="mmclf.predict")
 
 
 def test_predicting_the_runs_own_test_images_reproduces_predictions_json(folder_run, images):
@@ -31,12 +27,12 @@ def test_the_cli_prints_a_json_line_per_image_with_class_names(folder_run, image
     shutil.copy(images / "test/owl/0.png", picked / "a.png")
     shutil.copy(images / "test/dog/1.jpg", picked / "b.jpg")
     (picked / ".DS_Store").write_bytes(b"\0")
-    result = module_cli(folder_run, picked, "--json", "--top-k", "2", "--device", "cpu")
+    result = predict_cli(folder_run, picked, "--json", "--top-k", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == [str(picked / "a.png"), str(picked / "b.jpg")]
     assert all(len(line["top_k"]) == 2 and line["top_k"][0]["class"] in ("cat", "dog", "owl") for line in lines)
-    table = module_cli(folder_run, picked / "a.png", "--device", "cpu")
+    table = predict_cli(folder_run, picked / "a.png", "--device", "cpu")
     assert table.returncode == 0 and f"{picked / 'a.png'}\t" in table.stdout and "%" in table.stdout
 
 

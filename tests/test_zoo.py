@@ -1,12 +1,11 @@
 """mmclf.zoo against the configs and model index mmcls 0.25 really ships: names, checkpoint URLs, the
 model dicts with their classes set, one training step per family at the sizes it allows, and the CLI."""
-import subprocess
-import sys
 
 import pytest
 
 from mmclf import zoo
 from mmclf.errors import ConfigError
+from tests.conftest import run_cli
 
 RESNET50 = "resnet/resnet50_8xb32_in1k"
 SWIN_TINY = "swin_transformer/swin-tiny_16xb64_in1k"
@@ -95,7 +94,7 @@ def test_check_trainable_does_not_load_the_configs_own_checkpoint():
 
 
 def run_zoo_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mmclf.zoo", *args], capture_output=True, text=True, timeout=60)
+    return run_cli(*args, module="mmclf.zoo", timeout=60)
 
 
 def test_cli_lists_and_filters():
