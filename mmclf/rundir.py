@@ -45,6 +45,8 @@ class RunDir:
     # backend=kfp
     PIPELINE = "pipeline.yaml"
     TRAINJOB = "trainjob.yaml"  # backend.distributed=trainjob: the TrainJob the train task creates, for review
+    INFERENCE_SERVICE = "inferenceservice.yaml"  # backend.serve: the KServe InferenceService, for review
+    SERVING = "serving"  # backend.serve: the Triton model repository the InferenceService reads
     PIPELINE_GRAPH = "pipeline_graph.md"
     KFP_RUN = "kfp_run.json"
     KFP_LOCAL = ".kfp_local"  # kfp.local's pipeline root (hidden, like .hydra)
@@ -157,6 +159,14 @@ class RunDir:
     @property
     def kfp_run(self) -> Path:
         return self.path / self.KFP_RUN
+
+    @property
+    def inference_service(self) -> Path:
+        return self.path / self.INFERENCE_SERVICE
+
+    @property
+    def serving(self) -> Path:
+        return self.path / self.SERVING
 
     @property
     def kfp_local(self) -> Path:

@@ -18,6 +18,9 @@ from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT = "images", "scores"
+# The model's name in /v2/models/<name>/: here by default, and on Kubeflow always (backend.serve names
+# the Triton model folder so), so that one client works against both.
+MODEL_NAME = "mmclf"
 
 
 def load_session(run_dir: RunDir):
@@ -72,8 +75,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmclf.serve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a finished run's folder (with model.onnx and labels.txt)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    parser.add_argument("--name", default="mmclf", help="the model's name in /v2/models/<name> (default mmclf); "
-                        "use the InferenceService's name to keep one client for both")
+    parser.add_argument("--name", default=MODEL_NAME, help=f"the model's name in /v2/models/<name> (default "
+                        f"{MODEL_NAME}, the name an InferenceService of backend.serve serves it under too)")
     args = parser.parse_args(argv)
     with one_line_errors(os_errors=True):
         if not 0 < args.port < 65536:

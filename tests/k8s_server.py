@@ -1,5 +1,6 @@
 """A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster.py and preflight.py make,
-and the TrainJobs (``trainer.kubeflow.org/v1alpha1``) backends/kfp/launcher.py creates, reads and deletes.
+the TrainJobs (``trainer.kubeflow.org/v1alpha1``) backends/kfp/launcher.py creates, reads and deletes, and
+the InferenceServices backends/kfp/serve_task.py creates and replaces (k8s_kserve.py).
 
 A real HTTP server on 127.0.0.1 (a random free port) in a background thread; the real ``kubernetes``
 client reaches it through a kubeconfig the test writes (``write_kubeconfig``). Objects have the
@@ -19,6 +20,7 @@ from typing import Optional
 
 import yaml
 
+from tests import k8s_kserve
 from tests.loopback import LoopbackServer
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
@@ -139,6 +141,7 @@ class FakeKubernetes(LoopbackServer):
     deleted: list = field(default_factory=list)  # the names DELETEd, in order
     denied_verbs: set = field(default_factory=set)  # SubjectAccessReviews answer allowed: false for these
     access_reviews: list = field(default_factory=list)  # the SubjectAccessReview specs asked
+    kserve: k8s_kserve.FakeKServe = field(default_factory=k8s_kserve.FakeKServe)  # InferenceServices (k8s_kserve.py)
     _reads: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -160,10 +163,13 @@ class FakeKubernetes(LoopbackServer):
                 (f"{_STORAGE}/storageclasses", "storageclasses", "StorageClass", "storage.k8s.io/v1",
                  _by_name(self.storage_classes))]
 
-    def handle(self, method: str, path: str, headers: dict, body: Optional[dict] = None) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, headers: dict, body: Optional[dict] = None, query: str = ""):
         self.requests.append((method, path))
         if headers.get("authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
+        if path.startswith(k8s_kserve.PREFIX):
+            return self.kserve.handle(method, path[len(k8s_kserve.PREFIX):], body, query, self.claims_namespace,
+                                      self._forbidden_kserve)
         if path.startswith(_TRAINER):
             return self._trainer(method, path[len(_TRAINER):], body)
         if path == _ACCESS_REVIEWS and method == "POST":
@@ -246,6 +252,11 @@ class FakeKubernetes(LoopbackServer):
         allowed = body["spec"]["resourceAttributes"]["verb"] not in self.denied_verbs
         return 201, {**body, "status": {"allowed": allowed}}
 
+    def _forbidden_kserve(self, resource: str, name: str, verb: str):
+        if resource in self.forbidden:
+            return self._forbidden(resource, name, verb, "serving.kserve.io/v1beta1", True)
+        return None
+
     def _forbidden(self, resource: str, name: str, verb: str, api_version: str, namespaced: bool):
         scope = f'in the namespace "{self.claims_namespace}"' if namespaced else "at the cluster scope"
         what = f'{resource} "{name}"' if name else resource
@@ -268,11 +279,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):  # noqa: N802
         self._answer("DELETE")
 
+    def do_PUT(self):  # noqa: N802
+        self._answer("PUT")
+
     def _answer(self, method: str):
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         request = json.loads(self.rfile.read(length)) if length else None
-        code, body = self.server.fake.handle(method, path, {k.lower(): v for k, v in self.headers.items()}, request)
+        code, body = self.server.fake.handle(method, path, {k.lower(): v for k, v in self.headers.items()}, request,
+                                             query)
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

@@ -19,4 +19,8 @@ target     which KFP server, how to authenticate, KfpError
 client     submit, experiments, waiting for a run (REST)
 mlmd       a finished run's metric values from ML Metadata (gRPC-web)
 record     kfp_run.json: the KFP run a run dir belongs to
+serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
+serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service
+checks_serve  backend.serve's value checks, before compiling
+preflight_serve  backend.mode=check with backend.serve: is KServe there, may the task create InferenceServices
 """

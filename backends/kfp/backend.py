@@ -13,6 +13,7 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
+from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
 from backends.kfp.naming import run_names, volume_root
 from backends.kfp.record import remote_run
@@ -29,6 +30,7 @@ class KfpBackend:
     def check(self, cfg: DictConfig) -> None:
         check_backend(cfg.backend)
         check_distributed(cfg)
+        check_serve(cfg)
         if cfg.backend.mode == KfpMode.local:  # trains on this machine
             check_runs_here(cfg)
         else:
@@ -46,6 +48,7 @@ class KfpBackend:
         backend = cfg.backend
         check_backend(backend)
         check_distributed(cfg)
+        check_serve(cfg)
         if backend.mode == KfpMode.local:
             from backends.kfp.local_run import run_local
 
@@ -124,6 +127,10 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
         from backends.kfp.trainjob import write_review_manifest
 
         write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
+    if backend.serve.enabled:  # what the serve task will create, for review
+        from backends.kfp import serving
+
+        serving.write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
     if backend.mode == KfpMode.compile:
         class_needed = backend.volume.mode == "create" and not storage_class
         print_how_to_run(run_dir, backend.image, volume_run_dir, class_needed)

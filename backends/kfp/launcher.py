@@ -43,7 +43,7 @@ class Stopped(BaseException):
     """SIGTERM: KFP stops the task (the run was terminated, or the task's timeout passed)."""
 
 
-def _namespace(backend: DictConfig) -> str:
+def pod_namespace(backend: DictConfig) -> str:
     """The pod's namespace in a cluster; else (a kubeconfig: tests, a workstation) backend.namespace."""
     if NAMESPACE_FILE.is_file():
         return NAMESPACE_FILE.read_text().strip()
@@ -205,7 +205,7 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
     """Train ``cfg`` in ``<run_dir>-<run_id>`` as a TrainJob of ``dist.nnodes`` nodes on the claim
     ``claim_name``; return when it completes, TrainJobFailed when it does not."""
     backend = cfg.backend
-    jobs = TrainJobs(connect(backend).api, _namespace(backend))
+    jobs = TrainJobs(connect(backend).api, pod_namespace(backend))
     manifest = trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace)
     name = manifest["metadata"]["name"]
     _create(jobs, manifest)

@@ -1,5 +1,5 @@
 """Build the Kubeflow pipeline: create-volume -> volume-permissions -> prepare-data -> train -> test ->
-export -> produce-metrics (-> delete-volume).
+export -> produce-metrics (-> serve) (-> delete-volume).
 
 One pod per step, all on one shared volume: a PVC made per run (mode=create), a claim made by hand
 (mode=existing) or a KFP pipeline workspace (mode=workspace). Every step writes in its own KFP run's
@@ -18,7 +18,7 @@ from typing import Optional
 from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
-from backends.kfp.components import make_components, volume_permissions_component
+from backends.kfp.components import make_components, serve_component, volume_permissions_component
 from backends.kfp.naming import STORAGE_CLASS_PARAMETER, volume_root
 from backends.kfp.parameters import RUN_PARAMETERS
 from mmclf.steps import STEPS
@@ -107,6 +107,20 @@ def _volume_permissions(backend: DictConfig, claim):
     return task
 
 
+def _serve(backend: DictConfig, config_yaml: str, run_dir: str, run_id, claim):
+    """The serve task (serve_task.py): a step pod's settings, no accelerator; it reads the run's folder and
+    names the claim in the InferenceService's storage."""
+    task = serve_component(backend.component, backend.image)(config_yaml=config_yaml, run_dir=run_dir,
+                                                              run_id=run_id, claim_name=claim)
+    task.set_caching_options(False)  # a cached task would create nothing
+    if backend.retries > 0:
+        task.set_retry(num_retries=backend.retries)
+    _on_cluster(task, backend, claim)
+    kubernetes.set_security_context(task, run_as_user=backend.run_as_user, run_as_group=backend.run_as_group,
+                                    run_as_non_root=True)
+    return task
+
+
 def _signature(config_yaml: str, defaults: dict, class_needed: bool) -> inspect.Signature:
     """The pipeline function's typed parameters: KFP reads the pipeline's inputs from its signature."""
     def parameter(name, annotation, default=inspect.Parameter.empty):
@@ -174,6 +188,8 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
                 if step.accelerated and not launches:
                     _accelerated(task, backend.resources, step.distributed)
             previous = task
+        if on_cluster and backend.serve.enabled:
+            previous = _serve(backend, inputs["config_yaml"], run_dir, run_id, claim).after(previous)
         if on_cluster and volume.mode == "create" and volume.delete_after:
             # Runs only when every step succeeded: after a failure the volume stays for inspection.
             delete = kubernetes.DeletePVC(pvc_name=claim).after(previous)

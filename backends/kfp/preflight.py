@@ -8,6 +8,7 @@ checked, and is not a problem.
 """
 from dataclasses import dataclass
 
+from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.client import check_reachable
@@ -42,6 +43,23 @@ def unanswered(err: ClusterError, what: str) -> Finding:
     if err.status == 403:
         return Finding(NOT_CHECKED, f"{what}: not allowed to read it ({err})")
     return Finding(PROBLEM, f"{what}: {err}")
+
+
+def denied_verbs(cluster: Cluster, account: str, group: str, resource: str, verbs: tuple, what: str) -> list[str]:
+    """Which of ``verbs`` on ``resource`` in the namespace the service account ``account`` may not use, by a
+    SubjectAccessReview naming it (the task's pod runs as that account, not as whoever asks); ClusterError
+    when the cluster does not let us ask."""
+    user = f"system:serviceaccount:{cluster.namespace}:{account}"
+    authorization = client.AuthorizationV1Api(cluster.api)
+    denied = []
+    for verb in verbs:
+        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user=user, groups=["system:serviceaccounts", f"system:serviceaccounts:{cluster.namespace}"],
+            resource_attributes=client.V1ResourceAttributes(group=group, resource=resource, verb=verb,
+                                                            namespace=cluster.namespace)))
+        if not cluster.ask(what, authorization.create_subject_access_review, review).status.allowed:
+            denied.append(verb)
+    return denied
 
 
 def check_namespace(cluster: Cluster, volume: DictConfig) -> Finding:
@@ -197,6 +215,10 @@ def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, node
     if backend.resources.accelerator_count > 0:
         findings.append(check_accelerators(cluster, backend, nodes))
     findings += [check_pull_secret(cluster, name) for name in backend.image_pull_secrets]
+    if backend.serve.enabled:
+        from backends.kfp.preflight_serve import check_kserve, check_serve_rights
+
+        findings += [check_kserve(cluster), check_serve_rights(cluster, backend.serve)]
     if kfp_api:
         findings.append(check_kfp_api(backend))
     return findings

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import Cluster, ClusterError
 from backends.kfp.launcher import RBAC_FIX
-from backends.kfp.preflight import OK, PROBLEM, Finding, unanswered
+from backends.kfp.preflight import OK, PROBLEM, Finding, denied_verbs, unanswered
 from backends.kfp.trainjob import GROUP, PLURAL, VERSION
 
 VERBS = ("create", "get", "delete")  # what launcher.py does with its TrainJob
@@ -48,21 +48,11 @@ def check_trainer(cluster: Cluster, trainjob: DictConfig) -> Finding:
 def check_trainjob_rights(cluster: Cluster, trainjob: DictConfig) -> Finding:
     """The run's service account may create, read and delete TrainJobs in the namespace."""
     account = trainjob.service_account
-    user = f"system:serviceaccount:{cluster.namespace}:{account}"
     what = f"service account {account}'s rights on {PLURAL}.{GROUP} in namespace {cluster.namespace}"
-    authorization = client.AuthorizationV1Api(cluster.api)
-    denied = []
-    for verb in VERBS:
-        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-            user=user, groups=["system:serviceaccounts", f"system:serviceaccounts:{cluster.namespace}"],
-            resource_attributes=client.V1ResourceAttributes(group=GROUP, resource=PLURAL, verb=verb,
-                                                            namespace=cluster.namespace)))
-        try:
-            answer = cluster.ask(what, authorization.create_subject_access_review, review)
-        except ClusterError as err:
-            return unanswered(err, what)
-        if not answer.status.allowed:
-            denied.append(verb)
+    try:
+        denied = denied_verbs(cluster, account, GROUP, PLURAL, VERBS, what)
+    except ClusterError as err:
+        return unanswered(err, what)
     if denied:
         return Finding(PROBLEM, f"{what}: may not {', '.join(denied)}; {RBAC_FIX} (or set "
                                 "backend.trainjob.service_account to the account your KFP runs pods as)")

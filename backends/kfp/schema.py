@@ -107,6 +107,40 @@ class TrainJobConfig:
 
 
 @dataclass
+class ServeQuantities:
+    cpu: Optional[str] = None  # e.g. "1" or 500m; null: none
+    memory: Optional[str] = None  # e.g. 2Gi; null: none
+
+
+@dataclass
+class ServeResourcesConfig:
+    """The predictor container's requests and limits (the Triton runtime's own: 1 CPU, 2Gi)."""
+
+    requests: ServeQuantities = field(default_factory=lambda: ServeQuantities("1", "2Gi"))
+    limits: ServeQuantities = field(default_factory=lambda: ServeQuantities("1", "2Gi"))
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: int = 0  # as a limit (extended resources cannot be overcommitted)
+
+
+@dataclass
+class ServeConfig:
+    """backend.serve: a KServe InferenceService of the run's ONNX model, after produce-metrics (serving.py)."""
+
+    enabled: bool = False
+    min_metric: Optional[float] = None  # the gate on optimized_metric's value; null: always deploy
+    name: Optional[str] = None  # null: derived from the run's name
+    namespace: Optional[str] = None  # null: the runs' namespace (where the claim is)
+    # The account KFP runs the serve task's pod as: the preflight asks whether it may create InferenceServices.
+    service_account: str = "pipeline-runner"
+    runtime: Optional[str] = None  # a ServingRuntime name; null: KServe picks one by modelFormat onnx
+    min_replicas: int = 1
+    max_replicas: int = 1
+    max_batch_size: int = 64  # Triton's: the most images one request may carry
+    istio_sidecar: bool = False  # false: the predictor pod opts out of Istio sidecar injection
+    resources: ServeResourcesConfig = field(default_factory=ServeResourcesConfig)
+
+
+@dataclass
 class KfpBackendConfig:
     _target_: str = "backends.kfp.backend.KfpBackend"
     mode: KfpMode = KfpMode.compile
@@ -135,6 +169,7 @@ class KfpBackendConfig:
     trainjob: TrainJobConfig = field(default_factory=TrainJobConfig)
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def sweep_jobs_at_once(mode: str, wait: bool, max_in_flight: int) -> int:
