@@ -122,11 +122,21 @@ def _own_images(data: dict, run_dir) -> dict:
     return data
 
 
+def _absolute_paths(data: dict) -> dict:
+    """``data`` with each split's files named from the root (the dumped mmcls_config.py is read by
+    mmcls's tools, started from any folder)."""
+    for split in ("train", "val", "test"):
+        for key in ("data_prefix", "ann_file"):
+            if data.get(split, {}).get(key):
+                data[split][key] = str(Path(data[split][key]).absolute())
+    return data
+
+
 def to_mmcv_config(cfg: DictConfig, run_dir):
     """Build the ``mmcv.Config`` mmcls's own APIs (and tools) expect from the composed config."""
     import mmcv  # here, not at the top: the entry point imports this module and starts fast
 
-    data = _own_images(OmegaConf.to_container(cfg.data, resolve=True), run_dir)
+    data = _absolute_paths(_own_images(OmegaConf.to_container(cfg.data, resolve=True), run_dir))
     num_classes = class_count(cfg, run_dir)
     mm = {"model": model_dict(cfg, num_classes)}
     mm.update({key: data[key] for key in LIFTED_DATA_KEYS if key in data})

@@ -4,8 +4,6 @@ cifar10 is mmcls's own ``CIFAR10`` (downloaded and md5-checked by mmcls); digits
 are generated once in CIFAR's python format and reused by later runs; your own images (folder)
 are decoded once into a cache (mmclf/image_cache.py).
 """
-import contextlib
-import fcntl
 import logging
 from pathlib import Path
 from typing import Optional
@@ -15,7 +13,7 @@ from omegaconf import DictConfig
 
 from mmclf import cifar_format, image_cache
 from mmclf.errors import DataError
-from mmclf.io import remove_stale_temps
+from mmclf.io import preparers_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -84,16 +82,6 @@ def _ensure_generated(folder: Path, make_arrays, class_names, source: dict) -> N
     cifar_format.write_folder(folder, train, test, class_names, {"source": source})
 
 
-@contextlib.contextmanager
-def _prepare_lock(root: Path):
-    """One preparer per data root at a time: parallel sweep jobs (or KFP runs on one volume)
-    share it, and one of them must not read a dataset another is still writing."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".prepare.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def prepare(data_cfg: DictConfig) -> Optional[dict]:
     """Make the configured dataset present and readable; raise DataError naming the fix. For your own
     images (data=folder), the run's data manifest: classes and each split's decoded cache."""
@@ -102,7 +90,9 @@ def prepare(data_cfg: DictConfig) -> Optional[dict]:
         raise DataError(f"data.root: {root} is a file; point data.root at a folder")
     if data_cfg.name == "folder":
         return image_cache.prepare(data_cfg)  # takes the cache's lock, not the data root's: it may be read-only
-    with _prepare_lock(root):
+    # parallel sweep jobs (or KFP runs on one volume) share the root: one of them must not read a
+    # dataset another is still writing
+    with preparers_lock(root, ".prepare.lock", "data.root"):
         _prepare(data_cfg)
     return None
 

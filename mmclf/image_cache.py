@@ -6,8 +6,6 @@ beside it (files, labels, unreadable files), and writes the run's manifest (``da
 dir) naming them. The key covers the file list, their sizes and mtimes, the labels and ``image_size``:
 a changed file rebuilds the cache. No torch or mmcls here: the data pod stays light.
 """
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -19,7 +17,7 @@ import numpy as np
 
 from mmclf.errors import DataError
 from mmclf.image_folder import Listing, decode, scan
-from mmclf.io import read_json, remove_stale_temps, write_json_atomic
+from mmclf.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +91,6 @@ def bad_files_message(root: Path, bad: list[str]) -> str:
             "fix or remove them, or set data.skip_bad_images=true to train without them")
 
 
-@contextlib.contextmanager
-def _cache_lock(cache_dir: Path):
-    """One builder per cache at a time: parallel sweep jobs (or KFP runs on one volume) share it."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        remove_stale_temps(cache_dir)  # of a builder killed mid-file
-        yield
-
-
 def prepare(data_cfg) -> dict:
     """Scan ``data.root``, decode what is not cached, refuse unreadable images (unless
     ``data.skip_bad_images``); the run's data manifest (classes and each split's cache)."""
@@ -112,7 +100,9 @@ def prepare(data_cfg) -> dict:
         log.info("data: skipped %s", ", ".join(f"{count} {kind}" for kind, count in sorted(skipped.items())))
     cache_dir = Path(data_cfg.cache_dir)
     splits, bad_files = {}, []
-    with _cache_lock(cache_dir):
+    # one builder per cache at a time: parallel sweep jobs (or KFP runs on one volume) share it
+    with preparers_lock(cache_dir, ".lock", "data.cache_dir"):
+        remove_stale_temps(cache_dir)  # of a builder killed mid-file
         for split, listing in listings.items():
             meta_path = build_cache(root, listing, data_cfg.image_size, cache_dir, split)
             bad = read_json(meta_path)["bad"]

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf.config import run_fingerprint
 from mmclf.errors import MMClfError
-from mmclf.io import read_json, write_json_atomic
+from mmclf.io import read_record as read_json_record
+from mmclf.io import write_json_atomic
 from mmclf.rundir import RunDir
 
 
@@ -39,8 +40,7 @@ class JobContext:
 
 
 def read_record(run_dir) -> dict:
-    path = RunDir(run_dir).job_record
-    return read_json(path) if path.is_file() else {}
+    return read_json_record(RunDir(run_dir).job_record)
 
 
 def sweep_job_record(job_dir) -> dict:

@@ -1,9 +1,13 @@
 """The task Hydra runs for each job: validate, run the configured backend, record the job, and
-turn failures into the job record, the sweep's policy and one line with exit status 2."""
+turn failures into the job record, the sweep's policy and one line with exit status 2; a stop
+(Ctrl-C, SIGTERM) into the record ``stopped`` and one line."""
 import contextlib
 import errno
 import logging
 import math
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +27,36 @@ SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (test
 
 class DiskFull(MMClfError):
     """No space left (or quota exceeded) while writing a file."""
+
+
+class JobStopped(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM stopped the job. A BaseException, as KeyboardInterrupt is, so that
+    no ``except Exception`` between here and the signal mistakes it for a failure of that code."""
+
+    job_status = "stopped"
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While inside, SIGINT and SIGTERM raise JobStopped (in the main thread, the only one Python
+    lets handle signals; elsewhere, as in a launcher's worker thread, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise JobStopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def hydra_job() -> tuple[Path, jobs.JobContext]:
@@ -58,7 +92,7 @@ def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional
         try:
             with disk_full_in_one_line():
                 objective = _run_locked(cfg, run_dir, job)
-        except Exception as err:
+        except (Exception, JobStopped) as err:
             _record_failure(run_dir, cfg, err)
             raise
     if objective is not None:  # the validation figure chosen on, then the test split's same figure
@@ -112,9 +146,16 @@ def _record_failure(run_dir: RunDir, cfg: DictConfig, err: Exception) -> None:
 
 def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     """``run``, and when it fails (``run`` recorded it): go on with the sweep (a NaN objective),
-    or stop: one line and exit status 2 for a user error, the traceback for anything else."""
+    or stop: one line and exit status 2 for a user error, the traceback for anything else. A
+    signal stops the job and the sweep: one line, exit status 128 + the signal's number."""
     try:
-        return run(cfg, run_dir, job)
+        with stop_on_signals():
+            return run(cfg, run_dir, job)
+    except JobStopped as stop:
+        if job.in_sweep:
+            summary.write_summary(job.sweep_dir)
+        print(f"mmclf: {stop}; {run_dir} keeps what finished: run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except Exception as err:
         if job.in_sweep:
             if not cfg.sweep.fail_fast:

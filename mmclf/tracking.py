@@ -14,8 +14,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.errors import MMClfError
-from mmclf.io import read_json, write_json_atomic
+from mmclf.errors import ConfigError, MMClfError
+from mmclf.io import read_record, write_json_atomic
 from mmclf.jobs import scalars
 from mmclf.rundir import RunDir
 
@@ -39,6 +39,34 @@ def logger_hooks(cfg: DictConfig, run_dir: RunDir, interval: int) -> list[dict]:
 
 def tracking_uri(mlflow_cfg) -> str:
     return mlflow_cfg["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _local_store(uri: str) -> Optional[Path]:
+    """The file or folder on this machine a tracking URI writes to (a SQLite file, a file store);
+    None for a server (http, databricks...), which only a request could check."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file:").removeprefix("//"))
+    return Path(uri) if "://" not in uri else None
+
+
+def check_store(mlflow_cfg) -> None:
+    """A tracking store on this machine must be writable before training starts: MLflow finds out
+    only when it first writes, after minutes of retries (SQLite) or with a long traceback."""
+    uri = tracking_uri(mlflow_cfg)
+    store = _local_store(uri)
+    if store is None:
+        return
+    existing = store.absolute()
+    while not existing.exists() and existing != existing.parent:  # created on first use
+        existing = existing.parent
+    # A SQLite file is written with a journal beside it: its folder must be writable too.
+    for path in [existing, existing.parent] if existing.is_file() else [existing]:
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"logger.mlflow.tracking_uri={uri}: cannot write {path} (read-only or no permission); "
+                              "choose a writable store, e.g. logger.mlflow.tracking_uri=sqlite:///mlflow.db, or "
+                              "logger=text")
 
 
 def _experiment_id(mlflow, name: str, uri: str) -> str:
@@ -76,7 +104,7 @@ def open_run(run_dir: RunDir, config: dict):
     mlflow.set_tracking_uri(uri)
     if mlflow.active_run() is not None:  # left open by a job of this process that failed
         mlflow.end_run("FAILED")
-    record = read_json(run_dir.mlflow_run) if run_dir.mlflow_run.is_file() else {}
+    record = read_record(run_dir.mlflow_run)
     if record.get("tracking_uri") == uri:
         mlflow.start_run(run_id=record["run_id"])
         return mlflow

@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import dist
+from mmclf import dist, tracking
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
 from mmclf.jobs import scalar_metric_names
@@ -56,9 +56,14 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def check_path(key: str, path) -> None:
-    """A usable path: not empty, no part longer than the filesystem allows."""
+    """A usable path: not empty, UTF-8, no part longer than the filesystem allows."""
     if not str(path).strip():
         raise ConfigError(f"{key} is empty; give a folder, e.g. {key}=data")
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8: every record mmclf writes is
+        raise ConfigError(f"{key}={ascii(str(path))}: the path is not valid UTF-8, which run records (JSON, YAML) "
+                          f"cannot hold; rename the folder, or link it from a UTF-8 name and give that") from None
     existing = _nearest_existing(Path(path).absolute())
     longest = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
     for part in Path(path).parts:
@@ -95,12 +100,34 @@ def check_runs_here(cfg: DictConfig) -> None:
     if source and source != "zoo" and "://" not in source and not Path(source).expanduser().is_file():
         raise ConfigError(f"model.pretrained={source}: no such checkpoint file here; give a path, a URL or "
                           "model.pretrained=zoo")
+    _check_load_from(cfg.runtime.get("load_from"))
+    if cfg.logger.get("mlflow") is not None:
+        tracking.check_store(cfg.logger.mlflow)
     if cfg.resume not in ("auto", "never"):
         from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
         from mmclf.config import weights_fingerprint
 
         resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
                           dist.world_size(cfg))
+
+
+def _check_load_from(path) -> None:
+    """``runtime.load_from`` (weights to start from, mmcv's key) is a checkpoint here holding tensors
+    only: loaded once, as training would, with weights_only (a pickle that would run code is refused)."""
+    if path is None:
+        return
+    if "://" in str(path):
+        return  # mmcv fetches URLs itself when training starts
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"runtime.load_from={path}: no such checkpoint file here; give the path of a .pth file")
+    import torch
+
+    try:
+        torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as err:  # not a checkpoint, damaged, or a pickle that would run code
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"runtime.load_from={path}: not a loadable checkpoint of tensors ({reason}); give a .pth "
+                          "file saved by torch.save or mmcv") from None
 
 
 def _check_gpus_per_process(cfg: DictConfig) -> None:
@@ -117,6 +144,8 @@ def _check_gpus_per_process(cfg: DictConfig) -> None:
 
 def _check_data(cfg: DictConfig) -> None:
     check_path("data.root", cfg.data.root)
+    if cfg.data.get("cache_dir") is not None:
+        check_path("data.cache_dir", cfg.data.cache_dir)
     root = Path(cfg.data.root)
     if _exists(root) and not root.is_dir():
         raise ConfigError(f"data.root: {root} is a file; point data.root at a folder")

@@ -140,3 +140,24 @@ SLOWEST_FILES = ("test_dist.py", "test_sweeps.py", "test_reliability.py", "test_
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.path.name not in SLOWEST_FILES)  # stable: the rest keep their order
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """``view(folder)``: ``folder`` mounted read-only at a new path (a bind mount, as a ReadOnlyMany claim
+    or an NFS export is mounted in a pod); skipped where mounting is not allowed."""
+    mounted = []
+
+    def view(folder):
+        mount_point = tmp_path / f"read-only-{len(mounted)}"
+        mount_point.mkdir()
+        bind = subprocess.run(["mount", "--bind", str(folder), str(mount_point)], capture_output=True)
+        if bind.returncode != 0:
+            pytest.skip("cannot bind-mount a folder read-only here (needs root)")
+        mounted.append(mount_point)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount_point)], check=True)
+        return mount_point
+
+    yield view
+    for mount_point in mounted:
+        subprocess.run(["umount", str(mount_point)], check=True)

@@ -113,6 +113,7 @@ BAD_VALUES = [  # mmclf's value checks, in process: each names its key and a fix
     ("resume=/nowhere/epoch_3.pth", "resume=/nowhere/epoch_3.pth: not a loadable mmcv checkpoint"),
     ("data.root=", "data.root is empty"),
     ("data.root=/tmp/" + "x" * 300, "bytes long; this filesystem allows 255: choose a shorter data.root"),
+    ("runtime.load_from=/nowhere/epoch_3.pth", "runtime.load_from=/nowhere/epoch_3.pth: no such checkpoint file here"),
 ]
 
 
@@ -144,3 +145,32 @@ def test_an_os_error_in_the_validation_callback_is_one_line_not_swallowed(monkey
         validate_module.ValidateBeforeRun().on_multirun_start(compose_cfg())
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "mmclf: error: /srv/datasets: Permission denied; check that path\n"
+
+
+class RunsCode:
+    """Unpickled, this would run a command: a checkpoint must never be opened this way."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mmclf-load-from-ran-code",))
+
+
+@pytest.mark.parametrize("content, reason", [(b"not a checkpoint", "not a loadable checkpoint of tensors"),
+                                             (RunsCode(), "not a loadable checkpoint of tensors (Weights only load")])
+def test_runtime_load_from_must_be_a_checkpoint_of_tensors(tmp_path, content, reason):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save({"state_dict": content}, path)
+    run_dir = tmp_path / "run"
+    result = run_cli(f"runtime.load_from={path}", f"hydra.run.dir={run_dir}")
+    assert_refused(result, f"mmclf: error: runtime.load_from={path}: {reason}", run_dir)
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists("/tmp/mmclf-load-from-ran-code")
+
+
+def test_a_data_root_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    root = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")  # Latin-1 bytes, as an old archive names it
+    run_dir = tmp_path / "run"
+    result = run_cli(f'data.root="{root}"', f"hydra.run.dir={run_dir}")
+    assert_refused(result, "the path is not valid UTF-8, which run records (JSON, YAML) cannot hold", run_dir)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

@@ -88,3 +88,11 @@ def test_where_the_cache_lives_is_not_part_of_the_recipe_but_the_validation_spli
     base = weights_fingerprint(compose_cfg(["data=digits"]))
     assert weights_fingerprint(compose_cfg(["data=digits", "data.cache_dir=/elsewhere"])) == base
     assert weights_fingerprint(compose_cfg(["data=digits", "data.val_fraction=0.2"])) != base
+
+
+@pytest.mark.parametrize("data", ["synthetic", "cifar10"])
+def test_the_mmcls_config_names_data_from_the_root_so_tools_run_from_anywhere(tmp_path, monkeypatch, data):
+    monkeypatch.chdir(tmp_path)
+    mm = to_mmcv_config(compose_cfg([f"data={data}", "data.root=datasets"]), tmp_path / "run")
+    for split in ("train", "val", "test"):
+        assert mm.data[split].data_prefix.startswith(str(tmp_path / "datasets")), mm.data[split].data_prefix

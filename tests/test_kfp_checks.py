@@ -1,6 +1,7 @@
 """backend=kfp: values, paths, hosts and modes a cluster would refuse, refused here in one line before
 anything is compiled or created (the pipeline's shape is in test_kfp_pipeline.py)."""
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
@@ -69,7 +70,9 @@ def test_paths_on_the_volume_pass_and_local_mode_may_use_this_machines(tmp_path,
                        "resume=/mnt/mmclf/runs/old/work_dir/epoch_3.pth", "backend.volume.storage_class=nfs-client",
                        "backend.host=http://localhost:8080"])
     KfpBackend().check(cfg)
-    local = compose_cfg(["backend=kfp", "backend.mode=local", "data=synthetic", "runtime.load_from=/home/me/x.pth"])
+    weights = tmp_path / "x.pth"  # mode=local trains here: a path of this machine, checked as backend=local checks it
+    torch.save({"state_dict": {}}, weights)
+    local = compose_cfg(["backend=kfp", "backend.mode=local", "data=synthetic", f"runtime.load_from={weights}"])
     KfpBackend().check(local)
 
 

@@ -1,5 +1,5 @@
 """``kfp_run.json``: the KFP run a run dir belongs to (id, UI link, experiment, name, final state)."""
-from mmclf.io import read_json, write_json_atomic
+from mmclf.io import read_record, write_json_atomic
 from mmclf.rundir import RunDir
 
 
@@ -8,7 +8,7 @@ def write_run_record(run_dir: RunDir, record: dict) -> None:
 
 
 def read_run_record(run_dir: RunDir) -> dict:
-    return read_json(run_dir.kfp_run) if run_dir.kfp_run.is_file() else {}
+    return read_record(run_dir.kfp_run)
 
 
 def remote_run(run_dir: RunDir) -> dict:

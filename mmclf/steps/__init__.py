@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
 from mmclf.dist import is_rank_zero, world_size
-from mmclf.io import read_json, write_json_atomic
+from mmclf.io import read_json, read_record, write_json_atomic
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
 
@@ -87,7 +87,7 @@ def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[D
         function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
         if step.imports_mmcv:
             mmcls_logger()
-    record = read_json(run_dir.steps_record) if run_dir.steps_record.is_file() else {}
+    record = read_record(run_dir.steps_record)
     if step.done(cfg, run_dir, record):
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
