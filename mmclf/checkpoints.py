@@ -6,8 +6,13 @@
   pause at each epoch start when no DataLoader workers run (``NoEpochPause``).
 - mmcv's local checkpoint loader is replaced by one that passes ``weights_only=True`` to
   ``torch.load`` explicitly: a checkpoint cannot run code when it is opened.
-- ``resume_checkpoint`` picks the newest checkpoint that loads, skipping damaged ones.
+- Each checkpoint's sha256 is recorded beside it (``epoch_N.pth.sha256``) when it is written and
+  checked before it is resumed or tested: damage that leaves a file loadable (bytes overwritten
+  in place) is caught, not trained on.
+- ``resume_checkpoint`` picks the newest checkpoint that verifies and loads, skipping damaged ones.
 """
+import functools
+import hashlib
 import logging
 import os
 import re
@@ -19,6 +24,7 @@ from mmcv.runner import RUNNERS, EpochBasedRunner
 from mmcv.runner.checkpoint import CheckpointLoader
 
 from mmclf.errors import ConfigError, MMClfError, RunDirRefused
+from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,40 @@ _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")
 
 class CheckpointWriteError(MMClfError):
     """A checkpoint could not be written (for example, the disk is full)."""
+
+
+class DamagedCheckpoint(MMClfError):
+    """A checkpoint's bytes are not the ones written: they differ from its recorded sha256."""
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record_hash(written: Path, checkpoint: Path) -> None:
+    """Record the sha256 of ``written`` (the complete temp file) as ``checkpoint``'s, before it is renamed
+    there: every checkpoint this runner puts in place has its hash already, whenever a kill comes."""
+    write_text_atomic(RunDir.checkpoint_hash(checkpoint), f"{sha256_of(written)}  {checkpoint.name}\n")
+
+
+def verify(checkpoint: Path) -> None:
+    """Raise DamagedCheckpoint if ``checkpoint`` differs from its recorded sha256.
+
+    A checkpoint without a hash was written before hashes were recorded (this runner writes the
+    hash first, so no kill leaves one of its own without): it is trusted as far as it loads, as it
+    was then, rather than refused, which would strand every run dir of an earlier version."""
+    recorded = RunDir.checkpoint_hash(checkpoint)
+    if recorded.is_file() and recorded.read_text().split()[:1] != [sha256_of(checkpoint)]:
+        raise DamagedCheckpoint(f"its bytes differ from the sha256 recorded in {recorded.name} when it was written")
+
+
+def remove_orphan_hashes(work_dir: Path) -> None:
+    """Remove the hashes of checkpoints that are gone: pruned (by mmcv's CheckpointHook too), or never
+    renamed into place because a kill came between the two."""
+    for recorded in work_dir.glob(f"epoch_*.pth{RunDir.CHECKPOINT_HASH}"):
+        if not recorded.with_suffix("").exists():
+            recorded.unlink()
 
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)
@@ -87,6 +127,7 @@ class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
         tmp_name = f".{filename}.tmp"
         try:
             super().save_checkpoint(str(out_dir), tmp_name, save_optimizer, meta, create_symlink=False)
+            record_hash(out_dir / tmp_name, out_dir / filename)
         except Exception as err:
             (out_dir / tmp_name).unlink(missing_ok=True)
             previous = epoch_checkpoints(out_dir)
@@ -98,6 +139,11 @@ class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
         os.replace(out_dir / tmp_name, out_dir / filename)
         if create_symlink:
             _point_latest_at(out_dir, filename)
+
+    def run(self, data_loaders, workflow, max_epochs=None, **kwargs):
+        super().run(data_loaders, workflow, max_epochs, **kwargs)
+        if self.rank == 0:  # the rank that saves: mmcv's CheckpointHook pruned checkpoints, not their hashes
+            remove_orphan_hashes(Path(self.work_dir))
 
 
 def tidy_work_dir(work_dir: Path, resume_from, max_keep: int) -> None:
@@ -115,6 +161,7 @@ def tidy_work_dir(work_dir: Path, resume_from, max_keep: int) -> None:
         for _, path in epoch_checkpoints(work_dir)[max_keep:]:
             if path != resume_from:
                 path.unlink()
+    remove_orphan_hashes(work_dir)
 
 
 def epoch_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
@@ -123,15 +170,22 @@ def epoch_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+@functools.cache  # the preflight, the finished-run check and the resume each look at it: said once
+def _report_damaged(path: Path, reason: str) -> None:
+    log.warning("skipping damaged checkpoint %s (%s)", path, reason)
+
+
 def checkpoint_meta(path: Path):
-    """The ``meta`` dict of a complete mmcv checkpoint, or None (with a warning) if it is damaged."""
+    """The ``meta`` dict of a complete mmcv checkpoint that verifies, or None (with a warning) if it is damaged."""
     try:
+        verify(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if "state_dict" in checkpoint and "epoch" in checkpoint.get("meta", {}):
-            return checkpoint["meta"]
-        log.warning("skipping checkpoint %s: no state_dict or epoch in it", path)
     except Exception as err:
-        log.warning("skipping damaged checkpoint %s (%s: %s)", path, type(err).__name__, err)
+        _report_damaged(path, f"{type(err).__name__}: {err}")
+        return None
+    if "state_dict" in checkpoint and "epoch" in checkpoint.get("meta", {}):
+        return checkpoint["meta"]
+    _report_damaged(path, "no state_dict or epoch in it")
     return None
 
 
@@ -152,8 +206,8 @@ def _check_recipe(path: Path, meta: dict, weights: str, world_size: int, key: st
 
 
 def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int, world_size: int = 1):
-    """The checkpoint to resume from: ``auto`` = newest loadable one in ``work_dir`` up to
-    ``max_epochs`` (or None), ``never`` = None, anything else = that path, which must load.
+    """The checkpoint to resume from: ``auto`` = newest one in ``work_dir`` that verifies and loads
+    (or None), ``never`` = None, anything else = that path, which must load.
 
     ``weights`` fingerprints the recipe being trained (config.weights_fingerprint): mmcv resumes
     non-strictly, so a checkpoint of another model would load half its weights without a word,
@@ -168,12 +222,19 @@ def resume_checkpoint(resume: str, work_dir: Path, weights: str, max_epochs: int
             raise ConfigError(f"resume={resume}: not a loadable mmcv checkpoint; use resume=auto, never or a .pth path")
         _check_recipe(Path(resume), meta, weights, world_size, "resume")
         return Path(resume)
-    for epoch, path in epoch_checkpoints(work_dir):
-        meta = checkpoint_meta(path)
-        if meta is None:
-            continue
-        # Past max_epochs too: a run dir never holds the checkpoints of two recipes.
-        _check_recipe(path, meta, weights, world_size, "hydra.run.dir")
-        if epoch <= max_epochs:
-            return path
-    return None
+    checkpoints = epoch_checkpoints(work_dir)
+    good = next(((path, meta) for _, path in checkpoints if (meta := checkpoint_meta(path)) is not None), None)
+    if good is not None:
+        _check_recipe(*good, weights, world_size, "hydra.run.dir")
+    if checkpoints and checkpoints[0][0] > max_epochs:
+        _refuse_fewer_epochs(*checkpoints[0], max_epochs)
+    return good[0] if good else None
+
+
+def _refuse_fewer_epochs(epoch: int, path: Path, max_epochs: int) -> None:
+    """A run dir trained past ``max_epochs`` (damaged or not, that checkpoint says how far it got) holds a
+    longer run: resuming an earlier epoch would test it and replace that run's results with a shorter one's."""
+    raise RunDirRefused(f"hydra.run.dir: {path} is epoch {epoch}, past schedule.runner.max_epochs={max_epochs}: this "
+                        "run dir holds a longer run, whose results fewer epochs would replace; run into a new "
+                        f"hydra.run.dir, set schedule.runner.max_epochs={epoch} or more to resume it, or pass "
+                        "resume=never to train from scratch over it")

@@ -71,12 +71,23 @@ def write_record(run_dir, cfg: DictConfig, status: str, remote: Optional[dict] =
 
 
 def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
-    """The metrics of an earlier successful run of this same job in ``run_dir``, if any."""
+    """The metrics of an earlier successful run of this same job in ``run_dir``, if any, whose outputs
+    are intact: a run whose final checkpoint is damaged is not finished, and runs again."""
     record = read_record(run_dir)
     if cfg.resume == "never" or record.get("status") != "succeeded":
         return None
     same_job = all(record.get(key) == value for key, value in _identity(cfg).items())
-    return record.get("metrics") if same_job else None
+    return record.get("metrics") if same_job and _outputs_intact(cfg, run_dir, record) else None
+
+
+def _outputs_intact(cfg: DictConfig, run_dir, record: dict) -> bool:
+    """The steps' own checks of their outputs (the final checkpoint), where the job ran here; a job run
+    elsewhere (``remote``: on a cluster) left its checkpoints there."""
+    if record.get("remote"):
+        return True
+    from mmclf.steps import STEPS  # the train step's check reads the checkpoint (torch): only for a finished job
+
+    return all(step.module.outputs_intact(cfg, RunDir(run_dir)) for step in STEPS if step.checks_outputs)
 
 
 # The export step's parity figures (export.json), which metrics.json repeats: the share of test images

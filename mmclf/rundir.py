@@ -21,6 +21,7 @@ class RunDir:
     WORK_DIR = "work_dir"
     MMCLS_CONFIG = "mmcls_config.py"  # the mmcv config, for mmcls's own tools
     LATEST = "latest.pth"
+    CHECKPOINT_HASH = ".sha256"  # epoch_N.pth.sha256 beside each checkpoint: its sha256 as it was written
     # test
     EVAL_RESULT = "eval_result.json"  # the test split (reported, never used to choose)
     VAL_RESULT = "val_result.json"  # the validation split (what sweeps optimise)
@@ -83,6 +84,11 @@ class RunDir:
     def checkpoint(self, epoch: int) -> Path:
         """``work_dir/epoch_<epoch>.pth``: mmcv's name for the checkpoint after ``epoch`` epochs."""
         return self.work_dir / f"epoch_{epoch}.pth"
+
+    @staticmethod
+    def checkpoint_hash(checkpoint: Path) -> Path:
+        """``<checkpoint>.sha256``, in ``sha256sum``'s format: ``sha256sum -c`` checks it in the work dir."""
+        return checkpoint.with_name(checkpoint.name + RunDir.CHECKPOINT_HASH)
 
     @property
     def eval_result(self) -> Path:
@@ -153,20 +159,20 @@ class RunDir:
         return self.path / self.TRAINJOB
 
     @property
-    def pipeline_graph(self) -> Path:
-        return self.path / self.PIPELINE_GRAPH
-
-    @property
-    def kfp_run(self) -> Path:
-        return self.path / self.KFP_RUN
-
-    @property
     def inference_service(self) -> Path:
         return self.path / self.INFERENCE_SERVICE
 
     @property
     def serving(self) -> Path:
         return self.path / self.SERVING
+
+    @property
+    def pipeline_graph(self) -> Path:
+        return self.path / self.PIPELINE_GRAPH
+
+    @property
+    def kfp_run(self) -> Path:
+        return self.path / self.KFP_RUN
 
     @property
     def kfp_local(self) -> Path:

@@ -13,7 +13,7 @@ import mmcls
 import pytest
 import torch
 
-from mmclf.checkpoints import epoch_checkpoints, resume_checkpoint
+from mmclf.checkpoints import epoch_checkpoints, record_hash, resume_checkpoint
 from mmclf.config import weights_fingerprint
 from mmclf.errors import RunDirRefused, StepError
 from mmclf.lock import refuse_if_busy, run_dir_lock
@@ -179,6 +179,7 @@ class _RunsCode:
 def test_a_malicious_final_checkpoint_is_refused_in_one_line(copy_of_finished_run, data_root, capsys):
     final = RunDir(copy_of_finished_run).checkpoint(1)
     final.write_bytes(pickle.dumps({"state_dict": _RunsCode(), "meta": {"epoch": 1}}))
+    record_hash(final, final)  # whoever can write the checkpoint can write its hash: weights_only still refuses it
     with pytest.raises(StepError, match=r"epoch_1.pth: the final checkpoint does not load \(UnpicklingError"):
         test_module.test(compose_cfg(tiny_overrides(data_root)), RunDir(copy_of_finished_run))
     assert "this must never run" not in capsys.readouterr().out

@@ -58,12 +58,15 @@ def test(cfg: DictConfig, run_dir: RunDir) -> None:
     from mmcls.utils import wrap_non_distributed_model
     from mmcv.runner import load_checkpoint
 
+    from mmclf.checkpoints import verify
+
     mm_cfg = to_mmcv_config(cfg, run_dir)
     checkpoint = final_checkpoint(cfg, run_dir)
     model = build_classifier(mm_cfg.model)
     try:
+        verify(checkpoint)
         load_checkpoint(model, str(checkpoint), map_location="cpu")
-    except Exception as err:  # truncated, or a pickle that weights_only refuses to run
+    except Exception as err:  # bytes changed since written, truncated, or a pickle that weights_only refuses to run
         raise StepError(f"{checkpoint}: the final checkpoint does not load ({type(err).__name__}: {err}); run the "
                         "same command again: training resumes from the newest good checkpoint") from None
     model = wrap_non_distributed_model(model, mm_cfg.device, device_ids=mm_cfg.gpu_ids)

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def outputs_intact(cfg: DictConfig, run_dir: RunDir) -> bool:
-    """Whether the final checkpoint loads: a damaged one sends a re-run back to training, which
-    resumes from the newest good checkpoint."""
+    """Whether the final checkpoint verifies and loads: a damaged one sends a re-run back to training,
+    which resumes from the newest good checkpoint."""
     return checkpoint_meta(run_dir.checkpoint(cfg.schedule.runner.max_epochs)) is not None
 
 
