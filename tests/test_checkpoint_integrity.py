@@ -110,7 +110,9 @@ def test_a_finished_run_whose_final_checkpoint_is_damaged_trains_it_again(two_ep
         overwrite_4k_inside(final)
     caplog.set_level(logging.INFO)
     assert jobs.finished_metrics(two_epochs(data_root), run_dir) is None, "not finished while epoch_2.pth is damaged"
+    tested = run_dir.eval_result.stat().st_mtime_ns
     run(two_epochs(data_root), run_dir)
+    assert run_dir.eval_result.stat().st_mtime_ns != tested, "the steps after train run again on its new checkpoint"
     assert "already holds a finished run" not in caplog.text
     assert len(warnings_naming(caplog, "epoch_2.pth")) == 1, "one line says the final checkpoint is damaged"
     assert f"resuming from {run_dir.checkpoint(1)}" in caplog.text

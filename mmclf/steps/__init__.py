@@ -96,6 +96,9 @@ def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[D
     function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
+    if not step.always_run:  # what later steps made from this step's earlier outputs is out of date
+        for later in STEP_NAMES[STEP_NAMES.index(name) + 1:]:
+            record.pop(later, None)
     record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if step.distributed:
         record[name]["world_size"] = world_size(cfg)
