@@ -10,7 +10,9 @@
   and return the metrics dict, or None when no run finished here (compiled, or submitted without
   waiting). ``job`` is Hydra's word on this job (overrides, sweep), handed over, never looked up;
 - ``remote_run(run_dir)``: where the job runs elsewhere, for job.json and sweep summaries
-  (``{"kind": ..., "state": ..., "run_id": ..., "url": ...}``), or ``{}``.
+  (``{"kind": ..., "state": ..., "run_id": ..., "url": ...}``), or ``{}``;
+- ``records_job(cfg)``: whether ``run`` is a job job.json records; False for a mode that only asks
+  questions (a preflight), which leaves no record to mistake for a run.
 
 Each backend also registers its typed options as ``backend/<name>_schema`` in Hydra's
 ConfigStore when its module is imported (the ``mmclf.backends`` entry points in pyproject.toml).
@@ -32,3 +34,5 @@ class Backend(Protocol):
     def run(self, cfg: DictConfig, run_dir: RunDir, job: JobContext) -> Optional[dict]: ...
 
     def remote_run(self, run_dir: RunDir) -> dict: ...
+
+    def records_job(self, cfg: DictConfig) -> bool: ...

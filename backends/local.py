@@ -30,3 +30,6 @@ class LocalBackend:
 
     def remote_run(self, run_dir: RunDir) -> dict:
         return {}
+
+    def records_job(self, cfg: DictConfig) -> bool:
+        return True

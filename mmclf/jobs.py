@@ -76,8 +76,12 @@ def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
     record = read_record(run_dir)
     if cfg.resume == "never" or record.get("status") != "succeeded":
         return None
-    same_job = all(record.get(key) == value for key, value in _identity(cfg).items())
-    return record.get("metrics") if same_job and _outputs_intact(cfg, run_dir, record) else None
+    return record.get("metrics") if same_job(cfg, record) and _outputs_intact(cfg, run_dir, record) else None
+
+
+def same_job(cfg: DictConfig, record: dict) -> bool:
+    """Whether job.json's ``record`` is of this job: the same config, run the same way."""
+    return all(record.get(key) == value for key, value in _identity(cfg).items())
 
 
 def _outputs_intact(cfg: DictConfig, run_dir, record: dict) -> bool:

@@ -107,6 +107,9 @@ def _run_locked(cfg: DictConfig, run_dir: RunDir, job: jobs.JobContext) -> Optio
     """The job, in the run dir whose lock this process holds: skipped when it already finished."""
     remove_stale_temps(run_dir.path)  # of a write killed mid-file
     backend = backend_of(cfg)
+    if not backend.records_job(cfg):
+        backend.run(cfg, run_dir, job)
+        return None
     metrics = jobs.finished_metrics(cfg, run_dir)
     if metrics is not None:
         log.info("%s already holds a finished run of this config; not running it again", run_dir)

@@ -15,6 +15,7 @@ from backends.kfp.preflight import PreflightFailed
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
+from mmclf.task import run
 from tests.conftest import REPO, closed_port_url, compose_cfg
 from tests.k8s_server import FakeKubernetes, claim, namespace, node, secret, storage_class, write_kubeconfig
 from tests.kfp_server import FakeKfpServer
@@ -174,6 +175,12 @@ def test_check_names_what_would_make_a_run_stall_and_fails(tmp_path, kube, capsy
 def test_check_passes_what_a_run_can_live_with(tmp_path, kube, cluster, overrides):
     kube(**healthy(**cluster))
     assert run_backend(tmp_path, "backend.mode=check", *overrides) is None
+
+
+def test_a_check_leaves_no_job_record(tmp_path, kube):
+    kube(**healthy())
+    assert run(compose_cfg(["backend=kfp", "data=synthetic", "backend.mode=check"]), tmp_path / "run") is None
+    assert not (tmp_path / "run/job.json").exists(), "a preflight ran nothing: no record to mistake for a run"
 
 
 def test_what_the_cluster_will_not_say_is_not_checked_and_no_problem(tmp_path, kube, capsys):

@@ -180,11 +180,16 @@ def test_a_run_that_succeeded_without_metrics_is_recorded_as_such(tmp_path, data
                            "backend.volume.claim_name=mmclf-data", "data=synthetic", f"data.root={data_root}"])
         with pytest.raises(SystemExit):  # one line, exit status 2: the core's way with a user error
             run_job(cfg, tmp_path / "run", JobContext())
-    [run_id] = server.runs
-    record = json.loads((tmp_path / "run/job.json").read_text())
-    assert record["status"] == "succeeded_without_metrics", "the run succeeded; only its metrics did not come back"
-    assert record["remote"]["state"] == "SUCCEEDED" and record["remote"]["run_id"] == run_id
-    assert f"{record['remote']['run_dir']}/metrics.json on claim mmclf-data" in record["error"]
+        [run_id] = server.runs
+        record = json.loads((tmp_path / "run/job.json").read_text())
+        assert record["status"] == "succeeded_without_metrics", "the run succeeded; only its metrics did not come back"
+        assert record["remote"]["state"] == "SUCCEEDED" and record["remote"]["run_id"] == run_id
+        assert f"{record['remote']['run_dir']}/metrics.json on claim mmclf-data" in record["error"]
+
+        server.serve_mlmd = True  # the same command again, once ML Metadata answers
+        assert run_job(cfg, tmp_path / "run", JobContext()) == pytest.approx(server.metrics["val_accuracy_top-1"])
+        assert list(server.runs) == [run_id], "the run that succeeded is not submitted again"
+        assert json.loads((tmp_path / "run/job.json").read_text())["status"] == "succeeded"
 
 
 def test_an_experiment_created_meanwhile_by_another_job_is_used(pipeline_file):

@@ -8,6 +8,7 @@ this machine through kfp.local (local_run.py), producing the run-dir files backe
 Only the light modules are imported here: compiling needs kfp, never torch, mmcv or mmcls; the
 cluster is asked only where access is configured and the answer is needed.
 """
+import logging
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,12 +17,15 @@ from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, 
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
 from backends.kfp.naming import run_names, volume_root
-from backends.kfp.record import remote_run
+from backends.kfp.record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
-from mmclf.errors import ConfigError
+from mmclf import jobs
+from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.validate import check_runs_here
+
+log = logging.getLogger(__name__)
 
 
 class KfpBackend:
@@ -43,6 +47,9 @@ class KfpBackend:
     def remote_run(self, run_dir: RunDir) -> dict:
         return remote_run(run_dir)
 
+    def records_job(self, cfg: DictConfig) -> bool:
+        return cfg.backend.mode != KfpMode.check  # the preflight runs nothing
+
     def run(self, cfg: DictConfig, run_dir: RunDir, job: JobContext) -> Optional[dict]:
         """The metrics dict (mode=local, or submit with backend.wait), else None: no run finished here."""
         backend = cfg.backend
@@ -58,6 +65,9 @@ class KfpBackend:
         nodes = cfg.dist.nnodes if backend.distributed == "trainjob" else 1
         if backend.mode == KfpMode.check:
             return _preflight(backend, cluster, nodes)
+        metrics = _metrics_not_yet_read_back(cfg, run_dir)
+        if metrics is not None:
+            return metrics
         storage_class = _storage_class(backend, cluster)
         if backend.mode == KfpMode.submit:
             _refuse_unknown_class(backend, storage_class)
@@ -66,6 +76,21 @@ class KfpBackend:
 
                 report(run_checks(backend, cluster, kfp_api=False, nodes=nodes), "nothing was compiled or submitted")
         return _compile_and_submit(cfg, run_dir, job, storage_class)
+
+
+def _metrics_not_yet_read_back(cfg: DictConfig, run_dir: RunDir) -> Optional[dict]:
+    """The metrics of the KFP run this job already submitted, which SUCCEEDED but whose metrics did not
+    come back then (job.json: succeeded_without_metrics): read again, instead of training it again."""
+    record, remote = jobs.read_record(run_dir), read_run_record(run_dir)
+    if record.get("status") != ResultNotHere.job_status or remote.get("state") != "SUCCEEDED" or \
+            not jobs.same_job(cfg, record):
+        return None
+    from backends.kfp.mlmd import read_metrics
+    from backends.kfp.target import target_from_config
+
+    log.info("KFP run %s already SUCCEEDED: reading its metrics again, not submitting it again", remote["run_id"])
+    target = target_from_config(run_dir.pipeline, cfg.backend)
+    return read_metrics(target, remote["run_id"], f"{remote['run_dir']}/{RunDir.METRICS} on {remote['volume']}")
 
 
 def _asks_cluster(backend: DictConfig) -> bool:
