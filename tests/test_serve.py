@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from mmclf import image_folder
-from mmclf.serve import main
+from mmclf.serve import MODEL_NAME, main
 from tests.conftest import REPO
 
-MODEL = "pets"
+MODEL = MODEL_NAME  # the default name, which the InferenceService's Triton model has too
 
 
 def free_port() -> int:
@@ -38,8 +38,7 @@ def call(url: str, body=None) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def server(folder_run):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mmclf.serve", str(folder_run), "--port", str(port),
-                                "--name", MODEL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "mmclf.serve", str(folder_run), "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and process.poll() is None:
@@ -90,3 +89,26 @@ def test_a_run_without_an_export_is_refused_in_one_line(folder_run, tmp_path, ca
         main([str(run_dir), "--port", str(free_port())])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
     assert exited.value.code == 2 and len(errors) == 1 and "model.onnx: missing" in errors[0]
+
+
+def readme_client() -> str:
+    """The README's Python client (Serve on Kubeflow, "Requests"), as printed there."""
+    readme = (REPO / "README.md").read_text()
+    after = readme.index("**Requests** speak KServe's Open Inference Protocol")
+    start = readme.index("```python\n", after) + len("```python\n")
+    return readme[start:readme.index("```", start)]
+
+
+def test_the_readmes_client_gets_the_runs_labels_from_the_local_server(server, folder_run, images, tmp_path,
+                                                                        monkeypatch, capsys):
+    expected = json.loads((folder_run / "predictions.json").read_text())
+    shutil.copy(images / expected["files"][0], tmp_path / "a.jpg")  # any format: decode reads the content
+    shutil.copy(images / expected["files"][1], tmp_path / "b.png")
+    shutil.copy(folder_run / "labels.txt", tmp_path / "labels.txt")
+    monkeypatch.chdir(tmp_path)
+    code = readme_client()
+    code = code.replace('URL = "http://NAME.NAMESPACE.example.com"', f'URL = "{server}"', 1)
+    code = code.replace("decode(path, 32)", "decode(path, 16)", 1)  # the run's data.image_size
+    exec(compile(code, "README.md", "exec"), {})
+    names = [expected["classes"][label] for label in expected["pred_label"][:2]]
+    assert capsys.readouterr().out.strip() == str(names)
