@@ -1,16 +1,16 @@
 """Data-parallel training: the train step on N processes per node, M nodes, through torchrun.
 
-PyTorch's own launcher does the work: the train step runs ``python -m torch.distributed.run`` (torchrun)
-with ``-m mmclf.dist``, whose ``main`` joins the process group and trains one rank with mmcls's
-distributed path (DistributedSampler, MMDistributedDataParallel, DistEvalHook). NCCL on GPUs, gloo
-on the CPU. On several nodes torchrun takes the rendezvous from the environment Kubeflow Trainer
-sets on each node (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``).
+PyTorch's own launcher does the work: the train step runs torchrun (``python -m mmclf.torchrun``) with
+``-m mmclf.rank``, which ties each worker's life to torchrun's, then calls ``main`` here: join the
+process group and train one rank with mmcls's distributed path (DistributedSampler,
+MMDistributedDataParallel, DistEvalHook). NCCL on GPUs, gloo on the CPU. On several nodes torchrun
+takes the rendezvous from the environment Kubeflow Trainer sets on each node (``PET_NNODES``,
+``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``).
 
 Global rank 0 alone writes the run dir (checkpoints, logs, records); every rank reads it.
 This module stays light (no torch import at the top): the entry point validates ``dist.*`` with it.
 """
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -21,12 +21,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.errors import EXIT_USER_ERROR, ConfigError, MMClfError
+from mmclf.errors import EXIT_USER_ERROR, ConfigError, MMClfError, stop_on_signals
+from mmclf.rank import die_with
 
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
-RANK_ERRORS = "MMCLF_RANK_ERRORS"  # where ranks leave their user errors for the launcher (a folder)
+RANK_ERRORS = "MMCLF_RANK_ERRORS"  # the launch's temp folder: the ranks' user errors, torchrun's logs
 
 
 class DistributedTrainingFailed(MMClfError):
@@ -41,6 +41,27 @@ def check(cfg: DictConfig) -> None:
                           "one) or a positive integer, e.g. dist.nproc_per_node=2")
     if isinstance(cfg.dist.nnodes, bool) or cfg.dist.nnodes < 1:
         raise ConfigError(f"dist.nnodes={cfg.dist.nnodes!r}: must be a positive integer, e.g. dist.nnodes=2")
+
+
+def check_fits_here(cfg: DictConfig) -> None:
+    """No more processes than this machine has devices for: NCCL needs a GPU of its own for each
+    process, and gloo processes beyond the CPUs this process may use only fight over them, each
+    holding a model and its data in memory (999 of them exhaust it)."""
+    nproc = cfg.dist.nproc_per_node
+    if nproc == "auto":
+        return
+    from mmclf.config import resolve_device
+
+    if resolve_device(cfg.device) == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if nproc > gpus:
+            raise ConfigError(f"dist.nproc_per_node={nproc}: {gpus} GPU(s) visible here, one per process; use "
+                              f"dist.nproc_per_node=auto (= {gpus}), or device=cpu for gloo processes")
+    elif nproc > (cpus := _available_cpus()):
+        raise ConfigError(f"dist.nproc_per_node={nproc}: {cpus} CPU(s) available to this process here, one per "
+                          f"process at most; use dist.nproc_per_node={cpus} or fewer")
 
 
 def processes_per_node(cfg: DictConfig) -> int:
@@ -94,26 +115,9 @@ def torchrun_command(cfg: DictConfig, run_dir) -> list[str]:
         raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: several nodes need a rendezvous that something starting "
                           "every node provides (PET_MASTER_ADDR, PET_NODE_RANK); run them as a Kubeflow TrainJob "
                           "with backend=kfp backend.distributed=trainjob, or set dist.nnodes=1")
-    return [sys.executable, "-m", "torch.distributed.run", *nodes, f"--nproc-per-node={processes_per_node(cfg)}",
-            "--max-restarts=0", "-m", "mmclf.dist", "--run-dir", str(run_dir),
+    return [sys.executable, "-m", "mmclf.torchrun", *nodes, f"--nproc-per-node={processes_per_node(cfg)}",
+            "--max-restarts=0", "-m", "mmclf.rank", "--run-dir", str(run_dir),
             "--config-yaml", OmegaConf.to_yaml(cfg, resolve=True)]
-
-
-def _parent_death_signal():
-    """A function that asks Linux to send a signal to the calling process when its parent dies: a
-    killed launcher must not leave ranks training on (and writing checkpoints) behind the next
-    command's back. Looked up once, before any fork (it runs between fork and exec). None off Linux."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: torchrun's own teardown is all there is
-        return None
-
-    def die_with(parent: int, sig: int) -> None:
-        prctl(_PR_SET_PDEATHSIG, sig)
-        if os.getppid() != parent:  # the parent died before the signal was asked for
-            os._exit(1)
-
-    return die_with
 
 
 def launch(cfg: DictConfig, run_dir) -> None:
@@ -124,13 +128,15 @@ def launch(cfg: DictConfig, run_dir) -> None:
     command = torchrun_command(cfg, run_dir)
     log.info("training on %d processes per node x %d node(s) through torchrun", processes_per_node(cfg),
              cfg.dist.nnodes)
-    die_with, launcher = _parent_death_signal(), os.getpid()
-    with tempfile.TemporaryDirectory(prefix="mmclf-ranks-") as errors:
+    launcher = os.getpid()
+    # a stop kills torchrun on the way out (its workers die with it) and removes the ranks' folder
+    with stop_on_signals(), tempfile.TemporaryDirectory(prefix="mmclf-ranks-") as errors:
         env = {**os.environ, RANK_ERRORS: errors,
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads_per_process(cfg)))}
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_threads_per_process(cfg))),
+               # torchrun's logs in this folder, removed with it (by default a /tmp folder left behind)
+               "PET_LOG_DIR": os.environ.get("PET_LOG_DIR", str(Path(errors, "torchelastic")))}
         # torchrun gets SIGTERM if this process dies: it stops its workers (which also die with it).
-        result = subprocess.run(command, env=env,
-                                preexec_fn=die_with and (lambda: die_with(launcher, signal.SIGTERM)))
+        result = subprocess.run(command, env=env, preexec_fn=lambda: die_with(launcher, signal.SIGTERM))
         if result.returncode == 0:
             return
         reported = sorted(Path(errors).glob("rank-*.txt"), key=lambda path: int(path.stem.split("-")[1]))
@@ -182,11 +188,8 @@ def _report(err: MMClfError) -> None:
 
 
 def main(argv=None) -> None:
-    """One torchrun worker: join the process group, train this rank, leave."""
-    parent, die_with = os.getppid(), _parent_death_signal()
-    if die_with:
-        die_with(parent, signal.SIGKILL)
-    parser = argparse.ArgumentParser(prog="python -m mmclf.dist", description="one rank of mmclf's train step")
+    """One torchrun worker (started as ``python -m mmclf.rank``): join the process group, train this rank, leave."""
+    parser = argparse.ArgumentParser(prog="python -m mmclf.rank", description="one rank of mmclf's train step")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
     args = parser.parse_args(argv)
@@ -207,7 +210,3 @@ def main(argv=None) -> None:
         _report(err)
     finally:
         dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

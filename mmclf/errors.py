@@ -1,6 +1,9 @@
-"""Errors a user can cause and fix: they end the run with one clear line, not a traceback."""
+"""Errors a user can cause and fix: they end the run with one clear line, not a traceback; and a
+stop (Ctrl-C, SIGTERM, SIGHUP), which ends it with one line too."""
 import contextlib
+import signal
 import sys
+import threading
 
 
 class MMClfError(Exception):
@@ -35,6 +38,45 @@ class ResultNotHere(MMClfError):
     job_status = "succeeded_without_metrics"
 
 
+class JobStopped(BaseException):
+    """SIGINT (Ctrl-C), SIGTERM (a scheduler, KFP terminating a run) or SIGHUP (a closed terminal)
+    stopped the job. A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` between
+    here and the signal mistakes it for a failure of that code."""
+
+    job_status = "stopped"
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While inside, SIGINT, SIGTERM and SIGHUP raise JobStopped, so the way out runs (child processes
+    killed, temp folders removed, the stop recorded), which their default action, death on the spot,
+    skips. Only the main thread may set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise JobStopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def exit_stopped(stop: JobStopped, kept: str = "what finished is kept"):
+    """Print the stop as one line on stderr and exit with the status a shell gives a process that
+    signal ended (128 + its number)."""
+    print(f"mmclf: {stop}; {kept}: run the same command again to resume", file=sys.stderr)
+    sys.exit(128 + stop.signum)
+
+
 EXIT_USER_ERROR = 2
 
 
@@ -52,6 +94,8 @@ def one_line_errors(os_errors: bool = False):
         yield
     except MMClfError as err:
         exit_with(err)
+    except JobStopped as stop:
+        exit_stopped(stop)
     except OSError as err:
         if not os_errors:
             raise

@@ -5,16 +5,13 @@ import contextlib
 import errno
 import logging
 import math
-import signal
-import sys
-import threading
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
 
 from mmclf import jobs, summary
-from mmclf.errors import MMClfError, exit_with
+from mmclf.errors import JobStopped, MMClfError, exit_stopped, exit_with, stop_on_signals
 from mmclf.io import remove_stale_temps
 from mmclf.lock import run_dir_lock
 from mmclf.preflight import refuse_foreign_run
@@ -27,36 +24,6 @@ SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (test
 
 class DiskFull(MMClfError):
     """No space left (or quota exceeded) while writing a file."""
-
-
-class JobStopped(BaseException):
-    """SIGINT (Ctrl-C) or SIGTERM stopped the job. A BaseException, as KeyboardInterrupt is, so that
-    no ``except Exception`` between here and the signal mistakes it for a failure of that code."""
-
-    job_status = "stopped"
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """While inside, SIGINT and SIGTERM raise JobStopped (in the main thread, the only one Python
-    lets handle signals; elsewhere, as in a launcher's worker thread, nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise JobStopped(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def hydra_job() -> tuple[Path, jobs.JobContext]:
@@ -157,8 +124,7 @@ def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     except JobStopped as stop:
         if job.in_sweep:
             summary.write_summary(job.sweep_dir)
-        print(f"mmclf: {stop}; {run_dir} keeps what finished: run the same command again to resume", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+        exit_stopped(stop, f"{run_dir} keeps what finished")
     except Exception as err:
         if job.in_sweep:
             if not cfg.sweep.fail_fast:

@@ -95,7 +95,7 @@ def check_runs_here(cfg: DictConfig) -> None:
         raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: this runs on this one machine; several nodes run as a "
                           "Kubeflow TrainJob (backend=kfp backend.mode=submit backend.distributed=trainjob), or set "
                           "dist.nnodes=1")
-    _check_gpus_per_process(cfg)
+    dist.check_fits_here(cfg)
     source = cfg.model.get("pretrained")
     if source and source != "zoo" and "://" not in source and not Path(source).expanduser().is_file():
         raise ConfigError(f"model.pretrained={source}: no such checkpoint file here; give a path, a URL or "
@@ -128,18 +128,6 @@ def _check_load_from(path) -> None:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"runtime.load_from={path}: not a loadable checkpoint of tensors ({reason}); give a .pth "
                           "file saved by torch.save or mmcv") from None
-
-
-def _check_gpus_per_process(cfg: DictConfig) -> None:
-    """NCCL needs a GPU of its own for each process: more processes than GPUs cannot train here."""
-    if cfg.dist.nproc_per_node == "auto" or cfg.device == "cpu":
-        return
-    import torch
-
-    gpus = torch.cuda.device_count()
-    if gpus and cfg.dist.nproc_per_node > gpus and cfg.device in ("cuda", "auto"):
-        raise ConfigError(f"dist.nproc_per_node={cfg.dist.nproc_per_node}: {gpus} GPU(s) visible here, one per "
-                          f"process; use dist.nproc_per_node=auto (= {gpus}), or device=cpu for gloo processes")
 
 
 def _check_data(cfg: DictConfig) -> None:

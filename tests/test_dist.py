@@ -173,7 +173,7 @@ def workers(run_dir) -> dict[int, int]:
         except (OSError, ValueError):
             continue
         rank = [int(v[5:]) for v in environ if v.startswith(b"RANK=")]  # torchrun's agent has none
-        if rank and b"mmclf.dist" in cmdline and str(run_dir).encode() in cmdline:
+        if rank and str(run_dir).encode() in cmdline:
             found[rank[0]] = int(proc.name)
     return found
 

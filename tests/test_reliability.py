@@ -112,13 +112,19 @@ def test_a_busy_run_dir_is_refused_naming_the_holder(tmp_path, data_root):
     assert sorted(p.name for p in run_dir.path.iterdir()) == [".lock"], "Hydra wrote nothing into it"
 
 
-def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
-    run_dir = RunDir(tmp_path / "run")
+def lock_holder(run_dir: RunDir) -> subprocess.Popen:
+    """Another process holding ``run_dir``'s lock, as a running job does, once it says so."""
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\nfrom mmclf.lock import run_dir_lock\nfrom mmclf.rundir import RunDir\n"
         f"with run_dir_lock(RunDir({str(run_dir.path)!r})):\n    print('held', flush=True)\n    time.sleep(600)\n")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    holder = lock_holder(run_dir)
     with pytest.raises(RunDirRefused, match=f"pid {holder.pid} on host"):  # while it lives
         refuse_if_busy(run_dir)
     holder.send_signal(signal.SIGKILL)

@@ -38,7 +38,8 @@ def call(url: str, body=None) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def server(folder_run):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mmclf.serve", str(folder_run), "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "mmclf.serve", str(folder_run), "--port", str(port)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and process.poll() is None:

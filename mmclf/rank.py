@@ -1,0 +1,37 @@
+"""Each torchrun worker's entry point (``python -m mmclf.rank``): tied to torchrun's life first, then
+one rank of the train step (:func:`mmclf.dist.main`).
+
+A killed launcher must leave nothing training behind the next command's back. Linux sends a
+process a chosen signal when its parent dies once the process asks (``prctl(PR_SET_PDEATHSIG)``),
+but the asking comes after the process started: a parent killed in between has already handed
+the process to another, and the signal never comes. So a process asks first, before any heavy
+import, then checks that its parent is still the one that started it, known by pid: torchrun
+writes its own into its workers' environment (``AGENT_PID``, mmclf/torchrun.py), mmclf's launcher
+knows torchrun's (mmclf/dist.py).
+"""
+import ctypes
+import os
+import signal
+
+AGENT_PID = "MMCLF_AGENT_PID"  # torchrun's pid, in the environment it gives its workers
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+try:  # looked up here, not in die_with: die_with also runs between fork and exec
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: torchrun's own teardown is all there is
+    _prctl = None
+
+
+def die_with(parent: int, sig: int) -> None:
+    """Get ``sig`` when process ``parent``, this one's parent, dies; exit now if it already has."""
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    die_with(int(os.environ.get(AGENT_PID, os.getppid())), signal.SIGKILL)
+    from mmclf.dist import main
+
+    main()
