@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import EXIT_USER_ERROR, ConfigError, MMClfError, stop_on_signals
 from mmclf.rank import die_with
+from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
@@ -139,6 +140,9 @@ def launch(cfg: DictConfig, run_dir) -> None:
         result = subprocess.run(command, env=env, preexec_fn=lambda: die_with(launcher, signal.SIGTERM))
         if result.returncode == 0:
             return
+        from mmclf.tracking import end_recorded_run  # rank 0, ended by torchrun, may not have ended it
+
+        end_recorded_run(cfg, RunDir(run_dir), "FAILED")
         reported = sorted(Path(errors).glob("rank-*.txt"), key=lambda path: int(path.stem.split("-")[1]))
         if reported:
             raise DistributedTrainingFailed(f"train: {reported[0].stem.replace('-', ' ')}: {reported[0].read_text()}")
@@ -196,7 +200,6 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO if is_rank_zero() else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from mmclf.config import resolve_device
-    from mmclf.rundir import RunDir
 
     cfg = OmegaConf.create(args.config_yaml)
     dist = _join_process_group(resolve_device(cfg.device))  # first: a rank that cannot join fails at once

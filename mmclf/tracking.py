@@ -8,6 +8,7 @@ a resumed run would start a second one. Here each run dir reports to one MLflow 
 ``mlflow_run.json``: the train step opens it (or reopens it after a kill), and the metrics step,
 maybe in another pod, adds the final metrics.json scalars and the plots and report as artifacts.
 """
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -19,6 +20,7 @@ from mmclf.io import read_record, write_json_atomic
 from mmclf.jobs import scalars
 from mmclf.rundir import RunDir
 
+log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # no server: a SQLite file where the command runs
 ARTIFACTS_BESIDE_DB = "mlflow-artifacts"  # a SQLite store's artifact folder, next to the file
 _PARAMS_PER_CALL = 100  # MLflow's limit on params per log_params batch
@@ -126,6 +128,21 @@ def end_failed_run() -> None:
     mlflow = sys.modules.get("mlflow")  # only if a hook of this run imported it
     if mlflow is not None and mlflow.active_run() is not None:
         mlflow.end_run("FAILED")
+
+
+def end_recorded_run(cfg: DictConfig, run_dir: RunDir, status: str) -> None:
+    """End the run dir's MLflow run (``mlflow_run.json``) with ``status`` from outside the process that
+    opened it: a rank that torchrun ended because another failed never ends its own, which would
+    stay RUNNING. A store that cannot be reached costs a warning, not the error being reported."""
+    record = read_record(run_dir.mlflow_run)
+    if cfg.logger.get("mlflow") is None or not record:
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(record["tracking_uri"]).set_terminated(record["run_id"], status)
+    except Exception as err:
+        log.warning("could not mark MLflow run %s %s (%s)", record["run_id"], status, err)
 
 
 def report_results(cfg: DictConfig, run_dir: RunDir, result: dict) -> Optional[str]:

@@ -1,6 +1,8 @@
 """Watching runs: per-epoch validation in mmcv's log, TensorBoard event files, an MLflow run per
 mmclf run (read back with TensorBoard's and MLflow's own readers), and a sweep's progress lines."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from mmclf.report import read_log
 from mmclf.rundir import RunDir
 from mmclf.summary import SummarizeSweep
 from mmclf.task import run
-from mmclf.tracking import open_run, tracking_uri
+from mmclf.tracking import end_recorded_run, open_run, tracking_uri
 from tests.conftest import compose_cfg, tiny_overrides
 
 
@@ -115,3 +117,21 @@ def test_a_sweep_whose_jobs_all_fail_exits_non_zero(tmp_path, capsys):
     assert exit_info.value.code == 1 and "every job of the sweep failed" in capsys.readouterr().err
     (tmp_path / "1/job.json").write_text(json.dumps({"status": "succeeded", "objective": 50.0}))
     SummarizeSweep().on_multirun_end(sweep)  # one success: the sweep succeeds
+
+
+def test_a_killed_ranks_mlflow_run_is_ended_failed_by_its_launcher(tmp_path, data_root):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_cfg([*tiny_overrides(data_root), "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                       "logger.mlflow.experiment=mmclf"])
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+    # rank 0 opens the run dir's MLflow run, then torchrun ends it (another rank failed): nothing ends the run
+    config = {"logger": {"mlflow": {"tracking_uri": uri, "experiment": "mmclf"}}}
+    opened = subprocess.run([sys.executable, "-c", (
+        "import os, signal\nfrom mmclf.rundir import RunDir\nfrom mmclf.tracking import open_run\n"
+        f"open_run(RunDir({str(run_dir.path)!r}), {config!r})\nos.kill(os.getpid(), signal.SIGKILL)\n")])
+    assert opened.returncode == -9
+    run_id = json.loads(run_dir.mlflow_run.read_text())["run_id"]
+    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+    end_recorded_run(cfg, run_dir, "FAILED")  # what the launcher does when torchrun fails
+    assert MlflowClient(uri).get_run(run_id).info.status == "FAILED"
