@@ -48,7 +48,7 @@ from mmclf.fast.augment import parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET = 5.0  # the issue's: the cached device path >= 5x mmcls's reference path, at 32 px, on this CPU
+TARGET = 5.0  # the target: the cached device path >= 5x mmcls's reference path, at 32 px, on this CPU
 SEED = 0
 CLASSES = 10
 SIDES = (64, 500)  # px: each generated image's width and height are drawn from this range

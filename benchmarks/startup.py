@@ -10,7 +10,7 @@ hits all of them alike), and prints each one's median wall time and its ratio to
 - ``python -m mmclf --cfg job``: composing and printing the config (Hydra alone);
 - ``python -m mmclf backend=kfp``: composing, validating and compiling pipeline.yaml.
 
-Target (issue #9): compile within 2.5x of the bare kfp import; torch, mmcv and mmcls are never
+Target: compile within 2.5x of the bare kfp import; torch, mmcv and mmcls are never
 imported on that path.
 """
 import argparse

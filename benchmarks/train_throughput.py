@@ -235,7 +235,7 @@ def table(report: dict) -> str:
     lines.append(f"fast path / plain loop: {ratio['fast_vs_plain']:.2f}x")
     checks = [f"{key} {ratio[key]:.2f} (>= {goal}: {'met' if ratio[key] >= goal else 'NOT met'})"
               for key, goal in TARGETS.items()]
-    lines.append("targets (the issue's, for CPU): " + "; ".join(checks))
+    lines.append("targets (for CPU): " + "; ".join(checks))
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Reliability, round 2: a resumed run equals an uninterrupted one, one process per run dir,
+"""Reliability: a resumed run equals an uninterrupted one, one process per run dir,
 leftovers of a kill cleaned, damaged final checkpoints recovered, refused re-runs touch nothing,
 a full disk said in one line, and mmcls's own tools on every run's checkpoint."""
 import json
