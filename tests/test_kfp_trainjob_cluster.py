@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import types
 import uuid
 
@@ -138,10 +139,19 @@ def test_a_cluster_that_cannot_take_the_trainjob_says_why_in_one_line(tmp_path, 
     assert f"creating TrainJob mmclf-{RUN_ID} in namespace kubeflow" in line and said in line
 
 
+def terminate_once_handled(before, timeout=60):
+    """KFP terminating the run: SIGTERM to this process as soon as the task handles it. Sent before,
+    its default action would end the test process itself."""
+    deadline = time.monotonic() + timeout
+    while signal.getsignal(signal.SIGTERM) is before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def test_a_stopped_train_task_deletes_its_trainjob(tmp_path, kube):
     cluster = kube(trainjob_statuses=RUNNING)  # never finishes
     before = signal.getsignal(signal.SIGTERM)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # KFP terminating the run
+    threading.Thread(target=terminate_once_handled, args=(before,), daemon=True).start()
     with pytest.raises(Stopped):
         train_task(tmp_path)
     assert cluster.deleted == [f"mmclf-{RUN_ID}"]
