@@ -37,11 +37,14 @@ class Step:
     # Its module's outputs_intact(cfg, run_dir) is asked before a recorded run is trusted.
     checks_outputs: bool = False
     distributed: bool = False  # runs on dist.world_size(cfg) processes (torchrun), recorded in steps.json
-    imports_mmcv: bool = False  # importing mmcv mutes the console's log handlers: run_step restores them
+    imports_mmcv: bool = False  # importing mmcv mutes the console's log handlers: ``module`` restores them
 
     @property
     def module(self):
-        return importlib.import_module(f"mmclf.steps.{self.name}")
+        module = importlib.import_module(f"mmclf.steps.{self.name}")
+        if self.imports_mmcv:
+            mmcls_logger()
+        return module
 
     @property
     def function(self) -> Callable[[DictConfig, RunDir], None]:
@@ -83,10 +86,7 @@ def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[D
     """Run step ``name`` unless ``run_dir`` records it as done for this config. ``function`` stands in
     for the step's own (a backend that starts the training elsewhere); the record is the same."""
     step, run_dir = step_named(name), RunDir(run_dir)
-    if function is None:
-        function = step.function  # imported first: importing mmcv mutes the console, mmcls_logger undoes it
-        if step.imports_mmcv:
-            mmcls_logger()
+    function = function or step.function  # imported first: importing mmcv mutes the console, Step.module undoes it
     record = read_record(run_dir.steps_record)
     if step.done(cfg, run_dir, record):
         log.info("step %s: already done in %s, skipping", name, run_dir)
