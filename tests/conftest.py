@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import mmclf.schema  # noqa: F401  (registers the typed schemas)
+# One thread per torch process: two pytest workers on two cores, each with torch's default of a thread
+# per core (and every subprocess a test starts), oversubscribe the CPUs; the suite ran a fifth slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import mmclf.schema  # noqa: E402,F401  (registers the typed schemas)
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
