@@ -1,16 +1,13 @@
 """Data-parallel training: the train step on N processes per node, M nodes, through torchrun.
 
 PyTorch's own launcher does the work: the train step runs torchrun (``python -m mmclf.torchrun``) with
-``-m mmclf.rank``, which ties each worker's life to torchrun's, then calls ``main`` here: join the
-process group and train one rank with mmcls's distributed path (DistributedSampler,
-MMDistributedDataParallel, DistEvalHook). NCCL on GPUs, gloo on the CPU. On several nodes torchrun
+``-m mmclf.rank``, each worker's entry (mmclf/rank.py: one rank of the train step). On several nodes torchrun
 takes the rendezvous from the environment Kubeflow Trainer sets on each node (``PET_NNODES``,
 ``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``).
 
 Global rank 0 alone writes the run dir (checkpoints, logs, records); every rank reads it.
 This module stays light (no torch import at the top): the entry point validates ``dist.*`` with it.
 """
-import argparse
 import logging
 import os
 import signal
@@ -21,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.errors import EXIT_USER_ERROR, ConfigError, MMClfError, stop_on_signals
-from mmclf.rank import die_with
+from mmclf.errors import ConfigError, MMClfError, stop_on_signals
+from mmclf.lifeline import die_with
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -168,48 +165,3 @@ def _available_cpus() -> int:
 def _threads_per_process(cfg: DictConfig) -> int:
     """CPU threads per rank: the CPUs shared out, so N ranks do not fight over every core."""
     return max(_available_cpus() // processes_per_node(cfg), 1)
-
-
-def _join_process_group(device: str):
-    import torch
-    import torch.distributed as dist
-
-    if device == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return dist
-
-
-def _report(err: MMClfError) -> None:
-    """A rank's user error: into the launcher's error folder, and one line on the console from rank 0
-    (the others' are most often the same line)."""
-    rank = os.environ["RANK"]
-    if RANK_ERRORS in os.environ:
-        Path(os.environ[RANK_ERRORS], f"rank-{rank}.txt").write_text(str(err))
-    if rank == "0":
-        print(f"mmclf: error: {err}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
-
-
-def main(argv=None) -> None:
-    """One torchrun worker (started as ``python -m mmclf.rank``): join the process group, train this rank, leave."""
-    parser = argparse.ArgumentParser(prog="python -m mmclf.rank", description="one rank of mmclf's train step")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if is_rank_zero() else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from mmclf.config import resolve_device
-
-    cfg = OmegaConf.create(args.config_yaml)
-    dist = _join_process_group(resolve_device(cfg.device))  # first: a rank that cannot join fails at once
-    from mmclf.ddp import wrap_models_in_mmcls
-    from mmclf.steps.train import train_this_process
-
-    wrap_models_in_mmcls()
-    try:
-        train_this_process(cfg, RunDir(args.run_dir))
-    except MMClfError as err:
-        _report(err)
-    finally:
-        dist.destroy_process_group()

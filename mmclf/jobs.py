@@ -1,7 +1,8 @@
 """A job: what Hydra says about it (``JobContext``) and what it left, ``job.json`` in its run dir.
 
-A job whose record says ``succeeded`` for the same config is not run again: re-running an
-interrupted sweep into the same sweep dir finishes only what is missing.
+A job whose record says ``succeeded`` for the same config is not run again (mmclf/task.py, which also
+asks the steps whether their outputs are intact): re-running an interrupted sweep into the same sweep
+dir finishes only what is missing.
 """
 import re
 from dataclasses import dataclass
@@ -70,28 +71,9 @@ def write_record(run_dir, cfg: DictConfig, status: str, remote: Optional[dict] =
     write_json_atomic(run_dir.job_record, {"status": status, **_identity(cfg), **where, **fields})
 
 
-def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
-    """The metrics of an earlier successful run of this same job in ``run_dir``, if any, whose outputs
-    are intact: a run whose final checkpoint is damaged is not finished, and runs again."""
-    record = read_record(run_dir)
-    if cfg.resume == "never" or record.get("status") != "succeeded":
-        return None
-    return record.get("metrics") if same_job(cfg, record) and _outputs_intact(cfg, run_dir, record) else None
-
-
 def same_job(cfg: DictConfig, record: dict) -> bool:
     """Whether job.json's ``record`` is of this job: the same config, run the same way."""
     return all(record.get(key) == value for key, value in _identity(cfg).items())
-
-
-def _outputs_intact(cfg: DictConfig, run_dir, record: dict) -> bool:
-    """The steps' own checks of their outputs (the final checkpoint), where the job ran here; a job run
-    elsewhere (``remote``: on a cluster) left its checkpoints there."""
-    if record.get("remote"):
-        return True
-    from mmclf.steps import STEPS  # the train step's check reads the checkpoint (torch): only for a finished job
-
-    return all(step.module.outputs_intact(cfg, RunDir(run_dir)) for step in STEPS if step.checks_outputs)
 
 
 # The export step's parity figures (export.json), which metrics.json repeats: the share of test images

@@ -70,6 +70,25 @@ def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional
     return objective
 
 
+def finished_metrics(cfg: DictConfig, run_dir) -> Optional[dict]:
+    """The metrics of an earlier successful run of this same job in ``run_dir``, if any, whose outputs
+    are intact: a run whose final checkpoint is damaged is not finished, and runs again."""
+    record = jobs.read_record(run_dir)
+    if cfg.resume == "never" or record.get("status") != "succeeded":
+        return None
+    return record.get("metrics") if jobs.same_job(cfg, record) and _outputs_intact(cfg, run_dir, record) else None
+
+
+def _outputs_intact(cfg: DictConfig, run_dir, record: dict) -> bool:
+    """The steps' own checks of their outputs (the final checkpoint), where the job ran here; a job run
+    elsewhere (``remote``: on a cluster) left its checkpoints there."""
+    if record.get("remote"):
+        return True
+    from mmclf.steps import STEPS  # the train step's check reads the checkpoint (torch): only for a finished job
+
+    return all(step.module.outputs_intact(cfg, RunDir(run_dir)) for step in STEPS if step.checks_outputs)
+
+
 def _run_locked(cfg: DictConfig, run_dir: RunDir, job: jobs.JobContext) -> Optional[float]:
     """The job, in the run dir whose lock this process holds: skipped when it already finished."""
     remove_stale_temps(run_dir.path)  # of a write killed mid-file
@@ -77,7 +96,7 @@ def _run_locked(cfg: DictConfig, run_dir: RunDir, job: jobs.JobContext) -> Optio
     if not backend.records_job(cfg):
         backend.run(cfg, run_dir, job)
         return None
-    metrics = jobs.finished_metrics(cfg, run_dir)
+    metrics = finished_metrics(cfg, run_dir)
     if metrics is not None:
         log.info("%s already holds a finished run of this config; not running it again", run_dir)
     else:

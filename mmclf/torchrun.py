@@ -1,5 +1,5 @@
 """torchrun as mmclf starts it (``python -m mmclf.torchrun <torchrun's options>``): PyTorch's own,
-with its pid in the environment it hands its workers, so that each can die with it (mmclf/rank.py).
+with its pid in the environment it hands its workers, so that each can die with it (mmclf/lifeline.py).
 
 A launcher killed outright (kill -9, the OOM killer) removes nothing; torchrun, stopped by its
 parent-death signal, outlives it long enough to stop its workers and remove the launch's temp
@@ -8,7 +8,7 @@ import os
 import shutil
 
 from mmclf.dist import RANK_ERRORS
-from mmclf.rank import AGENT_PID
+from mmclf.lifeline import AGENT_PID
 
 if __name__ == "__main__":
     launcher = os.getppid()

@@ -8,14 +8,13 @@ import subprocess
 
 import pytest
 
-from mmclf import jobs
 from mmclf.checkpoints import resume_checkpoint
 from mmclf.config import weights_fingerprint
 from mmclf.errors import RunDirRefused, StepError
 from mmclf.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.steps.train import train
-from mmclf.task import run
+from mmclf.task import finished_metrics, run
 from tests.conftest import compose_cfg, tiny_overrides
 from tests.test_reliability import assert_same_weights, snapshot
 
@@ -109,7 +108,7 @@ def test_a_finished_run_whose_final_checkpoint_is_damaged_trains_it_again(two_ep
     else:
         overwrite_4k_inside(final)
     caplog.set_level(logging.INFO)
-    assert jobs.finished_metrics(two_epochs(data_root), run_dir) is None, "not finished while epoch_2.pth is damaged"
+    assert finished_metrics(two_epochs(data_root), run_dir) is None, "not finished while epoch_2.pth is damaged"
     tested = run_dir.eval_result.stat().st_mtime_ns
     run(two_epochs(data_root), run_dir)
     assert run_dir.eval_result.stat().st_mtime_ns != tested, "the steps after train run again on its new checkpoint"

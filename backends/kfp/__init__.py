@@ -15,12 +15,16 @@ outputs    the KFP UI's artifacts: Model, Metrics, ClassificationMetrics, HTML r
 local_run  the pipeline on this machine through kfp.local
 cluster    the Kubernetes API through the kubernetes client: access, the default StorageClass
 preflight  backend.mode=check: what would make a run stall, one line each
+findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
 target     which KFP server, how to authenticate, KfpError
 client     submit, experiments, waiting for a run (REST)
 mlmd       a finished run's metric values from ML Metadata (gRPC-web)
 record     kfp_run.json: the KFP run a run dir belongs to
+trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
+launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
 serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
 serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service
 checks_serve  backend.serve's value checks, before compiling
 preflight_serve  backend.mode=check with backend.serve: is KServe there, may the task create InferenceServices
+preflight_trainjob  backend.mode=check with a TrainJob: is Kubeflow Trainer there, may the train task create TrainJobs
 """

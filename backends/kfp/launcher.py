@@ -24,15 +24,13 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.target import CONNECT_S, READ_S
-from backends.kfp.trainjob import GROUP, PLURAL, VERSION, trainjob_manifest
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
 from mmclf.errors import MMClfError
 
 log = logging.getLogger(__name__)
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
-RBAC_FIX = ("give the pipeline's service account create, get and delete on trainjobs.trainer.kubeflow.org in this "
-            "namespace (README: Several GPUs and several nodes)")
 
 
 class TrainJobFailed(MMClfError):

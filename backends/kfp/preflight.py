@@ -6,16 +6,13 @@ missing pull secret), or the namespace refuses its pods. Submit asks the same qu
 has cluster access. A question the cluster does not let us ask (RBAC: HTTP 403) is reported as not
 checked, and is not a problem.
 """
-from dataclasses import dataclass
-
-from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.client import check_reachable
 from backends.kfp.cluster import Cluster, ClusterError, default_storage_class
+from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, Finding, unanswered
 from backends.kfp.target import KfpError, host_from_config, target_from_config
 
-OK, PROBLEM, NOT_CHECKED = "ok", "PROBLEM", "not checked"
 # Provisioners that cannot make a ReadWriteMany filesystem volume: node-local paths and cloud block disks.
 NO_RWX_PROVISIONERS = {
     "rancher.io/local-path", "kubevirt.io/hostpath-provisioner", "kubernetes.io/no-provisioner",
@@ -30,36 +27,6 @@ PULL_SECRET_TYPES = ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"
 
 class PreflightFailed(KfpError):
     """The preflight found something that would make a run stall."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    verdict: str  # OK, PROBLEM or NOT_CHECKED
-    text: str
-
-
-def unanswered(err: ClusterError, what: str) -> Finding:
-    """A question the cluster did not answer: RBAC's refusal is not a problem of the run's."""
-    if err.status == 403:
-        return Finding(NOT_CHECKED, f"{what}: not allowed to read it ({err})")
-    return Finding(PROBLEM, f"{what}: {err}")
-
-
-def denied_verbs(cluster: Cluster, account: str, group: str, resource: str, verbs: tuple, what: str) -> list[str]:
-    """Which of ``verbs`` on ``resource`` in the namespace the service account ``account`` may not use, by a
-    SubjectAccessReview naming it (the task's pod runs as that account, not as whoever asks); ClusterError
-    when the cluster does not let us ask."""
-    user = f"system:serviceaccount:{cluster.namespace}:{account}"
-    authorization = client.AuthorizationV1Api(cluster.api)
-    denied = []
-    for verb in verbs:
-        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-            user=user, groups=["system:serviceaccounts", f"system:serviceaccounts:{cluster.namespace}"],
-            resource_attributes=client.V1ResourceAttributes(group=group, resource=resource, verb=verb,
-                                                            namespace=cluster.namespace)))
-        if not cluster.ask(what, authorization.create_subject_access_review, review).status.allowed:
-            denied.append(verb)
-    return denied
 
 
 def check_namespace(cluster: Cluster, volume: DictConfig) -> Finding:

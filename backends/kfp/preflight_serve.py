@@ -12,9 +12,8 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import Cluster, ClusterError
-from backends.kfp.preflight import OK, PROBLEM, Finding, denied_verbs, unanswered
-from backends.kfp.serve_task import RBAC_FIX
-from backends.kfp.serving import GROUP, PLURAL, VERSION
+from backends.kfp.findings import OK, PROBLEM, Finding, denied_verbs, unanswered
+from backends.kfp.serving import GROUP, PLURAL, RBAC_FIX, VERSION
 
 VERBS = ("create", "get", "update")  # what serve_task.py does: create, or read and replace
 

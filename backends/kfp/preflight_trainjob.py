@@ -10,9 +10,8 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import Cluster, ClusterError
-from backends.kfp.launcher import RBAC_FIX
-from backends.kfp.preflight import OK, PROBLEM, Finding, denied_verbs, unanswered
-from backends.kfp.trainjob import GROUP, PLURAL, VERSION
+from backends.kfp.findings import OK, PROBLEM, Finding, denied_verbs, unanswered
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION
 
 VERBS = ("create", "get", "delete")  # what launcher.py does with its TrainJob
 

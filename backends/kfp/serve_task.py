@@ -23,7 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.cluster import connect
 from backends.kfp.launcher import pod_namespace
 from backends.kfp.naming import run_folder
-from backends.kfp.serving import GROUP, PLURAL, VERSION, inference_service, manifest_text, write_model_repository
+from backends.kfp.serving import (
+    GROUP,
+    PLURAL,
+    RBAC_FIX,
+    VERSION,
+    inference_service,
+    manifest_text,
+    write_model_repository,
+)
 from backends.kfp.target import CONNECT_S, READ_S
 from mmclf.errors import MMClfError, one_line_errors
 from mmclf.io import read_json, write_text_atomic
@@ -32,8 +40,6 @@ from mmclf.rundir import RunDir
 from mmclf.serve import MODEL_NAME
 
 log = logging.getLogger(__name__)
-RBAC_FIX = ("give the pipeline's service account create, get and update on inferenceservices.serving.kserve.io in "
-            "this namespace (README: Serve on Kubeflow)")
 
 
 class ServeFailed(MMClfError):

@@ -30,6 +30,9 @@ from mmclf.serve import INPUT, MODEL_NAME, OUTPUT
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+# What the serve task (serve_task.py) and the preflight (preflight_serve.py) say when the rights are missing.
+RBAC_FIX = ("give the pipeline's service account create, get and update on inferenceservices.serving.kserve.io in "
+            "this namespace (README: Serve on Kubeflow)")
 # KServe's webhook: a DNS-1035 label. 45 characters leave room for what KServe and Knative append
 # (``<name>-predictor``, Knative's ``-00001`` revisions) within a DNS label's 63.
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -1,0 +1,42 @@
+"""The preflight's answers (preflight.py, preflight_trainjob.py, preflight_serve.py): a Finding and its
+verdict, a question the cluster did not answer, and a service account's rights as a SubjectAccessReview
+sees them. Here rather than in preflight.py, which runs the other modules' checks: they could not
+import it back without an import cycle.
+"""
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from backends.kfp.cluster import Cluster, ClusterError
+
+OK, PROBLEM, NOT_CHECKED = "ok", "PROBLEM", "not checked"
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: str  # OK, PROBLEM or NOT_CHECKED
+    text: str
+
+
+def unanswered(err: ClusterError, what: str) -> Finding:
+    """A question the cluster did not answer: RBAC's refusal is not a problem of the run's."""
+    if err.status == 403:
+        return Finding(NOT_CHECKED, f"{what}: not allowed to read it ({err})")
+    return Finding(PROBLEM, f"{what}: {err}")
+
+
+def denied_verbs(cluster: Cluster, account: str, group: str, resource: str, verbs: tuple, what: str) -> list[str]:
+    """Which of ``verbs`` on ``resource`` in the namespace the service account ``account`` may not use, by a
+    SubjectAccessReview naming it (the task's pod runs as that account, not as whoever asks); ClusterError
+    when the cluster does not let us ask."""
+    user = f"system:serviceaccount:{cluster.namespace}:{account}"
+    authorization = client.AuthorizationV1Api(cluster.api)
+    denied = []
+    for verb in verbs:
+        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user=user, groups=["system:serviceaccounts", f"system:serviceaccounts:{cluster.namespace}"],
+            resource_attributes=client.V1ResourceAttributes(group=group, resource=resource, verb=verb,
+                                                            namespace=cluster.namespace)))
+        if not cluster.ask(what, authorization.create_subject_access_review, review).status.allowed:
+            denied.append(verb)
+    return denied
