@@ -1,6 +1,7 @@
 """mmclf's datasets in mmcls's DATASETS, each with a validation split of its own (mmclf/splits.py):
 ``CifarFormat`` (any folder in CIFAR's python format), ``CIFAR10Split`` (mmcls's CIFAR10) and
-``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/image_cache.py).
+``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/image_cache.py). Each
+draws a sample's augmentation from (seed, epoch, index) in any DataLoader worker (mmclf/sample_seeds.py).
 
 Registered when this module is imported (the train and test steps, and mmcls's own tools through
 the ``custom_imports`` of the dumped config).
@@ -13,6 +14,7 @@ from mmcls.datasets import CIFAR10, DATASETS, BaseDataset
 from mmclf import image_cache
 from mmclf.cifar_format import read_split
 from mmclf.io import read_json
+from mmclf.sample_seeds import SeededSamples
 from mmclf.splits import stratified_holdout
 
 
@@ -62,7 +64,7 @@ def _infos(images, labels, files=None) -> list[dict]:
 
 
 @DATASETS.register_module()
-class CifarFormat(HeldOutSplit, BaseDataset):
+class CifarFormat(SeededSamples, HeldOutSplit, BaseDataset):
     """mmcls dataset for any folder in CIFAR's python format (validated, no md5 list)."""
 
     def load_source(self, source):
@@ -72,7 +74,7 @@ class CifarFormat(HeldOutSplit, BaseDataset):
 
 
 @DATASETS.register_module()
-class CIFAR10Split(HeldOutSplit, CIFAR10):
+class CIFAR10Split(SeededSamples, HeldOutSplit, CIFAR10):
     """mmcls's CIFAR10 (download, md5 checks, RGB images) with a validation split."""
 
     def load_source(self, source):
@@ -81,7 +83,7 @@ class CIFAR10Split(HeldOutSplit, CIFAR10):
 
 
 @DATASETS.register_module()
-class ImageFolderCache(HeldOutSplit, BaseDataset):
+class ImageFolderCache(SeededSamples, HeldOutSplit, BaseDataset):
     """Your own images as prepare-data decoded them; ``ann_file`` is the run's data manifest (data.json)."""
 
     def has_own_val(self):

@@ -45,10 +45,9 @@ class EpochSeedHook(Hook):
     Epoch e's shuffle and augmentation then depend on nothing but the seed and e, so a run that
     resumes at epoch e (after a kill) draws exactly what the uninterrupted run drew: its final
     weights are bit-identical on the CPU, with nothing to save in the checkpoints. It covers
-    Python's, numpy's and torch's generators (DataLoader shuffling and mmcls's pipelines in this
-    process) and a loader with ``set_epoch`` (the device loader's own generator). DataLoader
-    workers reseed themselves (mmcls's ``worker_init_fn``); with ``persistent_workers`` their
-    streams run on across epochs, so that setting resumes with fresh streams, not the same draws.
+    Python's, numpy's and torch's generators in this process (a DataLoader's shuffle among their
+    draws), each sample's augmentation (:func:`seed_data_loader`: the same with any number of
+    workers, persistent or not) and a loader with ``set_epoch`` (the device loader's own generator).
     Registered with the highest priority: before anything else in the epoch draws a number.
     """
 
@@ -61,13 +60,34 @@ class EpochSeedHook(Hook):
         import numpy as np
         import torch
 
-        # Each rank its own draws (augmentations of its own images), the same ones when it resumes.
+        # Each rank its own draws (mixup or dropout of its own batches), the same ones when it resumes.
         seed = epoch_seed(self.seed, runner.epoch, runner.rank if runner.world_size > 1 else None)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # and every CUDA device's
         if hasattr(runner.data_loader, "set_epoch"):
             runner.data_loader.set_epoch(runner.epoch)
+        # mmcls adds its DistSamplerSeedHook only for a runner named EpochBasedRunner exactly: without
+        # this, a distributed sampler would shuffle every epoch alike
+        if hasattr(getattr(runner.data_loader, "sampler", None), "set_epoch"):
+            runner.data_loader.sampler.set_epoch(runner.epoch)
+        if isinstance(runner.data_loader, torch.utils.data.DataLoader):
+            seed_data_loader(runner.data_loader, epoch_seed(self.seed, runner.epoch))
+
+
+def seed_data_loader(loader, seed: int) -> None:
+    """Seed what a DataLoader draws for the epoch about to start, before its iterator is made.
+
+    Its workers' base seed comes from a generator of its own: from torch's global one, it would
+    be drawn only when workers start (each epoch, or the first of a persistent loader's), which
+    shifts the shuffle drawn after it with persistent_workers and the run's start. A dataset with
+    ``set_epoch_seed`` (mmclf.sample_seeds) draws each sample's augmentation from ``seed`` and the
+    sample's index: the same on every rank, wherever the sample is loaded."""
+    import torch
+
+    loader.generator = torch.Generator().manual_seed(seed)
+    if hasattr(loader.dataset, "set_epoch_seed"):
+        loader.dataset.set_epoch_seed(seed)
 
 
 @HOOKS.register_module()
