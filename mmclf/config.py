@@ -31,8 +31,6 @@ def run_fingerprint(cfg: DictConfig) -> str:
     return fingerprint(container)
 
 
-# Modules that register mmclf's parts in mmcls's and mmcv's registries (CifarFormat, hooks, runner).
-MMCLF_REGISTRANTS = ("mmclf.datasets", "mmclf.hooks", "mmclf.checkpoints")
 
 # Data keys that say where or how fast the data is read (or how often it is evaluated), not what it is.
 _DATA_ACCESS_KEYS = ("root", "cache_dir", "workers_per_gpu", "persistent_workers", "loader", "train", "val", "test",
@@ -149,7 +147,7 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     mm["workflow"] = [tuple(stage) for stage in mm.get("workflow", [["train", 1]])]
     device = resolve_device(cfg.device)
     mm.update(work_dir=str(RunDir(run_dir).work_dir), seed=cfg.seed, device=device, gpu_ids=[0])
-    # mmcls's own tools (tools/test.py, ...) import these when they load the dumped config, so
-    # they find mmclf's dataset type, hooks and runner in mmcls's and mmcv's registries.
-    mm["custom_imports"] = dict(imports=list(MMCLF_REGISTRANTS), allow_failed_imports=False)
+    # mmcls's own tools (tools/test.py, ...) import this when they load the dumped config, so they
+    # find mmclf's dataset types, hooks and runner in mmcls's and mmcv's registries.
+    mm["custom_imports"] = dict(imports=["mmclf.setup_env"], allow_failed_imports=False)
     return mmcv.Config(mm)

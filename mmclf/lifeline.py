@@ -1,11 +1,11 @@
-"""A process's life tied to its parent's: torchrun's to mmclf's launcher (mmclf/dist.py), each worker's to
-torchrun's (mmclf/rank.py).
+"""A process's life tied to its parent's: torchrun's to mmclf's launcher (mmclf/launch.py), each worker's to
+torchrun's (mmclf/steps/__main__.py).
 
 A killed launcher must leave nothing training behind the next command's back. Linux sends a
 process a chosen signal when its parent dies once the process asks (``prctl(PR_SET_PDEATHSIG)``),
 but the asking comes after the process started: a parent killed in between has already handed
-the process to another, and the signal never comes. So a process asks first, before any heavy
-import, then checks that its parent is still the one that started it, known by pid: torchrun
+the process to another, and the signal never comes. So a process asks before any heavy import
+(a rank: before torch), then checks that its parent is still the one that started it, known by pid: torchrun
 writes its own into its workers' environment (``AGENT_PID``, mmclf/torchrun.py), mmclf's launcher
 knows torchrun's. Only the standard library here, so that asking comes first.
 """

@@ -17,7 +17,7 @@ def refuse_foreign_run(cfg: DictConfig, run_dir: RunDir) -> None:
         return
     from mmclf.checkpoints import resume_checkpoint  # torch: only when there are checkpoints to read
     from mmclf.config import weights_fingerprint
-    from mmclf.dist import world_size
+    from mmclf.world import world_size
 
     resume_checkpoint("auto", run_dir.work_dir, weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
                       world_size(cfg))

@@ -7,7 +7,7 @@ folder (torchrun's logs, the ranks' errors), which no one else would."""
 import os
 import shutil
 
-from mmclf.dist import RANK_ERRORS
+from mmclf.launch import RANK_ERRORS
 from mmclf.lifeline import AGENT_PID
 
 if __name__ == "__main__":

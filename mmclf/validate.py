@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import dist, tracking
+from mmclf import tracking, world
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
 from mmclf.jobs import scalar_metric_names
@@ -95,7 +95,7 @@ def check_runs_here(cfg: DictConfig) -> None:
         raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: this runs on this one machine; several nodes run as a "
                           "Kubeflow TrainJob (backend=kfp backend.mode=submit backend.distributed=trainjob), or set "
                           "dist.nnodes=1")
-    dist.check_fits_here(cfg)
+    world.check_fits_here(cfg)
     source = cfg.model.get("pretrained")
     if source and source != "zoo" and "://" not in source and not Path(source).expanduser().is_file():
         raise ConfigError(f"model.pretrained={source}: no such checkpoint file here; give a path, a URL or "
@@ -108,7 +108,7 @@ def check_runs_here(cfg: DictConfig) -> None:
         from mmclf.config import weights_fingerprint
 
         resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
-                          dist.world_size(cfg))
+                          world.world_size(cfg))
 
 
 def _check_load_from(path) -> None:
@@ -219,7 +219,7 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "data.evaluation.interval", 0, "1")
     _integer(cfg, "seed", 0, "0", high=MAX_SEED)
     _check_data(cfg)
-    dist.check(cfg)
+    world.check(cfg)
     if not cfg.resume.strip():
         raise ConfigError("resume is empty: use resume=auto (continue), never (start again) or a checkpoint path")
     _check_objective(cfg)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import dist
-from mmclf.dist import DistributedTrainingFailed
+from mmclf import launch, world
 from mmclf.errors import ConfigError, RunDirRefused
+from mmclf.launch import DistributedTrainingFailed
 from mmclf.rundir import RunDir
+from mmclf.steps.prepare_data import record_config
 from mmclf.task import run
 from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli
 from tests.test_end_to_end import assert_complete_run_dir
@@ -97,24 +98,31 @@ def test_rank_0_alone_reports_to_tensorboard_and_mlflow(sweep_of_1_and_2_process
 
 def test_each_rank_gets_its_share_of_the_cores(monkeypatch, data_root, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(dist, "CPU_QUOTA", Path("/nonexistent/cpu.max"))  # no cgroup limit
-    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 4
-    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=16"))) == 1
-    monkeypatch.setattr(dist, "CPU_QUOTA", tmp_path / "cpu.max")
+    monkeypatch.setattr(world, "CPU_QUOTA", Path("/nonexistent/cpu.max"))  # no cgroup limit
+    assert launch._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 4
+    assert launch._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=16"))) == 1
+    monkeypatch.setattr(world, "CPU_QUOTA", tmp_path / "cpu.max")
     (tmp_path / "cpu.max").write_text("200000 100000\n")  # a pod's CPU limit of 2
-    assert dist._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 1
+    assert launch._threads_per_process(compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))) == 1
+
+
+def prepared(cfg, run_dir: Path) -> Path:
+    """``run_dir`` with ``cfg`` recorded as prepare_data records it: what the torchrun ranks read."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_config(cfg, RunDir(run_dir))
+    return run_dir
 
 
 def test_launch_gives_each_rank_its_threads_unless_they_are_set(monkeypatch, data_root, tmp_path):
     seen = []
-    monkeypatch.setattr(dist.subprocess, "run", lambda command, env, preexec_fn: seen.append(env) or
+    monkeypatch.setattr(launch.subprocess, "run", lambda command, env, preexec_fn: seen.append(env) or
                         subprocess.CompletedProcess(command, 0))
-    monkeypatch.setattr(dist, "_available_cpus", lambda: 8)
+    monkeypatch.setattr(world, "available_cpus", lambda: 8)
     cfg = compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    dist.launch(cfg, tmp_path / "run")
+    launch.launch(cfg, prepared(cfg, tmp_path / "run"))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    dist.launch(cfg, tmp_path / "run")
+    launch.launch(cfg, tmp_path / "run")
     assert [env["OMP_NUM_THREADS"] for env in seen] == ["4", "3"]
 
 
@@ -123,8 +131,8 @@ def test_auto_is_one_process_per_visible_gpu(monkeypatch, data_root):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert dist.processes_per_node(compose_cfg(overrides(data_root, "device=auto"))) == 4
-    assert dist.processes_per_node(compose_cfg(overrides(data_root, "device=cpu"))) == 1  # CPU: one, unless told
+    assert world.processes_per_node(compose_cfg(overrides(data_root, "device=auto"))) == 4
+    assert world.processes_per_node(compose_cfg(overrides(data_root, "device=cpu"))) == 1  # CPU: one, unless told
 
 
 def test_two_processes_reach_the_accuracy_of_one(sweep_of_1_and_2_processes):
@@ -213,7 +221,7 @@ def test_a_rank_that_cannot_join_ends_the_train_step_in_one_line(tmp_path, data_
     cfg = compose_cfg(overrides(data_root, "dist.nproc_per_node=2"))
     cfg.device = "cuda"  # past validation: each rank fails joining its (absent) GPU
     with pytest.raises(DistributedTrainingFailed) as failed:
-        dist.launch(cfg, tmp_path / "run")
+        launch.launch(cfg, prepared(cfg, tmp_path / "run"))
     assert str(failed.value).startswith("train: torchrun ended with exit status 1: a rank crashed")
     assert "run the same command again to resume" in str(failed.value) and "\n" not in str(failed.value)
 
@@ -243,9 +251,9 @@ def test_bad_dist_values_are_refused_in_one_line_before_any_work(override, key, 
 def test_several_nodes_need_a_rendezvous(data_root, monkeypatch):
     monkeypatch.delenv("PET_MASTER_ADDR", raising=False)
     with pytest.raises(ConfigError, match="TrainJob"):
-        dist.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
+        launch.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
     monkeypatch.setenv("PET_MASTER_ADDR", "trainjob-node-0-0.trainjob")
-    command = dist.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
+    command = launch.torchrun_command(compose_cfg(overrides(data_root, "dist.nnodes=2")), "run")
     # node rank and master come from Kubeflow Trainer's PET_* variables, which torchrun reads itself
     assert "--nnodes=2" in command and "--standalone" not in command and not any("node-rank" in a for a in command)
     assert os.environ["PET_MASTER_ADDR"] not in command

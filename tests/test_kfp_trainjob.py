@@ -18,6 +18,7 @@ from backends.kfp.trainjob import NODE, PATCH_MANAGER, trainjob_manifest, trainj
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
+from mmclf.steps.__main__ import parse_args
 from tests.conftest import compose_cfg
 from tests.k8s_server import training_runtime
 from tests.test_kfp_pipeline import executor, inputs_of, k8s_of
@@ -211,12 +212,11 @@ def test_the_manifest_keeps_the_rules_trainers_webhook_and_crd_apply():
     assert not TORCHRUN_RESERVED & {e["name"] for e in manifest["spec"]["trainer"]["env"]}
 
 
-def test_each_node_runs_the_train_pods_step_entry_with_a_config_that_trains():
+def test_each_node_runs_the_step_entry_point_on_the_runs_folder():
     manifest = trainjob_manifest(full_cfg(), "/mnt/mmclf/runs/r", RUN_ID, "claim-1", "team-a")
     trainer = manifest["spec"]["trainer"]
-    assert trainer["command"] == ["python", "-m", "backends.kfp.pod", "train"]
-    args = trainer["args"]
-    assert args[2:] == ["--run-dir", "/mnt/mmclf/runs/r", "--run-id", RUN_ID]
-    node = json.loads(args[1])
-    assert node["backend"]["distributed"] == "pod", "a node trains; it creates no TrainJob of its own"
-    assert node["dist"] == {"nproc_per_node": 4, "nnodes": 2}
+    python, *arguments = trainer["command"]
+    assert python == "python" and arguments[:2] == ["-m", "mmclf.steps"] and "args" not in trainer
+    node = parse_args(arguments[2:])  # what the node's step entry point makes of them
+    assert (node.name, node.run_dir, node.config) == ("train", f"/mnt/mmclf/runs/r-{RUN_ID}", None), \
+        "the node reads the config prepare-data recorded in the run's folder"

@@ -14,15 +14,21 @@ import types
 import uuid
 
 import pytest
+from omegaconf import OmegaConf
 
+from backends.kfp import launcher
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.launcher import Stopped
+from backends.kfp.parameters import apply_parameters
 from backends.kfp.pod import run_in_pod
 from backends.kfp.preflight import PreflightFailed
 from backends.kfp.trainjob import trainjob_name
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
+from mmclf.steps import record_step
+from mmclf.steps.__main__ import load_config
+from mmclf.steps.prepare_data import record_config
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
 from tests.k8s_server import COMPLETE, FAILED, RUNNING, node, storage_class
@@ -35,14 +41,37 @@ kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG, 
 # --- the launcher against a loopback Kubernetes API ---------------------------------------------
 
 
+PARAMETERS = dict(learning_rate=0.05, epochs=3, batch_size=16, seed=1)
+WAIT = launcher.wait  # the launcher's own, without the fake nodes' record
+
+
+def run_folder(tmp_path) -> RunDir:
+    return RunDir(tmp_path / "runs" / f"job-{RUN_ID}")
+
+
+@pytest.fixture(autouse=True)
+def node_zero_records_train(monkeypatch, tmp_path):
+    """The fake's TrainJob trains nothing. What its node 0 leaves when it completes: the train step
+    recorded in steps.json by the step entry point, for the config prepare-data recorded."""
+    def wait(jobs, name, poll_s):
+        trainjob = WAIT(jobs, name, poll_s)
+        if launcher.condition(trainjob, "Complete"):
+            record_step("train", load_config(run_folder(tmp_path)), run_folder(tmp_path), seconds=1.0)
+        return trainjob
+
+    monkeypatch.setattr(launcher, "wait", wait)
+
+
 def train_task(tmp_path, *overrides):
-    """What the train task's pod does: run_in_pod with the compiled config parameter and the run id."""
+    """What the train task's pod does: run_in_pod with the compiled config parameter and the run id,
+    after prepare-data recorded the run's config in its folder."""
     cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.trainjob.poll_interval_s=0.01",
                        *overrides])
     config_yaml = pod_config_yaml(cfg, "/mnt/mmclf/data")
-    (tmp_path / "runs" / f"job-{RUN_ID}").mkdir(parents=True, exist_ok=True)  # prepare-data made it
+    run_folder(tmp_path).path.mkdir(parents=True, exist_ok=True)
+    record_config(apply_parameters(OmegaConf.create(config_yaml), PARAMETERS), run_folder(tmp_path))
     return run_in_pod("train", config_yaml, str(tmp_path / "runs" / "job"), RUN_ID, claim_name="claim-1",
-                      learning_rate=0.05, epochs=3, batch_size=16, seed=1)
+                      **PARAMETERS)
 
 
 def trainjob_lines(caplog):
@@ -56,10 +85,7 @@ def test_the_train_task_creates_the_trainjob_logs_each_change_and_deletes_it_whe
     name = f"mmclf-{RUN_ID}"
     (created,) = cluster.created
     assert created["metadata"]["name"] == name and created["metadata"]["namespace"] == "kubeflow"
-    node = json.loads(created["spec"]["trainer"]["args"][1])
-    assert node["schedule"]["optimizer"]["lr"] == 0.05 and node["schedule"]["runner"]["max_epochs"] == 3, \
-        "the nodes train with the run's pipeline parameters"
-    assert created["spec"]["trainer"]["args"][3] == str(tmp_path / "runs" / "job")
+    assert created["spec"]["trainer"]["command"][-2:] == ["--run-dir", str(folder)]
     lines = trainjob_lines(caplog)
     assert lines[0].startswith(f"trainjob {name}: created in namespace kubeflow (2 nodes x 4 processes")
     states = [line.split(": ", 1)[1] for line in lines[1:-1]]
@@ -82,6 +108,18 @@ def test_a_retried_task_whose_training_is_recorded_done_creates_no_trainjob(tmp_
     monkeypatch.setitem(sys.modules, "mmclf.steps.train", types.SimpleNamespace(outputs_intact=lambda *_: True))
     train_task(tmp_path)
     assert len(cluster.created) == 1
+
+
+def test_a_trainjob_that_completes_without_node_zeros_record_fails_the_task_in_one_line(tmp_path, kube, monkeypatch,
+                                                                                       capsys):
+    kube()
+    monkeypatch.setattr(launcher, "wait", WAIT)  # node 0 ran some other command, or another config
+    with pytest.raises(SystemExit) as ended:
+        train_task(tmp_path)
+    assert ended.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
+    assert line.endswith(f"the TrainJob completed, but {run_folder(tmp_path).steps_record} records no finished train "
+                         "step for this run's config: node 0 did not record it (its log says why)")
 
 
 def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import dist
+from mmclf import launch, world
 from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.lock import refuse_if_busy, run_dir_lock
 from mmclf.rundir import RunDir
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
-from tests.test_dist import wait_for, workers
+from tests.test_dist import prepared, wait_for, workers
 from tests.test_reliability import lock_holder
 
 
@@ -40,7 +40,7 @@ def kill_leftovers(folder) -> None:
 
 
 def test_more_processes_than_cpus_are_refused_in_one_line_before_any_work(tmp_path, data_root):
-    cpus = dist._available_cpus()
+    cpus = world.available_cpus()
     result = run_cli(*tiny_overrides(data_root), f"dist.nproc_per_node={cpus + 1}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
@@ -55,21 +55,22 @@ def test_more_processes_than_gpus_are_refused(monkeypatch, data_root):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     five = compose_cfg([*tiny_overrides(data_root), "device=auto", "dist.nproc_per_node=5"])
     with pytest.raises(ConfigError, match=r"^dist\.nproc_per_node=5: 4 GPU\(s\) visible here"):
-        dist.check_fits_here(five)
-    dist.check_fits_here(compose_cfg([*tiny_overrides(data_root), "device=auto", "dist.nproc_per_node=4"]))
+        world.check_fits_here(five)
+    world.check_fits_here(compose_cfg([*tiny_overrides(data_root), "device=auto", "dist.nproc_per_node=4"]))
 
 
 def test_a_rank_whose_torchrun_died_before_it_started_exits_at_once():
     # torchrun killed while the rank starts: the rank already has another parent when it asks to die with it
-    env = {**os.environ, "MMCLF_AGENT_PID": str(exited_pid())}
-    result = subprocess.run([sys.executable, "-m", "mmclf.rank", "--run-dir", "run", "--config-yaml", "{}"],
+    env = {**os.environ, "MMCLF_AGENT_PID": str(exited_pid()), "RANK": "0", "WORLD_SIZE": "2"}
+    result = subprocess.run([sys.executable, "-m", "mmclf.steps", "train", "--run-dir", "run"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stderr) == (1, "")
 
 
 def test_ranks_die_with_torchrun_killed_while_they_start(tmp_path, data_root):
-    run_dir = tmp_path / "run"
-    command = dist.torchrun_command(compose_cfg([*tiny_overrides(data_root), "dist.nproc_per_node=2"]), run_dir)
+    cfg = compose_cfg([*tiny_overrides(data_root), "dist.nproc_per_node=2"])
+    run_dir = prepared(cfg, tmp_path / "run")
+    command = launch.torchrun_command(cfg, run_dir)
     torchrun = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -156,11 +157,12 @@ def test_a_launch_leaves_no_temp_folders(monkeypatch, tmp_path, data_root):
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
     monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
-    torchrun = dist.torchrun_command  # the same torchrun, with workers that fail at once
-    monkeypatch.setattr(dist, "torchrun_command", lambda cfg, run_dir: [
+    torchrun = launch.torchrun_command  # the same torchrun, with workers that fail at once
+    monkeypatch.setattr(launch, "torchrun_command", lambda cfg, run_dir: [
         *torchrun(cfg, run_dir)[:3], "--standalone", "--nproc-per-node=2", "--no-python", "false"])
-    with pytest.raises(dist.DistributedTrainingFailed, match="torchrun ended with exit status 1"):
-        dist.launch(compose_cfg([*tiny_overrides(data_root), "dist.nproc_per_node=2"]), tmp_path / "run")
+    cfg = compose_cfg([*tiny_overrides(data_root), "dist.nproc_per_node=2"])
+    with pytest.raises(launch.DistributedTrainingFailed, match="torchrun ended with exit status 1"):
+        launch.launch(cfg, prepared(cfg, tmp_path / "run"))
     assert list(temp.iterdir()) == [], "torchrun's log folder and mmclf's ranks folder are removed"
 
 
@@ -183,14 +185,18 @@ def test_a_terminated_launcher_leaves_no_ranks_and_no_temp_folders(tmp_path, dat
 
 LAUNCH_IDLE_RANKS = """
 import sys
-from mmclf import dist
-from tests.conftest import compose_cfg, tiny_overrides
+from pathlib import Path
 
-torchrun = dist.torchrun_command  # the same torchrun, with workers that wait
-dist.torchrun_command = lambda cfg, run_dir: [*torchrun(cfg, run_dir)[:3], "--standalone", "--nproc-per-node=2",
-                                              "--no-python", sys.executable, "-c", "import time; time.sleep(600)",
-                                              str(run_dir)]
-dist.launch(compose_cfg([*tiny_overrides(sys.argv[1]), "dist.nproc_per_node=2"]), sys.argv[2])
+from mmclf import launch
+from tests.conftest import compose_cfg, tiny_overrides
+from tests.test_dist import prepared
+
+torchrun = launch.torchrun_command  # the same torchrun, with workers that wait
+launch.torchrun_command = lambda cfg, run_dir: [*torchrun(cfg, run_dir)[:3], "--standalone", "--nproc-per-node=2",
+                                                "--no-python", sys.executable, "-c", "import time; time.sleep(600)",
+                                                str(run_dir)]
+cfg = compose_cfg([*tiny_overrides(sys.argv[1]), "dist.nproc_per_node=2"])
+launch.launch(cfg, prepared(cfg, Path(sys.argv[2])))
 """
 
 

@@ -1,5 +1,9 @@
 """The train task with backend.distributed=trainjob: create the TrainJob (trainjob.py), wait, clean up.
 
+The TrainJob is the launcher of the train step: each node runs the step entry point
+(``python -m mmclf.steps train --run-dir FOLDER``), which reads the run folder's config.yaml and
+starts torchrun; node 0 records the step in steps.json, as any run of the step does.
+
 Runs in the train task's pod, through the Kubernetes API with the pod's service account, which needs
 ``create``, ``get`` and ``delete`` on ``trainjobs.trainer.kubeflow.org`` in the run's namespace (the
 README gives the Role). The TrainJob is named after the KFP run, so a retried task finds the one an
@@ -23,9 +27,13 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
+from backends.kfp.naming import run_folder
 from backends.kfp.target import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
 from mmclf.errors import MMClfError
+from mmclf.io import read_record
+from mmclf.rundir import RunDir
+from mmclf.steps import recorded, step_named
 
 log = logging.getLogger(__name__)
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
@@ -197,6 +205,19 @@ def _delete(jobs: TrainJobs, name: str, why: str) -> None:
         if exc.status != 404:
             log.warning("trainjob %s: could not delete it (HTTP %s: %s); kubectl delete trainjob -n %s %s",
                         name, exc.status, _message(exc), jobs.namespace, name)
+
+
+def train_on_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:
+    """The train step of ``cfg`` in ``<run_dir>-<run_id>`` on a TrainJob, unless the folder records it
+    done (a retried task); the nodes record it, and a TrainJob that completes without that is a failure."""
+    folder = RunDir(run_folder(run_dir, run_id))
+    if step_named("train").done(cfg, folder, read_record(folder.steps_record)):
+        log.info("step train: already done in %s, skipping", folder)
+        return
+    train_with_trainjob(cfg, run_dir, run_id, claim_name)
+    if not recorded("train", cfg, read_record(folder.steps_record)):
+        raise TrainJobFailed(f"the TrainJob completed, but {folder.steps_record} records no finished train step "
+                             "for this run's config: node 0 did not record it (its log says why)")
 
 
 def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:

@@ -48,8 +48,8 @@ def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", clai
     """Run step ``name`` in the run's folder with ``parameters`` (RUN_PARAMETERS) applied to the config.
 
     Through ``mmclf.steps.run_step``, as backend=local does, so a retried pod skips finished steps.
-    With ``backend.distributed=trainjob`` the train step's work is a TrainJob on the claim ``claim_name``
-    (launcher.py), recorded like the step's own: a retried task whose training finished creates none.
+    With ``backend.distributed=trainjob`` the train step runs on the nodes of a TrainJob on the claim
+    ``claim_name`` (launcher.py), each running the step entry point, node 0 recording it.
     Returns the config and folder the step ran with, for the task's output artifacts."""
     # A pod's Python starts with no logging config; without one, the steps' progress is silent.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -57,17 +57,13 @@ def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", clai
     with one_line_errors():
         cfg = apply_parameters(OmegaConf.create(config_yaml), parameters)
         with volume_permission_errors(cfg):
-            run_step(name, cfg, folder, function=_trainjob(name, cfg, run_dir, run_id, claim_name))
+            if name == "train" and cfg.backend.get("distributed") == "trainjob":
+                from backends.kfp.launcher import train_on_trainjob
+
+                train_on_trainjob(cfg, run_dir, run_id, claim_name)
+            else:
+                run_step(name, cfg, folder)
     return cfg, folder
-
-
-def _trainjob(name: str, cfg: DictConfig, run_dir: str, run_id: str, claim_name: str):
-    """The function that stands in for the train step when a TrainJob trains (None: the step's own)."""
-    if name != "train" or cfg.backend.get("distributed") != "trainjob":
-        return None
-    from backends.kfp.launcher import train_with_trainjob
-
-    return lambda cfg, folder: train_with_trainjob(cfg, run_dir, run_id, claim_name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

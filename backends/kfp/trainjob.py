@@ -4,9 +4,9 @@ Kubeflow Trainer v2.3 (``trainer.kubeflow.org/v1alpha1``). The TrainJob referenc
 (``backend.trainjob.runtime``, default the ``torch-distributed`` ClusterTrainingRuntime Trainer ships),
 whose trainer replicated job and container are both named ``node``. Trainer's torch plugin gives every
 node's container ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
-``PET_MASTER_PORT``; torchrun reads those as its own options, so each node runs exactly what the train
-pod runs for one node (``python -m backends.kfp.pod train ...``), with ``backend.distributed=pod`` so
-that the node trains instead of creating another TrainJob, and the step starts torchrun itself.
+``PET_MASTER_PORT``; torchrun reads those as its own options. Each node runs the step entry point,
+``python -m mmclf.steps train --run-dir FOLDER``, on the run's folder: the step reads the config
+prepare-data recorded there (config.yaml, the pipeline's parameters applied) and starts torchrun.
 
 What the Trainer API cannot take from the pipeline's pod settings is said where it is left out:
 runtimePatches may not patch a container's image pull policy (ContainerPatch has name, env,
@@ -15,15 +15,15 @@ refuses it; env goes in ``spec.trainer.env``).
 
 Imported by the train pod (through launcher.py) and when compiling: no kfp, no torch here.
 """
-import json
 import re
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.naming import volume_root
+from backends.kfp.naming import run_folder, volume_root
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
+from mmclf.steps import entry_point
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -35,7 +35,6 @@ NODE = "node"  # the trainer replicated job and container of Trainer's torch run
 PATCH_MANAGER = "mmclf/kfp-train-task"
 RUN_ID_LABEL = "pipeline/runid"  # the label KFP puts on a run's workflow and pods
 VOLUME, SHM = "mmclf-volume", "dshm"  # volume names in the node pods
-POD_COMMAND = ["python", "-m", "backends.kfp.pod", "train"]
 # metadata.name: an RFC 1035 label of at most 63 characters (Trainer's CRD validation rules).
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Placeholders in the trainjob.yaml written when compiling: known only when the KFP run runs.
@@ -47,15 +46,6 @@ def trainjob_name(run_id: str) -> str:
     so a retried task finds the TrainJob an earlier try created (a UUID: 42 characters, leaving room
     for JobSet's ``<name>-node-0-0`` pod host names within 63)."""
     return f"mmclf-{run_id}".lower()[:63].rstrip("-")
-
-
-def node_config(cfg: DictConfig) -> str:
-    """The config each node trains with, as one line of JSON: the train task's own (the pipeline's
-    parameters applied), but ``backend.distributed=pod``, so the node trains rather than creating
-    another TrainJob; ``dist.nnodes`` tells its torchrun how many nodes meet."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    container["backend"]["distributed"] = "pod"
-    return json.dumps(container)
 
 
 def _resources(resources: DictConfig) -> dict:
@@ -117,8 +107,7 @@ def trainjob_manifest(cfg: DictConfig, run_dir: str, run_id: str, claim_name: st
         pod_template["metadata"] = _pod_metadata(backend)
     trainer = {
         "image": backend.image,
-        "command": POD_COMMAND,
-        "args": ["--config-yaml", node_config(cfg), "--run-dir", run_dir, "--run-id", run_id],
+        "command": ["python", *entry_point("train", run_folder(run_dir, run_id))],
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],  # the nodes' logs as they happen
         "numNodes": int(dist.nnodes),
         "numProcPerNode": int(dist.nproc_per_node),  # resolved when compiling (compile.processes_per_pod)
@@ -150,7 +139,8 @@ def write_review_manifest(cfg: DictConfig, volume_run_dir: str, run_dir: RunDir)
     header = (f"# The TrainJob the train task creates (backend.distributed=trainjob), for review. Placeholders, "
               f"filled in by the train task when the KFP run runs: {RUN_ID_PLACEHOLDER} (the KFP run's id), "
               f"{CLAIM_PLACEHOLDER} (the claim create-volume makes), {NAMESPACE_PLACEHOLDER} (the namespace of "
-              "the run's pods); the pipeline parameters' values are applied to --config-yaml then too.\n")
+              "the run's pods). The nodes read the run's config.yaml, which prepare-data records in the run's "
+              "folder with the pipeline parameters' values applied.\n")
     path = run_dir.trainjob
     write_text_atomic(path, header + yaml.safe_dump(manifest, sort_keys=False, width=120))
     print(f"trainjob written: {path} (what the train task creates: {manifest['spec']['trainer']['numNodes']} "

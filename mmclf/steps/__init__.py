@@ -1,4 +1,5 @@
-"""The step table: prepare-data -> train -> test -> export -> metrics, and ``run_step``, how backends call them.
+"""The step table: prepare-data -> train -> test -> export -> metrics, and ``run_step``, the one way
+every process runs a step.
 
 Each step is a plain function ``step(cfg, run_dir)`` in its own module: it reads what the previous
 step left in the run dir and writes its own files there; no Hydra, no backend. The table says what
@@ -8,21 +9,23 @@ the table, not torch.
 
 ``run_step`` records each finished step in ``steps.json`` with a fingerprint of the config, so
 re-running into the same run dir (after a kill, or a Kubeflow retry on the same volume) skips the
-steps already done for that config.
+steps already done for that config. backend=local and a Kubeflow pod call it in process; a process
+of its own (a Kubeflow Trainer node, a torchrun rank) runs ``python -m mmclf.steps NAME --run-dir DIR``
+(__main__.py).
 """
 import importlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
-from mmclf.dist import is_rank_zero, world_size
 from mmclf.io import read_json, read_record, write_json_atomic
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
+from mmclf.world import is_rank_zero, world_size
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class Step:
     always_run: bool = False  # checks things outside the run dir, so a record of it proves nothing
     # Its module's outputs_intact(cfg, run_dir) is asked before a recorded run is trusted.
     checks_outputs: bool = False
-    distributed: bool = False  # runs on dist.world_size(cfg) processes (torchrun), recorded in steps.json
+    distributed: bool = False  # runs on world.world_size(cfg) processes (torchrun), recorded in steps.json
     imports_mmcv: bool = False  # importing mmcv mutes the console's log handlers: ``module`` restores them
 
     @property
@@ -52,9 +55,14 @@ class Step:
 
     def done(self, cfg: DictConfig, run_dir: RunDir, record: dict) -> bool:
         """Whether ``record`` (steps.json) shows this step finished for ``cfg``, its outputs intact."""
-        if self.always_run or cfg.resume == "never" or record.get(self.name, {}).get("config") != run_fingerprint(cfg):
+        if self.always_run or cfg.resume == "never" or not recorded(self.name, cfg, record):
             return False
         return not self.checks_outputs or self.module.outputs_intact(cfg, run_dir)
+
+
+def recorded(name: str, cfg: DictConfig, record: dict) -> bool:
+    """Whether ``record`` (steps.json) says step ``name`` finished for ``cfg``."""
+    return record.get(name, {}).get("config") == run_fingerprint(cfg)
 
 
 STEPS = (
@@ -82,13 +90,11 @@ def step_named(name: str) -> Step:
     raise KeyError(f"no step {name!r}; the steps are {', '.join(STEP_NAMES)}")
 
 
-def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[DictConfig, RunDir], None]] = None):
-    """Run step ``name`` unless ``run_dir`` records it as done for this config. ``function`` stands in
-    for the step's own (a backend that starts the training elsewhere); the record is the same."""
+def run_step(name: str, cfg: DictConfig, run_dir) -> None:
+    """Run step ``name`` unless ``run_dir`` records it as done for this config; record it when done."""
     step, run_dir = step_named(name), RunDir(run_dir)
-    function = function or step.function  # imported first: importing mmcv mutes the console, Step.module undoes it
-    record = read_record(run_dir.steps_record)
-    if step.done(cfg, run_dir, record):
+    function = step.function  # imported first: importing mmcv mutes the console, Step.module undoes it
+    if step.done(cfg, run_dir, read_record(run_dir.steps_record)):
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
     started = time.monotonic()
@@ -96,14 +102,26 @@ def run_step(name: str, cfg: DictConfig, run_dir, function: Optional[Callable[[D
     function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
-    if not step.always_run:  # what later steps made from this step's earlier outputs is out of date
+    record_step(name, cfg, run_dir, seconds)
+
+
+def record_step(name: str, cfg: DictConfig, run_dir: RunDir, seconds: float) -> None:
+    """Record in steps.json that step ``name`` finished for ``cfg``. What later steps made from this
+    step's earlier outputs is out of date: their records go. On several nodes only node 0 writes."""
+    step, record = step_named(name), read_record(run_dir.steps_record)
+    if not step.always_run:
         for later in STEP_NAMES[STEP_NAMES.index(name) + 1:]:
             record.pop(later, None)
     record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if step.distributed:
         record[name]["world_size"] = world_size(cfg)
-    if is_rank_zero():  # on several nodes, each node's launcher gets here; node 0's writes
+    if is_rank_zero():
         write_json_atomic(run_dir.steps_record, record)
+
+
+def entry_point(name: str, run_dir) -> list[str]:
+    """What follows ``python`` to run step ``name`` in ``run_dir`` in a process of its own (__main__.py)."""
+    return ["-m", __name__, name, "--run-dir", str(run_dir)]
 
 
 def run_all(cfg: DictConfig, run_dir) -> dict:

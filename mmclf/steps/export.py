@@ -42,8 +42,10 @@ def test_split(cfg: DictConfig, run_dir: RunDir) -> tuple[list, np.ndarray]:
     """(decoded images, labels) of the test split, as the test step's dataset holds them."""
     from mmcls.datasets import build_dataset
 
-    from mmclf import datasets  # noqa: F401  (registers mmclf's datasets in mmcls's DATASETS)
     from mmclf.config import to_mmcv_config
+    from mmclf.setup_env import register_all_modules
+
+    register_all_modules()
 
     dataset = build_dataset(to_mmcv_config(cfg, run_dir).data.test, default_args=dict(test_mode=True))
     return [info["img"] for info in dataset.data_infos], dataset.get_gt_labels()

@@ -21,4 +21,10 @@ def prepare_data(cfg: DictConfig, run_dir: RunDir) -> None:
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if manifest is not None:
         write_json_atomic(run_dir.data_manifest, manifest)
+    record_config(cfg, run_dir)
+
+
+def record_config(cfg: DictConfig, run_dir: RunDir) -> None:
+    """``config.yaml``: the run's config, resolved; what a step in a process of its own reads
+    (``python -m mmclf.steps``: torchrun's ranks, Kubeflow Trainer's nodes)."""
     write_text_atomic(run_dir.config, OmegaConf.to_yaml(cfg, resolve=True))

@@ -6,14 +6,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import (
-    datasets,  # noqa: F401  (registers mmclf's datasets in mmcls's DATASETS)
-    report,
-)
+from mmclf import report
 from mmclf.config import to_mmcv_config
 from mmclf.errors import StepError
 from mmclf.io import write_json_atomic
 from mmclf.rundir import RunDir
+from mmclf.setup_env import register_all_modules
 
 log = logging.getLogger(__name__)
 FLIP = dict(type="RandomFlip", flip_prob=1.0, direction="horizontal")
@@ -60,6 +58,7 @@ def test(cfg: DictConfig, run_dir: RunDir) -> None:
 
     from mmclf.checkpoints import verify
 
+    register_all_modules()
     mm_cfg = to_mmcv_config(cfg, run_dir)
     checkpoint = final_checkpoint(cfg, run_dir)
     model = build_classifier(mm_cfg.model)

@@ -6,15 +6,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mmclf import datasets, hooks  # noqa: F401  (register mmclf's datasets and hooks in mmcls/mmcv)
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.config import to_mmcv_config, weights_fingerprint
-from mmclf.dist import broadcast_from_rank_zero, is_worker, launch, world_size
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
+from mmclf.launch import launch
 from mmclf.logs import mmcls_logger
 from mmclf.rundir import RunDir
+from mmclf.setup_env import register_all_modules
 from mmclf.tracking import end_failed_run, logger_hooks
+from mmclf.world import broadcast_from_rank_zero, is_worker, world_size
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
     from mmcls.models import build_classifier
     from mmcv.runner import get_dist_info
 
+    register_all_modules()
     # mmcv's first logger of a process mutes the console's handlers (the mmcls imports above may
     # make one): mmcls_logger restores them before this step logs anything.
     logger = mmcls_logger(cfg.runtime.log_level)
