@@ -23,7 +23,7 @@ import torch
 from mmcv.runner import RUNNERS, EpochBasedRunner
 from mmcv.runner.checkpoint import CheckpointLoader
 
-from mmclf.errors import ConfigError, MMClfError, RunDirRefused
+from mmclf.errors import ConfigError, MMClfError, RunDirRefused, StepFailed
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")
 
 
-class CheckpointWriteError(MMClfError):
+class CheckpointWriteError(StepFailed):
     """A checkpoint could not be written (for example, the disk is full)."""
 
 

@@ -1,13 +1,28 @@
 """Errors a user can cause and fix: they end the run with one clear line, not a traceback; and a
-stop (Ctrl-C, SIGTERM, SIGHUP), which ends it with one line too."""
+stop (Ctrl-C, SIGTERM, SIGHUP), which ends it with one line too.
+
+Every entry point (the CLI, a step's process, a Kubeflow pod, a rank, a node, the volume task) ends
+the same way: a refusal (the input cannot work; nothing was done) is one line and exit status 2, a
+failure (work that started did not finish) one line and exit status 1."""
 import contextlib
 import signal
 import sys
 import threading
 
+EXIT_REFUSED, EXIT_FAILED = 2, 1
+
 
 class MMClfError(Exception):
-    """Base for user-facing errors; the message names the key or path and the fix."""
+    """Base for user-facing errors; the message names the key or path and the fix. A refusal."""
+
+    exit_status = EXIT_REFUSED
+
+
+class StepFailed(MMClfError):
+    """Work that started did not finish: a diverged loss, a crashed rank, a TrainJob or KFP run that
+    failed, an export that missed parity, a full disk."""
+
+    exit_status = EXIT_FAILED
 
 
 class ConfigError(MMClfError):
@@ -26,7 +41,7 @@ class StepError(MMClfError):
     """A step cannot run because an earlier step's output is missing."""
 
 
-class ExportError(StepError):
+class ExportError(StepFailed):
     """The model cannot be exported, or its export does not give PyTorch's results: nothing is exported."""
 
 
@@ -77,18 +92,15 @@ def exit_stopped(stop: JobStopped, kept: str = "what finished is kept"):
     sys.exit(128 + stop.signum)
 
 
-EXIT_USER_ERROR = 2
-
-
 def exit_with(err: MMClfError):
-    """Print ``err`` as one line on stderr and exit with status 2."""
+    """Print ``err`` as one line on stderr and exit with its status: 2 for a refusal, 1 for a failure."""
     print(f"mmclf: error: {err}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
+    sys.exit(err.exit_status)
 
 
 @contextlib.contextmanager
 def one_line_errors(os_errors: bool = False):
-    """Turn a user error raised inside into one line and exit status 2; with ``os_errors``, an
+    """Turn a user error raised inside into one line and its exit status; with ``os_errors``, an
     OSError too (an unreadable or vanished path), naming its path. Anything else propagates."""
     try:
         yield

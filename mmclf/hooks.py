@@ -5,12 +5,12 @@ from typing import Optional
 from mmcv.runner import HOOKS, Hook, master_only
 from mmcv.runner.hooks import LoggerHook
 
-from mmclf.errors import MMClfError
+from mmclf.errors import StepFailed
 from mmclf.rundir import RunDir
 from mmclf.tracking import open_run
 
 
-class TrainingDiverged(MMClfError):
+class TrainingDiverged(StepFailed):
     """The loss became NaN or infinite."""
 
 

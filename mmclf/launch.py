@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf import world
-from mmclf.errors import ConfigError, MMClfError, StepError, stop_on_signals
+from mmclf.errors import ConfigError, StepError, StepFailed, stop_on_signals
 from mmclf.lifeline import die_with
 from mmclf.rundir import RunDir
 from mmclf.steps import entry_point
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 RANK_ERRORS = "MMCLF_RANK_ERRORS"  # the launch's temp folder: the ranks' user errors, torchrun's logs
 
 
-class DistributedTrainingFailed(MMClfError):
+class DistributedTrainingFailed(StepFailed):
     """A torchrun worker failed or was killed."""
 
 

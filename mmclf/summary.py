@@ -15,6 +15,7 @@ from typing import Optional
 import yaml
 from hydra.experimental.callback import Callback
 
+from mmclf.errors import ConfigError, StepFailed, exit_with
 from mmclf.io import remove_stale_temps, write_figure_atomic, write_text_atomic
 from mmclf.jobs import sweep_job_record
 from mmclf.rundir import RunDir
@@ -185,20 +186,17 @@ class SummarizeSweep(Callback):
         failed = sum(row["status"] in ("failed", "refused") for row in rows)
         print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows)} jobs, {failed} failed or refused)")
         if rows and failed == len(rows):
-            print(f"mmclf: error: every job of the sweep failed; see the error column of {sweep_dir / 'summary.md'}",
-                  file=sys.stderr)
-            sys.exit(1)
+            exit_with(StepFailed(f"every job of the sweep failed; see the error column of {sweep_dir / 'summary.md'}"))
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not Path(args[0]).is_dir():
-        print("usage: python -m mmclf.summary SWEEP_DIR", file=sys.stderr)
-        return 2
+        exit_with(ConfigError(f"{' '.join(args) or 'no folder'}: not a sweep folder; usage: python -m mmclf.summary "
+                              "SWEEP_DIR"))
     rows = write_summary(Path(args[0]))
     print(f"{Path(args[0]) / 'summary.md'}: {len(rows)} jobs")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

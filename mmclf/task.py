@@ -11,7 +11,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from mmclf import jobs, summary
-from mmclf.errors import JobStopped, MMClfError, exit_stopped, exit_with, stop_on_signals
+from mmclf.errors import JobStopped, MMClfError, StepFailed, exit_stopped, exit_with, stop_on_signals
 from mmclf.io import remove_stale_temps
 from mmclf.lock import run_dir_lock
 from mmclf.preflight import refuse_foreign_run
@@ -22,7 +22,7 @@ log = logging.getLogger("mmclf")
 SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (tests, notebooks)
 
 
-class DiskFull(MMClfError):
+class DiskFull(StepFailed):
     """No space left (or quota exceeded) while writing a file."""
 
 

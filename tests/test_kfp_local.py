@@ -182,9 +182,9 @@ def test_volume_permissions_leaves_a_writable_folder_alone_and_opens_a_foreign_o
     os.chmod(tmp_path, 0o755)
     os.chmod(tmp_path / "runs", 0o755)
     assert volume.writable_for(tmp_path, *mine) and not volume.writable_for(tmp_path, *stranger)
-    assert volume.main([str(tmp_path), *map(str, mine)]) == 0
+    volume.main([str(tmp_path), *map(str, mine)])
     assert "already writable" in capsys.readouterr().out
-    assert volume.main([str(tmp_path), *map(str, stranger)]) == 0
+    volume.main([str(tmp_path), *map(str, stranger)])
     out = capsys.readouterr().out
     # As root, chown; otherwise (or without CAP_CHOWN, as in KFP >= 2.16 pods) the owner's chmod.
     assert out.count("chown") + out.count("chmod a+rwx") == 2, out
@@ -202,7 +202,9 @@ def test_volume_permissions_that_cannot_help_fails_in_one_line(tmp_path, monkeyp
     os.chmod(tmp_path, 0o755)
     monkeypatch.setattr(os, "chown", refuse_chown)
     monkeypatch.setattr(os, "chmod", refuse_chown)  # not the owner: an NFS export with root squashed, say
-    assert volume.main([str(tmp_path), "4242", "4242"]) == 1
+    with pytest.raises(SystemExit) as ended:
+        volume.main([str(tmp_path), "4242", "4242"])
+    assert ended.value.code == 2, "a volume this task cannot change is a refusal"
     (message,) = capsys.readouterr().err.splitlines()
     assert message.startswith(f"mmclf: error: {tmp_path} is owned by uid {os.getuid()}")
     assert "backend.volume.make_writable=false" in message

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from backends.kfp.mlmd import read_metrics
 from backends.kfp.naming import run_folder, volume_description
 from backends.kfp.record import write_run_record
-from backends.kfp.target import CONNECT_S, READ_S, KfpError, Target, auth_hint, target_from_config
+from backends.kfp.target import CONNECT_S, READ_S, KfpError, KfpRunFailed, Target, auth_hint, target_from_config
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -217,4 +217,4 @@ def _raise_unless_succeeded(target: Target, run) -> None:
     detail = f"; failed tasks: {', '.join(failed)}" if failed else ""
     if run.error and run.error.message:
         detail += f"; {run.error.message}"
-    raise KfpError(f"KFP run {run.run_id} ended {run.state}{detail}; see {target.run_link(run.run_id)}")
+    raise KfpRunFailed(f"KFP run {run.run_id} ended {run.state}{detail}; see {target.run_link(run.run_id)}")

@@ -30,7 +30,7 @@ from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.naming import run_folder
 from backends.kfp.target import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
-from mmclf.errors import MMClfError
+from mmclf.errors import StepFailed
 from mmclf.io import read_record
 from mmclf.rundir import RunDir
 from mmclf.steps import recorded, step_named
@@ -41,7 +41,7 @@ NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
 
 
-class TrainJobFailed(MMClfError):
+class TrainJobFailed(StepFailed):
     """The TrainJob could not be created, or did not complete."""
 
 

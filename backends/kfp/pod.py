@@ -18,13 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.naming import run_folder, volume_root
 from backends.kfp.outputs import export_model, write_html_report
 from backends.kfp.parameters import RUN_PARAMETERS, apply_parameters
-from mmclf.errors import MMClfError, one_line_errors
+from backends.kfp.volume import VolumeNotWritable
+from mmclf.errors import one_line_errors
 from mmclf.rundir import RunDir
 from mmclf.steps import STEP_NAMES, run_step
-
-
-class VolumeNotWritable(MMClfError):
-    """The shared volume refuses this pod's user."""
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from backends.kfp.serving import (
     write_model_repository,
 )
 from backends.kfp.target import CONNECT_S, READ_S
-from mmclf.errors import MMClfError, one_line_errors
+from mmclf.errors import StepFailed, one_line_errors
 from mmclf.io import read_json, write_text_atomic
 from mmclf.jobs import objective
 from mmclf.rundir import RunDir
@@ -42,7 +42,7 @@ from mmclf.serve import MODEL_NAME
 log = logging.getLogger(__name__)
 
 
-class ServeFailed(MMClfError):
+class ServeFailed(StepFailed):
     """The InferenceService could not be created."""
 
 

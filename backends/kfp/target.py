@@ -13,13 +13,17 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig
 
-from mmclf.errors import ConfigError, MMClfError
+from mmclf.errors import ConfigError, MMClfError, StepFailed
 
 CONNECT_S, READ_S = 5.0, 30.0  # timeouts of the calls made to the server, so a dead host fails in seconds
 
 
 class KfpError(MMClfError):
-    """The KFP server cannot be reached or refuses a request, or the run does not succeed."""
+    """The KFP server cannot be reached or refuses a request."""
+
+
+class KfpRunFailed(KfpError, StepFailed):
+    """The KFP run ended without succeeding."""
 
 
 @dataclass(frozen=True)

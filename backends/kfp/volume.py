@@ -8,14 +8,21 @@ set a task's runAsUser but no fsGroup, so Kubernetes will not hand the volume ov
 Since KFP 2.16 every user container drops all Linux capabilities, so root here may not chown
 (CAP_CHOWN) but may chmod what it owns: chown where allowed, else open the folder to all users.
 A folder already writable for the uid is left alone, so a claim prepared by hand keeps its modes.
+A folder this task cannot change is a refusal: one line naming it and the fix, exit status 2.
 """
 import os
 import stat
 import sys
 from pathlib import Path
 
+from mmclf.errors import MMClfError, one_line_errors
+
 # The folders the steps write into: the volume's root and what the runs keep there.
 FOLDERS = ("", "runs", "data")
+
+
+class VolumeNotWritable(MMClfError):
+    """The shared volume refuses the step pods' user."""
 
 
 def writable_for(path: Path, uid: int, gid: int) -> bool:
@@ -40,24 +47,27 @@ def make_writable(path: Path, uid: int, gid: int) -> str:
         return "chmod a+rwx"
 
 
-def main(argv=None) -> int:
-    mount, uid, gid = sys.argv[1:] if argv is None else argv
-    uid, gid = int(uid), int(gid)
+def make_volume_writable(mount: Path, uid: int, gid: int) -> None:
+    """Make the volume at ``mount`` and the folders the runs keep there writable for ``uid``/``gid``."""
     for name in FOLDERS:
-        path = Path(mount) / name
+        path = mount / name
         if not path.is_dir():
             continue  # runs/ and data/ are made by the steps, as their user
         try:
             print(f"volume-permissions: {path}: {make_writable(path, uid, gid)}", flush=True)
         except PermissionError as err:
-            print(f"mmclf: error: {path} is owned by uid {path.stat().st_uid} with mode "
-                  f"{stat.filemode(path.stat().st_mode)}, and this task (uid {os.getuid()}) cannot change that "
-                  f"({err.strerror}); make it writable for uid {uid} once (chown {uid}:{gid} from a node or a "
-                  "privileged pod, or an NFS export owned by that uid), then set backend.volume.make_writable=false",
-                  file=sys.stderr)
-            return 1
-    return 0
+            raise VolumeNotWritable(
+                f"{path} is owned by uid {path.stat().st_uid} with mode {stat.filemode(path.stat().st_mode)}, and this "
+                f"task (uid {os.getuid()}) cannot change that ({err.strerror}); make it writable for uid {uid} once "
+                f"(chown {uid}:{gid} from a node or a privileged pod, or an NFS export owned by that uid), then set "
+                "backend.volume.make_writable=false") from None
+
+
+def main(argv=None) -> None:
+    mount, uid, gid = sys.argv[1:] if argv is None else argv
+    with one_line_errors():
+        make_volume_writable(Path(mount), int(uid), int(gid))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

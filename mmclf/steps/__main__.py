@@ -8,7 +8,8 @@ once, by the process that started the job. ``--config`` gives it for a run dir t
 In a torchrun worker (``RANK`` set) the process is tied to torchrun's life first (mmclf/lifeline.py),
 then joins the process group (NCCL on GPUs, gloo on the CPU) and runs the step's function as one rank:
 the process that started torchrun records the step, not its ranks. A user error ends in one line and
-exit status 2; a rank's goes to the launcher's error folder (``MMCLF_RANK_ERRORS``), and rank 0 prints it.
+exit status 2 (a refusal) or 1 (a failure); a rank's goes to the launcher's error folder
+(``MMCLF_RANK_ERRORS``), and rank 0 prints it.
 """
 import argparse
 import logging
@@ -75,7 +76,6 @@ def _join_process_group(device: str):
 def _report(err) -> None:
     """A rank's user error: into the launcher's error folder, and one line on the console from rank 0
     (the others' are most often the same line)."""
-    from mmclf.errors import EXIT_USER_ERROR
     from mmclf.launch import RANK_ERRORS
 
     rank = os.environ["RANK"]
@@ -83,7 +83,7 @@ def _report(err) -> None:
         Path(os.environ[RANK_ERRORS], f"rank-{rank}.txt").write_text(str(err))
     if rank == "0":
         print(f"mmclf: error: {err}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
+    sys.exit(err.exit_status)
 
 
 def main(argv=None) -> None:
