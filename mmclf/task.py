@@ -14,8 +14,8 @@ from mmclf import jobs, summary
 from mmclf.errors import JobStopped, MMClfError, StepFailed, exit_stopped, exit_with, stop_on_signals
 from mmclf.io import remove_stale_temps
 from mmclf.lock import run_dir_lock
-from mmclf.preflight import refuse_foreign_run
 from mmclf.rundir import RunDir
+from mmclf.rundir_checks import refuse_foreign_run
 from mmclf.validate import backend_of, validate
 
 log = logging.getLogger("mmclf")

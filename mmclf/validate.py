@@ -14,7 +14,7 @@ from mmclf import tracking, world
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
 from mmclf.jobs import scalar_metric_names
-from mmclf.preflight import check_run_dir
+from mmclf.rundir_checks import check_run_dir
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 

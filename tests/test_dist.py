@@ -149,7 +149,7 @@ def test_the_device_loader_trains_on_two_processes(two_processes_device_loader):
 
 
 def test_a_run_dir_trained_on_2_processes_is_not_resumed_on_1(two_processes_device_loader, data_root):
-    from mmclf.preflight import refuse_foreign_run
+    from mmclf.rundir_checks import refuse_foreign_run
 
     one_process = compose_cfg(overrides(data_root, "dist.nproc_per_node=1", "data.loader=device"))
     # mmcv counts iterations: on 1 process an epoch is twice as many, and iteration-based schedules

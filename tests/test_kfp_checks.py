@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.target import host_from_config
+from backends.kfp.endpoint import host_from_config
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from backends.kfp import volume
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
-from backends.kfp.local_run import run_local
+from backends.kfp.kfp_local import run_local
 from backends.kfp.pod import main as pod_main
 from mmclf.errors import ConfigError, StepError
 from mmclf.jobs import JobContext

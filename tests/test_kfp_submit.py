@@ -15,9 +15,9 @@ from kfp import compiler, dsl, kubernetes
 from omegaconf import OmegaConf
 
 from backends.kfp.client import submit
+from backends.kfp.endpoint import KfpError
 from backends.kfp.mlmd import MetricsNotReadBack
 from backends.kfp.schema import KfpBackendConfig
-from backends.kfp.target import KfpError
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.jobs import JobContext
 from mmclf.task import run_job

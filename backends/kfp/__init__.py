@@ -12,14 +12,14 @@ components the step components (Python-function and custom container) and volume
 pod        what every step pod runs: one step, rebuilt from its config parameter
 volume     what the volume-permissions pod runs: the volume's root made writable for the steps' user
 outputs    the KFP UI's artifacts: Model, Metrics, ClassificationMetrics, HTML report
-local_run  the pipeline on this machine through kfp.local
+kfp_local  the pipeline on this machine through kfp.local
 cluster    the Kubernetes API through the kubernetes client: access, the default StorageClass
 preflight  backend.mode=check: what would make a run stall, one line each
 findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
-target     which KFP server, how to authenticate, KfpError
+endpoint   which KFP server, how to authenticate, KfpError
 client     submit, experiments, waiting for a run (REST)
 mlmd       a finished run's metric values from ML Metadata (gRPC-web)
-record     kfp_run.json: the KFP run a run dir belongs to
+run_record kfp_run.json: the KFP run a run dir belongs to
 trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
 serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads

@@ -3,7 +3,7 @@
 mode=compile writes pipeline.yaml (+ a Mermaid picture of the task graph) into the run dir;
 mode=submit also starts a run on a KFP API server (client.py), after the preflight when the cluster
 can be asked; mode=check runs only the preflight (preflight.py); mode=local executes the pipeline on
-this machine through kfp.local (local_run.py), producing the run-dir files backend=local does.
+this machine through kfp.local (kfp_local.py), producing the run-dir files backend=local does.
 
 Only the light modules are imported here: compiling needs kfp, never torch, mmcv or mmcls; the
 cluster is asked only where access is configured and the answer is needed.
@@ -17,7 +17,7 @@ from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, 
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
 from backends.kfp.naming import run_names, volume_root
-from backends.kfp.record import read_run_record, remote_run
+from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
 from mmclf import jobs
 from mmclf.errors import ConfigError, ResultNotHere
@@ -57,7 +57,7 @@ class KfpBackend:
         check_distributed(cfg)
         check_serve(cfg)
         if backend.mode == KfpMode.local:
-            from backends.kfp.local_run import run_local
+            from backends.kfp.kfp_local import run_local
 
             return run_local(cfg, run_dir)
         check_for_cluster(cfg)
@@ -85,8 +85,8 @@ def _metrics_not_yet_read_back(cfg: DictConfig, run_dir: RunDir) -> Optional[dic
     if record.get("status") != ResultNotHere.job_status or remote.get("state") != "SUCCEEDED" or \
             not jobs.same_job(cfg, record):
         return None
+    from backends.kfp.endpoint import target_from_config
     from backends.kfp.mlmd import read_metrics
-    from backends.kfp.target import target_from_config
 
     log.info("KFP run %s already SUCCEEDED: reading its metrics again, not submitting it again", remote["run_id"])
     target = target_from_config(run_dir.pipeline, cfg.backend)

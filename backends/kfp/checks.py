@@ -9,9 +9,9 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import cluster_access
 from backends.kfp.compile import is_own_images, pod_config
+from backends.kfp.endpoint import host_from_config, read_token, target_from_config
 from backends.kfp.naming import volume_root
 from backends.kfp.paths import check_pod_paths
-from backends.kfp.target import host_from_config, read_token, target_from_config
 from mmclf.errors import ConfigError
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.

@@ -14,7 +14,7 @@ import urllib3
 from kubernetes import client, config
 from omegaconf import DictConfig
 
-from backends.kfp.target import CONNECT_S, READ_S, KfpError
+from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError
 from mmclf.errors import ConfigError
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

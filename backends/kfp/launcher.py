@@ -27,8 +27,8 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
+from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.naming import run_folder
-from backends.kfp.target import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
 from mmclf.errors import StepFailed
 from mmclf.io import read_record

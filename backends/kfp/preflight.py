@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from backends.kfp.client import check_reachable
 from backends.kfp.cluster import Cluster, ClusterError, default_storage_class
+from backends.kfp.endpoint import KfpError, host_from_config, target_from_config
 from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, Finding, unanswered
-from backends.kfp.target import KfpError, host_from_config, target_from_config
 
 # Provisioners that cannot make a ReadWriteMany filesystem volume: node-local paths and cloud block disks.
 NO_RWX_PROVISIONERS = {

@@ -21,6 +21,7 @@ from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import connect
+from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.launcher import pod_namespace
 from backends.kfp.naming import run_folder
 from backends.kfp.serving import (
@@ -32,7 +33,6 @@ from backends.kfp.serving import (
     manifest_text,
     write_model_repository,
 )
-from backends.kfp.target import CONNECT_S, READ_S
 from mmclf.errors import StepFailed, one_line_errors
 from mmclf.io import read_json, write_text_atomic
 from mmclf.jobs import objective
