@@ -13,8 +13,9 @@ from kfp import components, dsl
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.naming import WORKSPACE_MOUNT_PATH, run_names
+from backends.kfp.naming import run_names
 from backends.kfp.parameters import apply_parameters
+from backends.kfp.volume_layout import WORKSPACE_MOUNT_PATH
 from mmclf.errors import MMClfError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir

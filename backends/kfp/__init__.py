@@ -4,7 +4,8 @@ schema     the typed ``backend.*`` options (registered in Hydra's ConfigStore on
 checks     value checks, before anything is compiled
 paths      config paths the pods cannot see (outside the volume), refused before compiling
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
-naming     run names, the run's folder on the volume, the sweep's experiment name
+naming     run names and display names, the model's name, which claim holds a run
+volume_layout  the shared volume's folders (runs/, data/), one owner as RunDir is the run dir's
 parameters the typed pipeline parameters (learning rate, epochs, batch size, seed) and how pods apply them
 compile    the pods' config parameter, pipeline.yaml and its task graph
 pipeline   the DAG: volume tasks, step tasks, Kubernetes settings

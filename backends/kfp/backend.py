@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
-from backends.kfp.naming import run_names, volume_root
+from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
+from backends.kfp.volume_layout import VolumeLayout
 from mmclf import jobs
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.jobs import JobContext
@@ -144,9 +145,9 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
 
     backend = cfg.backend
     name, display_name = run_names(cfg, job)
-    root = volume_root(backend.volume)
-    volume_run_dir = f"{root}/runs/{name}"  # each KFP run writes in <this>-<its run id>
-    defaults, config_yaml = parameter_defaults(cfg), pod_config_yaml(cfg, f"{root}/data")
+    layout = VolumeLayout.of(backend.volume)
+    volume_run_dir = layout.run_dir(name)  # each KFP run writes in <this>-<its run id>
+    defaults, config_yaml = parameter_defaults(cfg), pod_config_yaml(cfg, layout.data)
     compile_pipeline(build_pipeline(backend, config_yaml, volume_run_dir, defaults, storage_class), run_dir)
     if backend.distributed == "trainjob":  # what the train task will create, for review
         from backends.kfp.trainjob import write_review_manifest

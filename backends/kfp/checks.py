@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from backends.kfp.cluster import cluster_access
 from backends.kfp.compile import is_own_images, pod_config
 from backends.kfp.endpoint import host_from_config, read_token, target_from_config
-from backends.kfp.naming import volume_root
 from backends.kfp.paths import check_pod_paths
+from backends.kfp.volume_layout import VolumeLayout
 from mmclf.errors import ConfigError
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.
@@ -200,8 +200,8 @@ def check_for_cluster(cfg: DictConfig) -> None:
     pods can see; for submit a host, a token if one is named, and a storage class it can know; for check
     cluster access."""
     backend, volume = cfg.backend, cfg.backend.volume
-    root = volume_root(volume)
-    check_pod_paths(pod_config(cfg, f"{root}/data"), root)
+    layout = VolumeLayout.of(volume)
+    check_pod_paths(pod_config(cfg, layout.data), layout.root)
     if is_own_images(cfg) and volume.mode != "existing":
         raise ConfigError(f"data=folder on Kubeflow reads your images from the volume, and backend.volume.mode="
                           f"{volume.mode} starts from an empty one: copy the folder onto a claim (README: 'Your own "

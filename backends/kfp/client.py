@@ -21,8 +21,9 @@ from omegaconf import DictConfig
 
 from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError, KfpRunFailed, Target, auth_hint, target_from_config
 from backends.kfp.mlmd import read_metrics
-from backends.kfp.naming import run_folder, volume_description
+from backends.kfp.naming import volume_description
 from backends.kfp.run_record import write_run_record
+from backends.kfp.volume_layout import run_folder
 from mmclf.rundir import RunDir
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
-from backends.kfp.naming import run_folder
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
+from backends.kfp.volume_layout import run_folder
 from mmclf.errors import StepFailed
 from mmclf.io import read_record
 from mmclf.rundir import RunDir

@@ -1,5 +1,5 @@
-"""Names of a job on Kubeflow: the run's folder on the volume and its display name (the experiment is
-the job's own, ``JobContext.experiment``, shared with MLflow).
+"""Names of a job on Kubeflow: the run's name (its folder on the volume: volume_layout.py) and display
+name (the experiment is the job's own, ``JobContext.experiment``, shared with MLflow).
 
 Imported by the pods too (pod.py): no kfp here.
 """
@@ -10,22 +10,8 @@ from omegaconf import DictConfig
 
 from mmclf.jobs import JobContext
 
-# Where KFP mounts a pipeline workspace in every task that names it: kfp.dsl.constants.WORKSPACE_MOUNT_PATH.
-WORKSPACE_MOUNT_PATH = "/kfp-workspace"
 # The pipeline parameter create-volume's StorageClass comes from when it was not known when compiling.
 STORAGE_CLASS_PARAMETER = "storage_class"
-
-
-def volume_root(volume: DictConfig) -> str:
-    """Where the shared volume is mounted in every step pod."""
-    return WORKSPACE_MOUNT_PATH if volume.mode == "workspace" else volume.mount_path.rstrip("/")
-
-
-def run_folder(run_dir: str, run_id: str) -> str:
-    """The folder a run writes: ``<run_dir>-<KFP run id>`` on a cluster, so that every KFP run (a
-    re-run or clone from the UI too) gets a fresh one; ``run_dir`` itself when there is no run id
-    (kfp.local runs in the Hydra run dir)."""
-    return f"{run_dir}-{run_id}" if run_id else run_dir
 
 
 def volume_description(volume: DictConfig) -> str:

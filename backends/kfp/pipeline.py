@@ -19,8 +19,9 @@ from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
 from backends.kfp.components import make_components, serve_component, volume_permissions_component
-from backends.kfp.naming import STORAGE_CLASS_PARAMETER, volume_root
+from backends.kfp.naming import STORAGE_CLASS_PARAMETER
 from backends.kfp.parameters import RUN_PARAMETERS
+from backends.kfp.volume_layout import VolumeLayout
 from mmclf.steps import STEPS
 
 PIPELINE_NAME = "mmclf"
@@ -100,7 +101,7 @@ def _on_cluster(task, backend: DictConfig, claim) -> None:
 def _volume_permissions(backend: DictConfig, claim):
     """The first task on the volume: as root, make its root writable for the step pods' user (volume.py)."""
     task = volume_permissions_component(backend.image)(
-        mount_path=volume_root(backend.volume), uid=backend.run_as_user, gid=backend.run_as_group)
+        mount_path=VolumeLayout.of(backend.volume).root, uid=backend.run_as_user, gid=backend.run_as_group)
     task.set_caching_options(False)
     _on_cluster(task, backend, claim)
     kubernetes.set_security_context(task, run_as_user=0, run_as_group=0)

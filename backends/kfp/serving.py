@@ -22,8 +22,8 @@ from pathlib import PurePosixPath
 import yaml
 from omegaconf import DictConfig
 
-from backends.kfp.naming import volume_root
 from backends.kfp.trainjob import CLAIM_PLACEHOLDER, NAMESPACE_PLACEHOLDER, RUN_ID_LABEL, RUN_ID_PLACEHOLDER
+from backends.kfp.volume_layout import VolumeLayout
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
 from mmclf.serve import INPUT, MODEL_NAME, OUTPUT
@@ -58,7 +58,7 @@ def service_name(serve: DictConfig, run_dir: str) -> str:
 
 def storage_uri(backend: DictConfig, claim_name: str, run_folder: str) -> str:
     """``pvc://<claim>/<the run folder's serving/, relative to the claim's root>``."""
-    path = PurePosixPath(run_folder, RunDir.SERVING).relative_to(volume_root(backend.volume))
+    path = PurePosixPath(run_folder, RunDir.SERVING).relative_to(VolumeLayout.of(backend.volume).root)
     return f"pvc://{claim_name}/{path}"
 
 

@@ -20,7 +20,7 @@ import re
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.naming import run_folder, volume_root
+from backends.kfp.volume_layout import VolumeLayout, run_folder
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
 from mmclf.steps import entry_point
@@ -63,7 +63,7 @@ def _resources(resources: DictConfig) -> dict:
 def _volumes(backend: DictConfig, claim_name: str) -> tuple[list, list]:
     """(volumes, volume mounts): the run's claim where the step pods mount it, and /dev/shm."""
     volumes = [{"name": VOLUME, "persistentVolumeClaim": {"claimName": claim_name}}]
-    mounts = [{"name": VOLUME, "mountPath": volume_root(backend.volume)}]
+    mounts = [{"name": VOLUME, "mountPath": VolumeLayout.of(backend.volume).root}]
     if backend.resources.shm_size:
         volumes.append({"name": SHM, "emptyDir": {"medium": "Memory", "sizeLimit": str(backend.resources.shm_size)}})
         mounts.append({"name": SHM, "mountPath": "/dev/shm"})

@@ -15,10 +15,8 @@ import stat
 import sys
 from pathlib import Path
 
+from backends.kfp.volume_layout import VolumeLayout
 from mmclf.errors import MMClfError, one_line_errors
-
-# The folders the steps write into: the volume's root and what the runs keep there.
-FOLDERS = ("", "runs", "data")
 
 
 class VolumeNotWritable(MMClfError):
@@ -49,8 +47,8 @@ def make_writable(path: Path, uid: int, gid: int) -> str:
 
 def make_volume_writable(mount: Path, uid: int, gid: int) -> None:
     """Make the volume at ``mount`` and the folders the runs keep there writable for ``uid``/``gid``."""
-    for name in FOLDERS:
-        path = mount / name
+    for folder in VolumeLayout(str(mount)).folders:
+        path = Path(folder)
         if not path.is_dir():
             continue  # runs/ and data/ are made by the steps, as their user
         try:
