@@ -6,11 +6,12 @@
 Times three commands, each a fresh Python process, in interleaved rounds (so a burst of other load
 hits all of them alike), and prints each one's median wall time and its ratio to the bare kfp import:
 
-- ``python -c "import kfp"``: the floor for anything that compiles a KFP pipeline;
+- ``python -c "import kfp, kfp.kubernetes"``: the floor for anything that compiles a KFP pipeline
+  with Kubernetes settings (claims, security contexts), as mmclf's does;
 - ``python -m mmclf --cfg job``: composing and printing the config (Hydra alone);
 - ``python -m mmclf backend=kfp``: composing, validating and compiling pipeline.yaml.
 
-Target: compile within 2.5x of the bare kfp import; torch, mmcv and mmcls are never
+Target: compile within 2.5x of that bare import; torch, mmcv and mmcls are never
 imported on that path.
 """
 import argparse
@@ -22,12 +23,13 @@ import time
 from pathlib import Path
 
 TARGET_COMPILE_VS_KFP = 2.5
+KFP = "import kfp, kfp.kubernetes"
 
 
 def commands(out_dir: Path) -> dict[str, list[str]]:
     python = sys.executable
     return {
-        "import kfp": [python, "-c", "import kfp"],
+        KFP: [python, "-c", "import kfp, kfp.kubernetes"],
         "mmclf --cfg job": [python, "-m", "mmclf", "--cfg", "job"],
         "mmclf backend=kfp (compile)": [python, "-m", "mmclf", "backend=kfp", f"hydra.run.dir={out_dir}/compile"],
     }
@@ -51,13 +53,13 @@ def main(argv=None) -> int:
             for name, command in runs.items():
                 times[name].append(wall_time(command, cwd=tmp))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    floor = medians["import kfp"]
-    print(f"{'command':<32}{'median s':>10}{'vs import kfp':>15}   ({args.rounds} rounds)")
+    floor = medians[KFP]
+    print(f"{'command':<32}{'median s':>10}{'vs the import':>15}   ({args.rounds} rounds)")
     for name, median in medians.items():
         print(f"{name:<32}{median:>10.2f}{median / floor:>14.2f}x")
     ratio = medians["mmclf backend=kfp (compile)"] / floor
     verdict = "met" if ratio <= TARGET_COMPILE_VS_KFP else "missed"
-    print(f"compile / import kfp: {ratio:.2f}x (target <= {TARGET_COMPILE_VS_KFP}x: {verdict})")
+    print(f"compile / {KFP}: {ratio:.2f}x (target <= {TARGET_COMPILE_VS_KFP}x: {verdict})")
     return 0
 
 

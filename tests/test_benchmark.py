@@ -77,3 +77,12 @@ def test_onnx_inference_benchmark_times_pytorch_and_onnxruntime_on_the_same_imag
     assert 0 <= report["max_abs_diff"] <= 1e-3
     printed = capsys.readouterr().out
     assert "(b) onnxruntime: model.onnx" in printed and "max abs score difference" in printed
+
+
+def test_startup_benchmark_times_compile_beside_the_bare_kfp_import(capsys):
+    load_benchmark("startup").main(["--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in lines[1:4]] == ["import kfp, kfp.kubernetes", "mmclf --cfg job",
+                                                           "mmclf backend=kfp (compile)"]
+    ratio = float(lines[-1].split(": ")[1].split("x")[0])
+    assert ratio > 1, "compiling imports kfp and more: never faster than the bare import"

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.checks_serve import check_serve
-from backends.kfp.cluster import Cluster, ClusterError, cluster_access, connect, default_storage_class
+from backends.kfp.cluster_access import cluster_access
 from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
@@ -62,7 +62,7 @@ class KfpBackend:
 
             return run_local(cfg, run_dir)
         check_for_cluster(cfg)
-        cluster = connect(backend) if cluster_access() and _asks_cluster(backend) else None
+        cluster = _connect(backend) if cluster_access() and _asks_cluster(backend) else None
         nodes = cfg.dist.nnodes if backend.distributed == "trainjob" else 1
         if backend.mode == KfpMode.check:
             return _preflight(backend, cluster, nodes)
@@ -94,20 +94,26 @@ def _metrics_not_yet_read_back(cfg: DictConfig, run_dir: RunDir) -> Optional[dic
     return read_metrics(target, remote["run_id"], f"{remote['run_dir']}/{RunDir.METRICS} on {remote['volume']}")
 
 
+def _connect(backend: DictConfig):
+    from backends.kfp.cluster import connect  # the kubernetes client: only with a cluster to ask
+
+    return connect(backend)
+
+
 def _asks_cluster(backend: DictConfig) -> bool:
     """Whether this mode needs the cluster's word: the preflight, or the default class create-volume needs."""
     default_class_needed = backend.volume.mode == "create" and not backend.volume.storage_class
     return backend.mode in (KfpMode.check, KfpMode.submit) or default_class_needed
 
 
-def _preflight(backend: DictConfig, cluster: Cluster, nodes: int) -> None:
+def _preflight(backend: DictConfig, cluster, nodes: int) -> None:
     from backends.kfp.preflight import report, run_checks
 
     report(run_checks(backend, cluster, nodes=nodes), "fix them, then run backend.mode=check again")
     print(f"preflight: nothing found that would make a run stall ({cluster.name}, namespace {cluster.namespace})")
 
 
-def _storage_class(backend: DictConfig, cluster: Optional[Cluster]) -> Optional[str]:
+def _storage_class(backend: DictConfig, cluster) -> Optional[str]:
     """create-volume's class: the configured one, else the cluster's default; None when neither is known,
     which makes it a pipeline parameter (never KFP's driver default "standard", kubeflow/pipelines#11396)."""
     volume = backend.volume
@@ -117,6 +123,8 @@ def _storage_class(backend: DictConfig, cluster: Optional[Cluster]) -> Optional[
         print("storage class: unknown here (no kubeconfig or in-cluster access to look up the cluster's default): "
               "the pipeline takes it as its parameter storage_class, to fill in at upload")
         return None
+    from backends.kfp.cluster import ClusterError, default_storage_class
+
     try:
         default = default_storage_class(cluster)
     except ClusterError as err:

@@ -7,17 +7,16 @@ pod's service account. Every call has short timeouts and no retries, so a dead c
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import urllib3
 from kubernetes import client, config
 from omegaconf import DictConfig
 
+from backends.kfp.cluster_access import cluster_access, kubeconfig_files
 from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError
 from mmclf.errors import ConfigError
 
-SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 # Kubernetes' own rule (pkg/volume/util/storageclass.go): either annotation, value exactly "true".
 DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
                              "storageclass.beta.kubernetes.io/is-default-class")
@@ -30,19 +29,6 @@ class ClusterError(KfpError):
     def __init__(self, message: str, status: Optional[int] = None):
         super().__init__(message)
         self.status = status
-
-
-def _kubeconfig_files() -> list[str]:
-    listed = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    return [path for path in listed.split(os.pathsep) if path and Path(path).is_file()]
-
-
-def cluster_access() -> Optional[str]:
-    """How this process can reach a cluster, without touching the network: ``in-cluster`` (a pod's
-    service account), ``kubeconfig``, or None."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT_TOKEN.is_file():
-        return "in-cluster"
-    return "kubeconfig" if _kubeconfig_files() else None
 
 
 @dataclass(frozen=True)
@@ -88,7 +74,7 @@ def connect(backend: DictConfig) -> Cluster:
         config.load_incluster_config(client_configuration=configuration)
         name = "in-cluster"
     else:
-        files = os.pathsep.join(_kubeconfig_files())
+        files = os.pathsep.join(kubeconfig_files())
         try:
             config.load_kube_config(config_file=files, context=backend.kube_context,
                                     client_configuration=configuration, persist_config=False)
