@@ -14,7 +14,8 @@ pod        what every step pod runs: one step, rebuilt from its config parameter
 volume     what the volume-permissions pod runs: the volume's root made writable for the steps' user
 outputs    the KFP UI's artifacts: Model, Metrics, ClassificationMetrics, HTML report
 kfp_local  the pipeline on this machine through kfp.local
-cluster    the Kubernetes API through the kubernetes client: access, the default StorageClass
+cluster_access  whether this process can reach a cluster (a kubeconfig, a pod's account), without the client
+cluster    the Kubernetes API through the kubernetes client: connecting, the default StorageClass
 preflight  backend.mode=check: what would make a run stall, one line each
 findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
 endpoint   which KFP server, how to authenticate, KfpError
