@@ -133,13 +133,14 @@ def test_check_passes_on_a_healthy_cluster_and_asks_the_kfp_api(tmp_path, kube, 
 
 @pytest.mark.parametrize("cluster, overrides, said", [
     ({"namespaces": [namespace("team-a")]}, [], "namespace kubeflow does not exist: set backend.namespace"),
-    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]}, [],
-     "provisioner rancher.io/local-path, cannot make ReadWriteMany volumes"),
+    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]},
+     ["backend.volume.access_modes=[ReadWriteMany]"], "provisioner rancher.io/local-path, cannot make ReadWriteMany"),
     ({}, ["backend.volume.storage_class=fast"], "storage class fast does not exist"),
     ({"storage_classes": []}, [], "the cluster has no default storage class"),
     ({}, ["backend.volume.mode=existing", "backend.volume.claim_name=data"], "claim data in namespace kubeflow does"),
     ({"claims": [claim("data", "Bound", ["ReadWriteOnce"])]},
-     ["backend.volume.mode=existing", "backend.volume.claim_name=data"], "has access modes ['ReadWriteOnce']"),
+     ["backend.volume.mode=existing", "backend.volume.claim_name=data", "backend.volume.access_modes=[ReadWriteMany]"],
+     "has access modes ['ReadWriteOnce']"),
     ({"claims": [claim("data", "Pending", ["ReadWriteMany"])],
       "storage_classes": [storage_class("nfs-client", NFS, binding_mode="Immediate")]},
      ["backend.volume.mode=existing", "backend.volume.claim_name=data"], "is Pending, not Bound"),
@@ -164,10 +165,10 @@ def test_check_names_what_would_make_a_run_stall_and_fails(tmp_path, kube, capsy
 @pytest.mark.parametrize("cluster, overrides", [
     ({"claims": [claim("data", "Pending", ["ReadWriteMany"])]},  # nfs-client binds when the first pod mounts it
      ["backend.volume.mode=existing", "backend.volume.claim_name=data"]),
+    # Pods of a pod-per-step pipeline mount the volume one at a time: any claim, any class will do.
     ({"claims": [claim("data", "Bound", ["ReadWriteOnce"])]},
-     ["backend.volume.mode=existing", "backend.volume.claim_name=data", "backend.volume.access_modes=[ReadWriteOnce]"]),
-    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]},
-     ["backend.volume.access_modes=[ReadWriteOnce]"]),  # a single-node cluster's way
+     ["backend.volume.mode=existing", "backend.volume.claim_name=data"]),
+    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]}, []),
     ({"nodes": [CPU_NODE]}, ["backend.resources.accelerator_count=0"]),
     ({"namespaces": [namespace("kubeflow", {"pod-security.kubernetes.io/enforce": "restricted"})]},
      ["backend.volume.make_writable=false"]),

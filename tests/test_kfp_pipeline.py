@@ -100,6 +100,16 @@ def test_pod_tasks_mount_the_volume_and_set_pull_policy_and_no_task_is_cached(tm
         assert not task.get("cachingOptions", {}).get("enableCache"), f"{name} must not be cached"
 
 
+@pytest.mark.parametrize("overrides, modes", [
+    ([], ["ReadWriteOnce"]),  # one pod at a time: a mode every storage class can make
+    (["backend.distributed=trainjob", "dist.nnodes=2"], ["ReadWriteMany"]),  # the nodes mount it at once
+    (["backend.volume.access_modes=[ReadWriteMany,ReadWriteOnce]"], ["ReadWriteMany", "ReadWriteOnce"]),
+])
+def test_the_claim_asks_for_the_access_modes_the_run_needs(tmp_path, overrides, modes):
+    _, spec, _ = compile_pipeline(tmp_path, "backend.volume.storage_class=nfs-client", *overrides)
+    assert inputs_of(spec, "createpvc")["access_modes"]["runtimeValue"]["constant"] == modes
+
+
 def test_create_volume_requests_the_configured_claim(tmp_path, capsys):
     _, spec, _ = compile_pipeline(tmp_path, "backend.volume.size=50Gi", "backend.volume.storage_class=nfs-client",
                                   "backend.volume.access_modes=[ReadWriteOnce]")
@@ -267,7 +277,7 @@ def test_workspace_mode_uses_the_kfp_run_workspace(tmp_path):
     assert sorted(tasks_of(spec)) == sorted(POD_TASKS)
     assert kubernetes["pipelineConfig"]["workspace"] == {
         "size": "5Gi",
-        "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs-client"}}}
+        "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"], "storageClassName": "nfs-client"}}}
     assert all("pvcMount" not in k8s_of(spec, kubernetes, task) for task in POD_TASKS)
     # The driver mounts the workspace into every task with a parameter value naming its path.
     assert WORKSPACE_MOUNT_PATH == dsl.constants.WORKSPACE_MOUNT_PATH
@@ -280,7 +290,7 @@ def test_workspace_mode_uses_the_kfp_run_workspace(tmp_path):
 
 def test_workspace_mode_without_a_class_leaves_it_to_kubernetes(tmp_path):
     _, _, kubernetes = compile_pipeline(tmp_path, "backend.volume.mode=workspace")
-    assert kubernetes["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] == {"accessModes": ["ReadWriteMany"]}
+    assert kubernetes["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"] == {"accessModes": ["ReadWriteOnce"]}
 
 
 def test_container_style_runs_the_pod_entry_point(tmp_path):

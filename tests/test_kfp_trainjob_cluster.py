@@ -242,6 +242,9 @@ def test_check_asks_for_trainer_the_runtime_the_rights_and_enough_nodes(tmp_path
     ({"denied_verbs": {"create", "delete"}}, [], "pipeline-runner's rights on trainjobs.trainer.kubeflow.org in "
                                                  "namespace kubeflow: may not create, delete; give the pipeline's"),
     ({}, ["dist.nnodes=3"], "2 of the 2 schedulable nodes have 4 nvidia.com/gpu allocatable, and the TrainJob's 3"),
+    # The nodes mount the claim at once: ReadWriteMany, which a node-local class cannot make.
+    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]}, [],
+     "provisioner rancher.io/local-path, cannot make ReadWriteMany volumes"),
 ])
 def test_check_names_what_would_stop_a_trainjob(tmp_path, kube, capsys, cluster, overrides, said):
     kube(**trainjob_cluster(**cluster))

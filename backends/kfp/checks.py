@@ -51,10 +51,10 @@ def check_volume(volume: DictConfig) -> None:
                               "mounts a claim made by hand; name it, e.g. backend.volume.claim_name=mmclf-data")
         return
     check_quantity("backend.volume.size", volume.size, SIZE, "20Gi")
-    if not volume.access_modes:
+    if volume.access_modes is not None and not volume.access_modes:
         raise ConfigError("backend.volume.access_modes=[]: give at least one, e.g. "
-                          "backend.volume.access_modes=[ReadWriteMany]")
-    for access_mode in volume.access_modes:
+                          "backend.volume.access_modes=[ReadWriteOnce], or null for what the run needs")
+    for access_mode in volume.access_modes or []:
         if access_mode not in ACCESS_MODES:
             raise ConfigError(f"backend.volume.access_modes: {access_mode!r} is not one of {list(ACCESS_MODES)}")
     suffix = volume.pvc_name_suffix
@@ -154,7 +154,7 @@ def check_trainjob(backend: DictConfig) -> None:
         raise ConfigError("backend.distributed=trainjob with backend.volume.mode=workspace: the TrainJob's nodes mount "
                           "the run's claim by name, and a KFP workspace's claim has none the train task knows; use "
                           "backend.volume.mode=create or existing")
-    if "ReadWriteMany" not in volume.access_modes:
+    if volume.access_modes is not None and "ReadWriteMany" not in volume.access_modes:
         raise ConfigError(f"backend.distributed=trainjob with backend.volume.access_modes={list(volume.access_modes)}: "
                           "the TrainJob's nodes mount the volume at once from different machines; set "
                           "backend.volume.access_modes=[ReadWriteMany] (an NFS, CephFS, EFS, Azure Files or Filestore "

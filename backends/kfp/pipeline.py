@@ -21,33 +21,34 @@ from omegaconf import DictConfig
 from backends.kfp.components import make_components, serve_component, volume_permissions_component
 from backends.kfp.naming import STORAGE_CLASS_PARAMETER
 from backends.kfp.parameters import RUN_PARAMETERS
-from backends.kfp.volume_layout import VolumeLayout
+from backends.kfp.volume_layout import VolumeLayout, claim_access_modes
 from mmclf.steps import STEPS
 
 PIPELINE_NAME = "mmclf"
 
 
-def pipeline_config(volume: DictConfig):
+def pipeline_config(backend: DictConfig):
     """mode=workspace: a KFP (>= 2.15) run workspace sized and patched like the PVC mode=create makes.
 
     Without a class the workspace claim names none, and Kubernetes gives it the default class."""
+    volume = backend.volume
     if volume.mode != "workspace":
         return None
-    patch = {"accessModes": list(volume.access_modes)}
+    patch = {"accessModes": claim_access_modes(backend)}
     if volume.storage_class:
         patch["storageClassName"] = volume.storage_class
     return dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(
         size=volume.size, kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch)))
 
 
-def _claim(volume: DictConfig, storage_class):
+def _claim(backend: DictConfig, storage_class):
     """(claim name or channel, create-volume task or None) for the PVC modes; (None, None) otherwise."""
-    mode = volume.mode
+    volume, mode = backend.volume, backend.volume.mode
     if mode == "existing":
         return volume.claim_name, None
     if mode != "create":
         return None, None
-    create = kubernetes.CreatePVC(pvc_name_suffix=volume.pvc_name_suffix, access_modes=list(volume.access_modes),
+    create = kubernetes.CreatePVC(pvc_name_suffix=volume.pvc_name_suffix, access_modes=claim_access_modes(backend),
                                   size=volume.size, storage_class_name=storage_class)
     create.set_display_name("create-volume")
     create.set_caching_options(False)  # a cached create would hand back an old claim's name
@@ -138,7 +139,7 @@ def _docstring(class_needed: bool) -> str:
     lines = [f"    {p.name}: {p.description} (overrides {p.key})" for p in RUN_PARAMETERS]
     if class_needed:
         lines.insert(0, f"    {STORAGE_CLASS_PARAMETER}: the StorageClass of the run's volume (kubectl get "
-                        "storageclass); it must make ReadWriteMany volumes unless the cluster has one node")
+                        "storageclass); a TrainJob's nodes need it to make ReadWriteMany volumes")
     lines.append("    config_yaml: the resolved mmclf config, as JSON (the parameters above override it)")
     summary = "mmcls training: prepare-data -> train -> test -> export -> produce-metrics on a shared volume."
     return f"{summary}\n\nArgs:\n" + "\n".join(lines) + "\n"
@@ -161,7 +162,7 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
     def mmclf(*values):
         inputs = dict(zip(signature.parameters, values, strict=True))
         storage_class_input = inputs.pop(STORAGE_CLASS_PARAMETER, storage_class)
-        claim, previous = _claim(volume, storage_class_input) if on_cluster else (None, None)
+        claim, previous = _claim(backend, storage_class_input) if on_cluster else (None, None)
         if on_cluster and volume.make_writable:
             permissions = _volume_permissions(backend, claim)
             if previous is not None:
@@ -199,4 +200,4 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
 
     mmclf.__signature__ = signature
     mmclf.__doc__ = _docstring(class_needed)
-    return dsl.pipeline(mmclf, name=PIPELINE_NAME, pipeline_config=pipeline_config(volume) if on_cluster else None)
+    return dsl.pipeline(mmclf, name=PIPELINE_NAME, pipeline_config=pipeline_config(backend) if on_cluster else None)

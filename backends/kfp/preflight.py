@@ -12,6 +12,7 @@ from backends.kfp.client import check_reachable
 from backends.kfp.cluster import Cluster, ClusterError, default_storage_class
 from backends.kfp.endpoint import KfpError, host_from_config, target_from_config
 from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, Finding, unanswered
+from backends.kfp.volume_layout import claim_access_modes
 
 # Provisioners that cannot make a ReadWriteMany filesystem volume: node-local paths and cloud block disks.
 NO_RWX_PROVISIONERS = {
@@ -21,7 +22,7 @@ NO_RWX_PROVISIONERS = {
 }
 RWX_FIX = ("use an RWX class (an NFS provisioner, CephFS, EFS, Azure Files, Filestore) in "
            "backend.volume.storage_class, or backend.volume.mode=existing with an RWX claim made by hand; on a "
-           "single-node cluster backend.volume.access_modes=[ReadWriteOnce] works (every pod shares the node)")
+           "single-node cluster backend.volume.access_modes=[ReadWriteOnce] works (every node pod shares the node)")
 PULL_SECRET_TYPES = ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg")
 
 
@@ -46,8 +47,9 @@ def check_namespace(cluster: Cluster, volume: DictConfig) -> Finding:
     return Finding(OK, f"{what} exists" + (f" (Pod Security: {enforced})" if enforced else ""))
 
 
-def check_storage_class(cluster: Cluster, volume: DictConfig) -> Finding:
-    """The class the claim will get exists, and its provisioner can make the requested access modes."""
+def check_storage_class(cluster: Cluster, backend: DictConfig) -> Finding:
+    """The class the claim will get exists, and its provisioner can make the access modes it needs."""
+    volume = backend.volume
     try:
         if volume.storage_class:
             storage_class = cluster.ask(f"storage class {volume.storage_class}",
@@ -65,13 +67,15 @@ def check_storage_class(cluster: Cluster, volume: DictConfig) -> Finding:
                                 "one that `kubectl get storageclass` lists")
     name, provisioner = storage_class.metadata.name, storage_class.provisioner
     shown = f"storage class {name}{'' if volume.storage_class else ' (the default)'}, provisioner {provisioner}"
-    if "ReadWriteMany" in volume.access_modes and provisioner in NO_RWX_PROVISIONERS:
+    if "ReadWriteMany" in claim_access_modes(backend) and provisioner in NO_RWX_PROVISIONERS:
         return Finding(PROBLEM, f"{shown}, cannot make ReadWriteMany volumes: the claim would stay Pending; {RWX_FIX}")
     return Finding(OK, shown)
 
 
-def check_claim(cluster: Cluster, volume: DictConfig) -> Finding:
-    """mode=existing: the claim exists, is Bound (or binds with its first pod), and has the access modes."""
+def check_claim(cluster: Cluster, backend: DictConfig) -> Finding:
+    """mode=existing: the claim exists, is Bound (or binds with its first pod), and has the access modes the
+    run needs: those configured, else ReadWriteMany for a TrainJob's nodes (a pod at a time needs none)."""
+    volume = backend.volume
     what = f"claim {volume.claim_name} in namespace {cluster.namespace}"
     try:
         claim = cluster.ask(what, cluster.core.read_namespaced_persistent_volume_claim, volume.claim_name,
@@ -83,7 +87,9 @@ def check_claim(cluster: Cluster, volume: DictConfig) -> Finding:
         return unanswered(err, what)
     phase = claim.status.phase if claim.status else None
     modes = (claim.status.access_modes if phase == "Bound" else None) or claim.spec.access_modes or []
-    missing = [mode for mode in volume.access_modes if mode not in modes]
+    needed = volume.access_modes if volume.access_modes is not None else \
+        ["ReadWriteMany"] if backend.distributed == "trainjob" else []
+    missing = [mode for mode in needed if mode not in modes]
     if missing:
         return Finding(PROBLEM, f"{what} has access modes {modes}, not {missing}: bind one with them, or set "
                                 f"backend.volume.access_modes to what it has ({RWX_FIX})")
@@ -172,9 +178,9 @@ def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, node
     volume = backend.volume
     findings = [check_namespace(cluster, volume)]
     if volume.mode == "existing":
-        findings.append(check_claim(cluster, volume))
+        findings.append(check_claim(cluster, backend))
     else:
-        findings.append(check_storage_class(cluster, volume))
+        findings.append(check_storage_class(cluster, backend))
     if backend.distributed == "trainjob":
         from backends.kfp.preflight_trainjob import check_trainer, check_trainjob_rights
 

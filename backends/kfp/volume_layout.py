@@ -46,6 +46,17 @@ class VolumeLayout:
         return self.root, self.runs, self.data
 
 
+def claim_access_modes(backend: DictConfig) -> list[str]:
+    """The access modes of the claim a run makes (``backend.volume.access_modes``; null: what the run needs).
+
+    A pod-per-step pipeline mounts the volume in one pod at a time: ReadWriteOnce, which every storage
+    class can make (the volume follows the pod from node to node; a node-local volume brings the pods
+    to its node). A TrainJob's nodes mount it at once, from different machines: ReadWriteMany."""
+    if backend.volume.access_modes is not None:
+        return list(backend.volume.access_modes)
+    return ["ReadWriteMany"] if backend.distributed == "trainjob" else ["ReadWriteOnce"]
+
+
 def run_folder(run_dir: str, run_id: str) -> str:
     """The folder a run writes: ``<run_dir>-<KFP run id>`` on a cluster, so that every KFP run (a
     re-run or clone from the UI too) gets a fresh one; ``run_dir`` itself when there is no run id
