@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Optional
+from urllib.parse import parse_qs
 
 import yaml
 
-from tests import k8s_kserve
+from tests import k8s_kserve, k8s_trainer
 from tests.loopback import LoopbackServer
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
@@ -134,6 +135,7 @@ class FakeKubernetes(LoopbackServer):
     requests: list = field(default_factory=list)
     # Kubeflow Trainer: whether its API is served, its runtimes, TrainJobs (by name) and their script
     trainer_installed: bool = True
+    trainer_version: str = "v2.3"  # the TrainJob CRD served: v2.3 or v2.1 (k8s_trainer.py), for fieldValidation=Strict
     training_runtimes: list = field(default_factory=lambda: [training_runtime()])
     trainjobs: dict = field(default_factory=dict)
     trainjob_statuses: list = field(default_factory=lambda: list(COMPLETE))
@@ -171,7 +173,7 @@ class FakeKubernetes(LoopbackServer):
             return self.kserve.handle(method, path[len(k8s_kserve.PREFIX):], body, query, self.claims_namespace,
                                       self._forbidden_kserve)
         if path.startswith(_TRAINER):
-            return self._trainer(method, path[len(_TRAINER):], body)
+            return self._trainer(method, path[len(_TRAINER):], body, parse_qs(query))
         if path == _ACCESS_REVIEWS and method == "POST":
             return self._access_review(body)
         if method != "GET":
@@ -193,7 +195,7 @@ class FakeKubernetes(LoopbackServer):
         return _status(404, "NotFound", "the server could not find the requested resource")
 
 
-    def _trainer(self, method: str, rest: str, body: Optional[dict]) -> tuple[int, dict]:
+    def _trainer(self, method: str, rest: str, body: Optional[dict], query: dict) -> tuple[int, dict]:
         """trainer.kubeflow.org/v1alpha1: discovery, ClusterTrainingRuntimes, and TrainJobs in claims_namespace."""
         if not self.trainer_installed:
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -221,7 +223,7 @@ class FakeKubernetes(LoopbackServer):
             return self._forbidden("trainjobs", rest[len(prefix) + 1:], verb, _TRAINER_GV, True)
         name = rest[len(prefix) + 1:]
         if method == "POST" and not name:
-            return self._create_trainjob(body)
+            return self._create_trainjob(body, query)
         if name not in self.trainjobs:
             return _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
         if method == "GET":
@@ -234,8 +236,12 @@ class FakeKubernetes(LoopbackServer):
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
         return _status(405, "MethodNotAllowed", "the server does not allow this method")
 
-    def _create_trainjob(self, body: dict) -> tuple[int, dict]:
+    def _create_trainjob(self, body: dict, query: dict) -> tuple[int, dict]:
         name = body["metadata"]["name"]
+        # Decoding comes first: with Strict, a field the served CRD lacks refuses the create (else it is dropped).
+        unknown = k8s_trainer.strict_decoding_error(body, self.trainer_version)
+        if unknown and query.get("fieldValidation") == ["Strict"]:
+            return _status(400, "BadRequest", unknown)
         if name in self.trainjobs:
             return _status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists',
                            {"name": name, "group": "trainer.kubeflow.org", "kind": "trainjobs"})

@@ -21,6 +21,7 @@ from mmclf.rundir import RunDir
 from mmclf.steps.__main__ import parse_args
 from tests.conftest import compose_cfg
 from tests.k8s_server import training_runtime
+from tests.k8s_trainer import strict_decoding_error
 from tests.test_kfp_pipeline import executor, inputs_of, k8s_of
 
 TRAINJOB = ["backend.distributed=trainjob", "dist.nnodes=2", "backend.resources.accelerator_count=4"]
@@ -144,7 +145,7 @@ def full_cfg(*overrides):
                        "backend.image_pull_secrets=[regcred]", "+backend.node_selector={pool: gpu}",
                        "backend.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]",
                        "+backend.pod_labels={team: vision}",
-                       "+backend.pod_annotations={sidecar.istio.io/inject: 'false'}",
+                       "+backend.pod_annotations={example.com/owner: vision}",
                        "backend.resources.cpu=8", "backend.resources.memory=64Gi", "backend.timeout_s=86400",
                        *overrides])
     from omegaconf import OmegaConf
@@ -165,7 +166,13 @@ def test_the_manifest_is_a_trainer_v2_3_trainjob_field_for_field():
     pod = patch_of(manifest)
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
+    # What Pod Security restricted (a profile namespace may enforce it) asks of the pod and its container.
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"}}
+
     assert pod["volumes"] == [{"name": "mmclf-volume", "persistentVolumeClaim": {"claimName": "claim-1"}},
                               {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
     (container,) = pod["containers"]
@@ -177,8 +184,11 @@ def test_the_manifest_is_a_trainer_v2_3_trainjob_field_for_field():
     assert manifest["spec"]["activeDeadlineSeconds"] == 86400
     assert manifest["metadata"]["labels"]["pipeline/runid"] == RUN_ID and manifest["metadata"]["namespace"] == "team-a"
     template = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    # The pipeline's pod labels and annotations, and no Istio sidecar (as label and annotation: Istio reads
+    # either, by version) in a profile namespace: it would outlive the training container (kubeflow/trainer#1778).
     assert template["template"]["spec"]["template"]["metadata"] == {
-        "labels": {"team": "vision"}, "annotations": {"sidecar.istio.io/inject": "false"}}
+        "labels": {"team": "vision", "sidecar.istio.io/inject": "false"},
+        "annotations": {"example.com/owner": "vision", "sidecar.istio.io/inject": "false"}}
 
 
 def test_a_namespaced_training_runtime_is_referenced_as_one():
@@ -220,3 +230,12 @@ def test_each_node_runs_the_step_entry_point_on_the_runs_folder():
     node = parse_args(arguments[2:])  # what the node's step entry point makes of them
     assert (node.name, node.run_dir, node.config) == ("train", f"/mnt/mmclf/runs/r-{RUN_ID}", None), \
         "the node reads the config prepare-data recorded in the run's folder"
+
+
+def test_each_manifest_decodes_strictly_under_the_trainer_it_is_for():
+    current, v2_1 = (trainjob_manifest(full_cfg(), "/mnt/mmclf/runs/r", RUN_ID, "claim-1", "team-a", trainer_v2_1=old)
+                     for old in (False, True))
+    assert strict_decoding_error(current, "v2.3") == "" and strict_decoding_error(v2_1, "v2.1") == ""
+    assert 'unknown field "spec.runtimePatches", unknown field "spec.activeDeadlineSeconds"' in \
+        strict_decoding_error(current, "v2.1"), "v2.1 has neither: the launcher falls back to podTemplateOverrides"
+    assert 'unknown field "spec.podTemplateOverrides"' in strict_decoding_error(v2_1, "v2.3")

@@ -122,6 +122,40 @@ def test_a_trainjob_that_completes_without_node_zeros_record_fails_the_task_in_o
                          "step for this run's config: node 0 did not record it (its log says why)")
 
 
+def test_on_trainer_v2_1_the_task_creates_the_trainjob_with_pod_template_overrides(tmp_path, kube, caplog):
+    cluster = kube(trainer_version="v2.1")  # what the Kubeflow platform releases ship
+    train_task(tmp_path, "backend.timeout_s=3600")
+    (created,) = cluster.created  # the v2.2+ manifest was refused by strict decoding, not created
+    spec = created["spec"]
+    assert "runtimePatches" not in spec and "activeDeadlineSeconds" not in spec
+    (override,) = spec["podTemplateOverrides"]
+    assert override["targetJobs"] == [{"name": "node"}]
+    assert override["spec"]["volumes"][0] == {"name": "mmclf-volume", "persistentVolumeClaim": {"claimName": "claim-1"}}
+    assert override["spec"]["containers"] == [{"name": "node", "volumeMounts": [
+        {"name": "mmclf-volume", "mountPath": "/mnt/mmclf"}, {"name": "dshm", "mountPath": "/dev/shm"}]}]
+    assert override["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert "no runtimePatches (v2.1): creating it with podTemplateOverrides" in caplog.text
+    assert cluster.deleted == [f"mmclf-{RUN_ID}"], "it completed, and was cleaned up as on v2.3"
+
+
+def test_a_field_the_served_trainjob_lacks_is_one_line_naming_it(tmp_path, kube, monkeypatch, capsys):
+    cluster = kube()
+    manifest = launcher.trainjob_manifest
+
+    def with_a_field_trainer_lacks(*args, **kwargs):
+        body = manifest(*args, **kwargs)
+        body["spec"]["trainer"]["imagePullPolicy"] = "Always"  # what one might wish for: no such field
+        return body
+
+    monkeypatch.setattr(launcher, "trainjob_manifest", with_a_field_trainer_lacks)
+    with pytest.raises(SystemExit):
+        train_task(tmp_path)
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
+    assert 'HTTP 400: TrainJob in version "v1alpha1" cannot be handled as a TrainJob: strict decoding error: ' \
+           'unknown field "spec.trainer.imagePullPolicy"' in line
+    assert cluster.created == [], "refused whole: never created without the field"
+
+
 def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):
     cluster = kube()
     train_task(tmp_path, "backend.keep_trainjob=true")
@@ -154,10 +188,10 @@ def test_a_retried_task_replaces_the_failed_trainjob_of_an_earlier_try(tmp_path,
     cluster = kube(trainjobs={name: {"metadata": {"name": name}, "spec": {}}}, trainjob_statuses=FAILED[-1:])
     create = cluster._create_trainjob
 
-    def create_then_complete(body):
+    def create_then_complete(body, query):
         if body["metadata"]["name"] not in cluster.trainjobs:
             cluster.trainjob_statuses = COMPLETE[-1:]
-        return create(body)
+        return create(body, query)
 
     cluster._create_trainjob = create_then_complete
     train_task(tmp_path)

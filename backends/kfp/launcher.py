@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
+# What the API server answers a strict create of a runtimePatches TrainJob where Trainer v2.1 serves the CRD.
+V2_1_ANSWER = 'unknown field "spec.runtimePatches"'
 
 
 class TrainJobFailed(StepFailed):
@@ -69,11 +71,12 @@ class TrainJobs:
     def __init__(self, api: client.ApiClient, namespace: str):
         self.api, self.namespace = client.CustomObjectsApi(api), namespace
 
-    def call(self, method, *args):
-        return method(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=(CONNECT_S, READ_S))
+    def call(self, method, *args, **options):
+        return method(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=(CONNECT_S, READ_S), **options)
 
     def create(self, manifest: dict) -> dict:
-        return self.call(self.api.create_namespaced_custom_object, manifest)
+        """Create the TrainJob; a field the served CRD lacks is a 400 naming it, not a field dropped silently."""
+        return self.call(self.api.create_namespaced_custom_object, manifest, field_validation="Strict")
 
     def get(self, name: str) -> dict:
         return self.call(self.api.get_namespaced_custom_object, name)
@@ -107,11 +110,28 @@ def state_line(trainjob: dict) -> str:
     return "; ".join(parts) or "no status yet (waiting for the Trainer controller)"
 
 
-def _create(jobs: TrainJobs, manifest: dict) -> None:
-    """Create the TrainJob; one an earlier try of this task made is waited for, or replaced if it failed."""
-    name = manifest["metadata"]["name"]
+def _create_served(jobs: TrainJobs, manifests: tuple[dict, dict]) -> dict:
+    """Create the TrainJob for the Trainer the cluster serves: the v2.2+ manifest, else (a strict decoding
+    error naming runtimePatches: Trainer v2.1, as Kubeflow platform releases ship it) the v2.1 one."""
+    current, v2_1 = manifests
     try:
-        jobs.create(manifest)
+        jobs.create(current)
+        return current
+    except client.ApiException as exc:
+        if exc.status != 400 or V2_1_ANSWER not in _message(exc):
+            raise
+    log.warning("trainjob %s: the cluster's Kubeflow Trainer has no runtimePatches (v2.1): creating it with "
+                "podTemplateOverrides, without the node pods' user, security context and deadline, which v2.1 "
+                "cannot set (Trainer v2.2 or later sets them)", current["metadata"]["name"])
+    jobs.create(v2_1)
+    return v2_1
+
+
+def _create(jobs: TrainJobs, manifests: tuple[dict, dict]) -> None:
+    """Create the TrainJob; one an earlier try of this task made is waited for, or replaced if it failed."""
+    name = manifests[0]["metadata"]["name"]
+    try:
+        manifest = _create_served(jobs, manifests)
         log.info("trainjob %s: created in namespace %s (%d nodes x %d processes, runtime %s)", name, jobs.namespace,
                  manifest["spec"]["trainer"]["numNodes"], manifest["spec"]["trainer"]["numProcPerNode"],
                  manifest["spec"]["runtimeRef"]["name"])
@@ -126,7 +146,7 @@ def _create(jobs: TrainJobs, manifest: dict) -> None:
     log.info("trainjob %s: an earlier try of this task created it, and it failed; replacing it", name)
     jobs.delete(name)
     _wait_gone(jobs, name)
-    jobs.create(manifest)
+    _create_served(jobs, manifests)
 
 
 def _refused(jobs: TrainJobs, name: str, exc: client.ApiException) -> TrainJobFailed:
@@ -225,9 +245,10 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
     ``claim_name``; return when it completes, TrainJobFailed when it does not."""
     backend = cfg.backend
     jobs = TrainJobs(connect(backend).api, pod_namespace(backend))
-    manifest = trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace)
-    name = manifest["metadata"]["name"]
-    _create(jobs, manifest)
+    manifests = tuple(trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace, trainer_v2_1=v2_1)
+                      for v2_1 in (False, True))
+    name = manifests[0]["metadata"]["name"]
+    _create(jobs, manifests)
     try:
         with _stop_on_sigterm():
             trainjob = wait(jobs, name, backend.trainjob.poll_interval_s)

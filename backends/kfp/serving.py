@@ -22,7 +22,15 @@ from pathlib import PurePosixPath
 import yaml
 from omegaconf import DictConfig
 
-from backends.kfp.trainjob import CLAIM_PLACEHOLDER, NAMESPACE_PLACEHOLDER, RUN_ID_LABEL, RUN_ID_PLACEHOLDER
+from backends.kfp.trainjob import (
+    CLAIM_PLACEHOLDER,
+    ISTIO_INJECT,
+    NAMESPACE_PLACEHOLDER,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    RUN_ID_LABEL,
+    RUN_ID_PLACEHOLDER,
+)
 from backends.kfp.volume_layout import VolumeLayout
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
@@ -40,7 +48,6 @@ MAX_NAME = 45
 MODEL_VERSION = "1"
 # ONNX TensorProto element types -> Triton's; only what the exported graph has (uint8 in, float scores out).
 TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8"}
-ISTIO_INJECT = "sidecar.istio.io/inject"
 
 
 def service_name(serve: DictConfig, run_dir: str) -> str:
@@ -79,8 +86,7 @@ def _model(serve: DictConfig, uri: str) -> dict:
     """The predictor's model: ONNX over protocol v2, in a container Pod Security ``restricted`` admits
     (the runtime's own runAsUser is kept: KServe merges these fields into its container)."""
     model = {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2", "storageUri": uri,
-             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                 "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}
+             "securityContext": RESTRICTED_CONTAINER}
     if serve.runtime:
         model["runtime"] = serve.runtime
     if _resources(serve.resources):
@@ -96,7 +102,7 @@ def inference_service(cfg: DictConfig, run_dir: str, run_id: str, claim_name: st
         "minReplicas": int(serve.min_replicas),
         "maxReplicas": int(serve.max_replicas),
         # The pod's own settings cover what KServe and Knative add beside the model container (queue-proxy).
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": RESTRICTED_POD,
         "model": _model(serve, storage_uri(cfg.backend, claim_name, f"{run_dir}-{run_id}")),
     }
     if not serve.istio_sidecar:  # istio-init needs NET_ADMIN (without Istio CNI): Pod Security restricted refuses it

@@ -37,6 +37,13 @@ RUN_ID_LABEL = "pipeline/runid"  # the label KFP puts on a run's workflow and po
 VOLUME, SHM = "mmclf-volume", "dshm"  # volume names in the node pods
 # metadata.name: an RFC 1035 label of at most 63 characters (Trainer's CRD validation rules).
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Istio's opt-out, as label and annotation (Istio reads either, by version): a sidecar outlives the
+# training container, so the node's pod never ends and the TrainJob stays running (kubeflow/trainer#1778).
+ISTIO_INJECT = "sidecar.istio.io/inject"
+# What Pod Security ``restricted`` asks of every container and pod (profile namespaces may enforce it).
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 # Placeholders in the trainjob.yaml written when compiling: known only when the KFP run runs.
 RUN_ID_PLACEHOLDER, CLAIM_PLACEHOLDER, NAMESPACE_PLACEHOLDER = "<run-id>", "<claim>", "<namespace>"
 
@@ -75,9 +82,8 @@ def _pod_spec_patch(backend: DictConfig, claim_name: str) -> dict:
     volumes, mounts = _volumes(backend, claim_name)
     spec = {
         "volumes": volumes,
-        "containers": [{"name": NODE, "volumeMounts": mounts}],
-        "securityContext": {"runAsUser": backend.run_as_user, "runAsGroup": backend.run_as_group,
-                            "runAsNonRoot": True},
+        "containers": [{"name": NODE, "volumeMounts": mounts, "securityContext": RESTRICTED_CONTAINER}],
+        "securityContext": {"runAsUser": backend.run_as_user, "runAsGroup": backend.run_as_group, **RESTRICTED_POD},
     }
     if backend.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in backend.image_pull_secrets]
@@ -90,21 +96,25 @@ def _pod_spec_patch(backend: DictConfig, claim_name: str) -> dict:
 
 
 def _pod_metadata(backend: DictConfig) -> dict:
-    metadata = {}
-    if backend.pod_labels:
-        metadata["labels"] = dict(backend.pod_labels)
-    if backend.pod_annotations:
-        metadata["annotations"] = dict(backend.pod_annotations)
-    return metadata
+    """The node pods' labels and annotations: the pipeline's pods', and no Istio sidecar."""
+    return {"labels": {**backend.pod_labels, ISTIO_INJECT: "false"},
+            "annotations": {**backend.pod_annotations, ISTIO_INJECT: "false"}}
 
 
-def trainjob_manifest(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str, namespace: str) -> dict:
+def _pod_template_override(backend: DictConfig, claim_name: str) -> dict:
+    """Trainer v2.1's ``podTemplateOverrides`` entry: the node pods' volumes, scheduling, pulls and metadata.
+    Its API has no security context at pod or container level: the runtime's and the image's user apply."""
+    spec = _pod_spec_patch(backend, claim_name)
+    del spec["securityContext"], spec["containers"][0]["securityContext"]
+    return {"targetJobs": [{"name": NODE}], "metadata": _pod_metadata(backend), "spec": spec}
+
+
+def trainjob_manifest(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str, namespace: str,
+                      trainer_v2_1: bool = False) -> dict:
     """The TrainJob that trains ``cfg`` on ``dist.nnodes`` nodes into ``<run_dir>-<run_id>`` on the
-    claim ``claim_name``, in ``namespace``."""
+    claim ``claim_name``, in ``namespace``: for Trainer v2.2 and later (``runtimePatches``,
+    ``activeDeadlineSeconds``), or with ``trainer_v2_1`` for v2.1 (``podTemplateOverrides``, no deadline)."""
     backend, dist = cfg.backend, cfg.dist
-    pod_template = {"spec": _pod_spec_patch(backend, claim_name)}
-    if _pod_metadata(backend):
-        pod_template["metadata"] = _pod_metadata(backend)
     trainer = {
         "image": backend.image,
         "command": ["python", *entry_point("train", run_folder(run_dir, run_id))],
@@ -117,11 +127,15 @@ def trainjob_manifest(cfg: DictConfig, run_dir: str, run_id: str, claim_name: st
     spec = {
         "runtimeRef": {"name": backend.trainjob.runtime, "apiGroup": GROUP, "kind": str(backend.trainjob.runtime_kind)},
         "trainer": trainer,
-        "runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
-            "replicatedJobs": [{"name": NODE, "template": {"spec": {"template": pod_template}}}]}}}}],
     }
-    if backend.timeout_s:  # the train task's limit holds for its TrainJob too: Trainer fails it then
-        spec["activeDeadlineSeconds"] = int(backend.timeout_s)
+    if trainer_v2_1:
+        spec["podTemplateOverrides"] = [_pod_template_override(backend, claim_name)]
+    else:
+        pod_template = {"metadata": _pod_metadata(backend), "spec": _pod_spec_patch(backend, claim_name)}
+        spec["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
+            "replicatedJobs": [{"name": NODE, "template": {"spec": {"template": pod_template}}}]}}}}]
+        if backend.timeout_s:  # the train task's limit holds for its TrainJob too: Trainer fails it then
+            spec["activeDeadlineSeconds"] = int(backend.timeout_s)
     labels = {"app.kubernetes.io/name": "mmclf", "app.kubernetes.io/component": "train", RUN_ID_LABEL: run_id}
     return {"apiVersion": API_VERSION, "kind": "TrainJob",
             "metadata": {"name": trainjob_name(run_id), "namespace": namespace, "labels": labels},
