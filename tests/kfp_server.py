@@ -54,6 +54,8 @@ class FakeKfpServer(LoopbackServer):
     metrics:           the scalars the run's `metrics` artifact carries in ML Metadata
     serve_mlmd:        False: answer MLMD paths like a bare API server (404, not gRPC-web)
     login_redirect:    answer everything with a 302 to a login page, as an auth proxy does
+    tag_name:          the KFP release healthz names, as the API server's own handler answers it
+                       (``{"commit_sha": ..., "tag_name": ..., "multi_user": ...}``, backend/src/apiserver/main.go)
     stale_lookups:     the first N experiment lookups find nothing, as when another client creates the
                        experiment between this one's lookup and its create (which then answers 409)
     together:          runs stay RUNNING until this many runs have been created; a run that reads
@@ -68,6 +70,7 @@ class FakeKfpServer(LoopbackServer):
     metrics: dict = field(default_factory=lambda: dict(DEFAULT_METRICS))
     serve_mlmd: bool = True
     login_redirect: bool = False
+    tag_name: str = "2.17.0"
     stale_lookups: int = 0
     together: int = 1
     alone_limit: int = 1000
@@ -100,7 +103,8 @@ class FakeKfpServer(LoopbackServer):
     def _rest(self, request: Request) -> tuple[int, dict, bytes]:
         method, path = request.method, request.path
         if (method, path) == ("GET", f"{API}/healthz"):
-            return _json(200, {"multi_user": self.namespaces is not None, "pipeline_store": ""})
+            return _json(200, {"commit_sha": "0123abc", "tag_name": self.tag_name,
+                               "multi_user": self.namespaces is not None})
         if (method, path) == ("GET", f"{API}/experiments"):
             return self._list_experiments(request.query)
         if (method, path) == ("POST", f"{API}/experiments"):

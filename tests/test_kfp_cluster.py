@@ -126,9 +126,25 @@ def test_check_passes_on_a_healthy_cluster_and_asks_the_kfp_api(tmp_path, kube, 
     text = "\n".join(lines)
     for said in ["namespace kubeflow exists", "storage class nfs-client (the default)",
                  "node gpu-1 has 2 nvidia.com/gpu", "image pull secret regcred in namespace kubeflow exists",
-                 f"KFP API at {kfp_server.url} answers", "nothing found that would make a run stall"]:
+                 f"KFP API at {kfp_server.url} answers (KFP 2.17.0, single-user)",
+                 "nothing found that would make a run stall"]:
         assert said in text
+    assert "WARNING" not in text, "KFP 2.17 honours the pods' security context"
     assert not (tmp_path / "pipeline.yaml").exists(), "a check compiles nothing"
+
+
+@pytest.mark.parametrize("overrides, warned", [([], True), (["backend.volume.make_writable=false"], False)])
+def test_check_warns_that_kfp_before_2_16_ignores_the_pods_security_context(tmp_path, kube, capsys, overrides,
+                                                                             warned):
+    kube(**healthy())
+    with FakeKfpServer(tag_name="2.15.0") as kfp_server:  # what Kubeflow 1.11 ships
+        assert run_backend(tmp_path, "backend.mode=check", f"backend.host={kfp_server.url}", *overrides) is None
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: WARNING: ")]
+    assert bool(warnings) == warned, "a warning, not a problem: the run can go with a volume uid 1000 can write"
+    if warned:
+        (line,) = warnings
+        assert "KFP 2.15.0 ignores the pods' security context (KFP honours it from 2.16)" in line
+        assert "backend.volume.make_writable=false" in line
 
 
 @pytest.mark.parametrize("cluster, overrides, said", [

@@ -112,6 +112,17 @@ def test_run_carries_the_compiled_spec_and_the_arguments(server, pipeline_file, 
     assert f"it writes to {RUN_DIR}-{run_id} on the claim create-volume made" in caplog.text
 
 
+def test_submit_warns_that_kfp_before_2_16_ignores_the_pods_security_context(pipeline_file, caplog):
+    with FakeKfpServer(tag_name="2.15.0") as old:
+        submit(pipeline_file, backend(host=old.url), "job", ARGUMENTS, RUN_DIR)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.getMessage().startswith("KFP 2.15.0 ignores the pods' security context (KFP honours it from 2.16)")
+    caplog.clear()
+    with FakeKfpServer(tag_name="2.16.0") as current:
+        submit(pipeline_file, backend(host=current.url), "job", ARGUMENTS, RUN_DIR)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_host_comes_from_kf_pipelines_endpoint(server, pipeline_file, monkeypatch):
     monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url + "/")
     submit(pipeline_file, backend(experiment="sweep-7"), "job", ARGUMENTS, RUN_DIR)

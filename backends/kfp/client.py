@@ -9,6 +9,7 @@ The bearer token is sent in a header and nowhere else: never logged, printed or 
 import contextlib
 import json
 import logging
+import re
 import time
 import warnings
 from pathlib import Path
@@ -46,7 +47,9 @@ def submit(pipeline_file: Path, backend_cfg: DictConfig, run_name: str, argument
     The run's id, link, folder and (after waiting) final state go to ``kfp_run.json`` beside the pipeline file.
     """
     target = target_from_config(Path(pipeline_file), backend_cfg)
-    check_reachable(target)
+    warning = security_context_ignored(check_reachable(target), backend_cfg)
+    if warning:
+        log.warning("%s", warning)
     client = _connect(target)
     experiment_name = backend_cfg.experiment or DEFAULT_EXPERIMENT
     experiment_id = _experiment_id(client, target, experiment_name)
@@ -122,10 +125,12 @@ def _api_errors(target: Target, doing: str):
 # --- REST: health, experiment, run --------------------------------------------------------------
 
 
-def check_reachable(target: Target) -> None:
+def check_reachable(target: Target) -> dict:
     """GET healthz once with short timeouts and no redirects, so a wrong host, a dead server or a
-    missing token fails in seconds. kfp.Client's own health check (run while it is constructed
-    without a namespace) retries five times, 5 s apart, and follows redirects to login pages."""
+    missing token fails in seconds; return what it says (``tag_name``: the KFP release, ``multi_user``).
+    kfp.Client's own health check (run while it is constructed without a namespace) retries five
+    times, 5 s apart, and follows redirects to login pages. Read raw: the API server's handler writes
+    ``tag_name``, which kfp_server_api's response model does not declare (and would drop)."""
     config = kfp_server_api.Configuration(host=target.host)
     config.retries = urllib3.Retry(total=0, redirect=0, raise_on_redirect=False)
     if target.token:
@@ -133,8 +138,8 @@ def check_reachable(target: Target) -> None:
         config.api_key_prefix["authorization"] = "Bearer"
     with kfp_server_api.ApiClient(config) as api_client:
         try:
-            health = kfp_server_api.HealthzServiceApi(api_client).healthz_service_get_healthz(
-                _request_timeout=(CONNECT_S, _HEALTH_READ_S))
+            answer = kfp_server_api.HealthzServiceApi(api_client).healthz_service_get_healthz(
+                _request_timeout=(CONNECT_S, _HEALTH_READ_S), _preload_content=False)
         except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError) as exc:
             if getattr(exc, "status", None) == 404:  # the commonest slip: not KFP's UI or API address
                 raise KfpError(f"{target.host} does not look like a KFP endpoint (GET /apis/v2beta1/healthz "
@@ -142,7 +147,35 @@ def check_reachable(target: Target) -> None:
                                "http://localhost:8080 after kubectl port-forward svc/ml-pipeline-ui 8080:80; "
                                f"{_not_submitted(target)}") from exc
             raise _translate(exc, target, "checking its health") from exc
-    log.debug("KFP API at %s is up (multi_user=%s)", target.host, health.multi_user)
+    try:
+        health = json.loads(answer.data)
+    except ValueError:
+        raise KfpError(f"{target.host}: GET /apis/v2beta1/healthz answered no JSON: set backend.host to the KFP "
+                       f"UI or API address; {_not_submitted(target)}") from None
+    log.debug("KFP API at %s is up (%s)", target.host, health)
+    return health
+
+
+# KFP honours kfp-kubernetes' set_security_context (the volume-permissions task's root user) from 2.16.
+SECURITY_CONTEXT_KFP = (2, 16)
+
+
+def kfp_release(health: dict) -> Optional[tuple[int, int]]:
+    """(major, minor) of the KFP release healthz names (``2.15.0``, ``v2.16.1``); None when it says none."""
+    match = re.match(r"v?(\d+)\.(\d+)", str(health.get("tag_name", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def security_context_ignored(health: dict, backend: DictConfig) -> Optional[str]:
+    """What goes wrong where KFP is older than 2.16 and the run counts on a task running as root; else None."""
+    release = kfp_release(health)
+    if release is None or release >= SECURITY_CONTEXT_KFP or not backend.volume.make_writable:
+        return None
+    return (f"KFP {health['tag_name']} ignores the pods' security context (KFP honours it from 2.16): the "
+            "volume-permissions task runs as the image's user instead of root and cannot make a root-owned "
+            f"volume writable for uid {backend.run_as_user}; use a storage class whose volumes that uid can write "
+            "(an NFS export), or backend.volume.mode=existing with a claim it can write and "
+            "backend.volume.make_writable=false")
 
 
 def _connect(target: Target) -> kfp.Client:

@@ -9,12 +9,12 @@ from kubernetes import client
 
 from backends.kfp.cluster import Cluster, ClusterError
 
-OK, PROBLEM, NOT_CHECKED = "ok", "PROBLEM", "not checked"
+OK, PROBLEM, NOT_CHECKED, WARNING = "ok", "PROBLEM", "not checked", "WARNING"  # WARNING: a run goes, with a limit
 
 
 @dataclass(frozen=True)
 class Finding:
-    verdict: str  # OK, PROBLEM or NOT_CHECKED
+    verdict: str  # OK, PROBLEM, NOT_CHECKED or WARNING
     text: str
 
 

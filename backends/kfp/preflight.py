@@ -8,10 +8,10 @@ checked, and is not a problem.
 """
 from omegaconf import DictConfig
 
-from backends.kfp.client import check_reachable
+from backends.kfp.client import check_reachable, security_context_ignored
 from backends.kfp.cluster import Cluster, ClusterError, default_storage_class
 from backends.kfp.endpoint import KfpError, host_from_config, target_from_config
-from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, Finding, unanswered
+from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, unanswered
 from backends.kfp.volume_layout import claim_access_modes
 
 # Provisioners that cannot make a ReadWriteMany filesystem volume: node-local paths and cloud block disks.
@@ -161,15 +161,19 @@ def check_pull_secret(cluster: Cluster, name: str) -> Finding:
     return Finding(OK, f"{what} exists")
 
 
-def check_kfp_api(backend: DictConfig) -> Finding:
+def check_kfp_api(backend: DictConfig) -> list[Finding]:
+    """The KFP API answers; its release honours the pods' security context where the run counts on it."""
     if host_from_config(backend) is None:
-        return Finding(NOT_CHECKED, "KFP API: set backend.host (or KF_PIPELINES_ENDPOINT) to check it")
+        return [Finding(NOT_CHECKED, "KFP API: set backend.host (or KF_PIPELINES_ENDPOINT) to check it")]
     target = target_from_config(None, backend)
     try:
-        check_reachable(target)
+        health = check_reachable(target)
     except KfpError as err:
-        return Finding(PROBLEM, f"KFP API: {err}")
-    return Finding(OK, f"KFP API at {target.host} answers")
+        return [Finding(PROBLEM, f"KFP API: {err}")]
+    mode = "multi-user" if health.get("multi_user") else "single-user"
+    findings = [Finding(OK, f"KFP API at {target.host} answers (KFP {health.get('tag_name', 'unknown')}, {mode})")]
+    warning = security_context_ignored(health, backend)
+    return findings + [Finding(WARNING, warning)] if warning else findings
 
 
 def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, nodes: int = 1) -> list[Finding]:
@@ -193,7 +197,7 @@ def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, node
 
         findings += [check_kserve(cluster), check_serve_rights(cluster, backend.serve)]
     if kfp_api:
-        findings.append(check_kfp_api(backend))
+        findings += check_kfp_api(backend)
     return findings
 
 
