@@ -68,6 +68,14 @@ def secret(name: str, type_: str = "kubernetes.io/dockerconfigjson") -> dict:
             "data": {".dockerconfigjson": "e30="}}
 
 
+def event(name: str, kind: str, object_name: str, reason: str, message: str, when: str = CREATED,
+          type_: str = "Warning") -> dict:
+    """A core/v1 Event as the API server lists it: what happened to ``kind`` ``object_name``."""
+    return {"metadata": {"name": name, "creationTimestamp": when}, "type": type_, "reason": reason,
+            "message": message, "lastTimestamp": when, "count": 1,
+            "involvedObject": {"kind": kind, "name": object_name, "apiVersion": "v1"}}
+
+
 def training_runtime(name: str = "torch-distributed") -> dict:
     """A ClusterTrainingRuntime shaped like Trainer v2.3's torch-distributed (manifests/base/runtimes)."""
     container = {"name": "node", "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}
@@ -129,6 +137,7 @@ class FakeKubernetes(LoopbackServer):
     nodes: list = field(default_factory=list)
     claims: list = field(default_factory=list)  # in namespace ``claims_namespace``
     secrets: list = field(default_factory=list)  # in namespace ``claims_namespace``
+    events: list = field(default_factory=list)  # in namespace ``claims_namespace`` (``event()``)
     claims_namespace: str = "kubeflow"
     forbidden: set = field(default_factory=set)
     token: str = "fake-cluster-token"
@@ -160,6 +169,7 @@ class FakeKubernetes(LoopbackServer):
         return [(f"{ns}/persistentvolumeclaims", "persistentvolumeclaims", "PersistentVolumeClaim", "v1",
                  _by_name(self.claims)),
                 (f"{ns}/secrets", "secrets", "Secret", "v1", _by_name(self.secrets)),
+                (f"{ns}/events", "events", "Event", "v1", _by_name(self.events)),
                 (f"{_CORE}/namespaces", "namespaces", "Namespace", "v1", _by_name(self.namespaces)),
                 (f"{_CORE}/nodes", "nodes", "Node", "v1", _by_name(self.nodes)),
                 (f"{_STORAGE}/storageclasses", "storageclasses", "StorageClass", "storage.k8s.io/v1",

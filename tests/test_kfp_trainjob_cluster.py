@@ -31,7 +31,7 @@ from mmclf.steps.__main__ import load_config
 from mmclf.steps.prepare_data import record_config
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import COMPLETE, FAILED, RUNNING, node, storage_class
+from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, node, nodes_status, storage_class, trainjob_condition
 from tests.test_kfp_trainjob import RUN_ID, TRAINJOB
 
 NFS = "cluster.local/nfs-subdir-external-provisioner"
@@ -53,8 +53,8 @@ def run_folder(tmp_path) -> RunDir:
 def node_zero_records_train(monkeypatch, tmp_path):
     """The fake's TrainJob trains nothing. What its node 0 leaves when it completes: the train step
     recorded in steps.json by the step entry point, for the config prepare-data recorded."""
-    def wait(jobs, name, poll_s):
-        trainjob = WAIT(jobs, name, poll_s)
+    def wait(jobs, name, *args):
+        trainjob = WAIT(jobs, name, *args)
         if launcher.condition(trainjob, "Complete"):
             record_step("train", load_config(run_folder(tmp_path)), run_folder(tmp_path), seconds=1.0)
         return trainjob
@@ -154,6 +154,36 @@ def test_a_field_the_served_trainjob_lacks_is_one_line_naming_it(tmp_path, kube,
     assert 'HTTP 400: TrainJob in version "v1alpha1" cannot be handled as a TrainJob: strict decoding error: ' \
            'unknown field "spec.trainer.imagePullPolicy"' in line
     assert cluster.created == [], "refused whole: never created without the field"
+
+
+NOT_SCHEDULED = [{}, {"jobsStatus": [nodes_status(active=2)]}]  # pods created, none ever ready
+
+
+@pytest.mark.parametrize("statuses, events, said", [
+    (NOT_SCHEDULED, [
+        event("a", "Job", f"mmclf-{RUN_ID}-node-0", "FailedCreate", 'Error creating: pods "x" is forbidden: exceeded '
+              "quota: gpus, requested: requests.nvidia.com/gpu=4, used: requests.nvidia.com/gpu=4, limited: "
+              "requests.nvidia.com/gpu=4", when="2026-01-05T10:00:01Z"),
+        event("b", "Pod", f"mmclf-{RUN_ID}-node-0-1-abcde", "FailedScheduling", "0/2 nodes are available: 2 "
+              "Insufficient nvidia.com/gpu.", when="2026-01-05T10:00:02Z"),
+        event("c", "Pod", "someone-elses-pod", "FailedScheduling", "not ours"),
+        event("d", "Pod", f"mmclf-{RUN_ID}-node-0-0-fghij", "Scheduled", "assigned", type_="Normal")],
+     f"Pod mmclf-{RUN_ID}-node-0-1-abcde: FailedScheduling: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.; "
+     f'Job mmclf-{RUN_ID}-node-0: FailedCreate: Error creating: pods "x" is forbidden: exceeded quota: gpus'),
+    ([{"conditions": [trainjob_condition("Suspended", "Suspended", "TrainJob is suspended")]}], [],
+     "Suspended (Suspended: TrainJob is suspended)"),
+    (NOT_SCHEDULED, [], "the cluster gave no reason (no Warning events)"),
+])
+def test_a_trainjob_whose_nodes_never_run_fails_in_one_line_quoting_the_cluster(tmp_path, kube, capsys, statuses,
+                                                                                events, said):
+    cluster = kube(trainjob_statuses=statuses, events=events)
+    with pytest.raises(SystemExit) as ended:
+        train_task(tmp_path, "backend.trainjob.start_timeout_s=0.2")
+    assert ended.value.code == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
+    assert f"no node pod of TrainJob mmclf-{RUN_ID} in namespace kubeflow ran within 0.2 s " \
+           "(backend.trainjob.start_timeout_s): " in line and said in line and "not ours" not in line
+    assert cluster.deleted == [f"mmclf-{RUN_ID}"], "nothing ran: no logs to keep, only pods holding a queue"
 
 
 def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):

@@ -162,9 +162,10 @@ def check_trainjob(backend: DictConfig) -> None:
     if not CLAIM_NAME.match(backend.trainjob.runtime):
         raise ConfigError(f"backend.trainjob.runtime={backend.trainjob.runtime!r}: name a training runtime, e.g. "
                           "backend.trainjob.runtime=torch-distributed (kubectl get clustertrainingruntimes)")
-    if backend.trainjob.poll_interval_s <= 0:
-        raise ConfigError(f"backend.trainjob.poll_interval_s={backend.trainjob.poll_interval_s}: must be positive "
-                          "seconds, e.g. 10")
+    for key, example in (("poll_interval_s", 10), ("start_timeout_s", 600)):
+        if backend.trainjob[key] <= 0:
+            raise ConfigError(f"backend.trainjob.{key}={backend.trainjob[key]}: must be positive seconds, e.g. "
+                              f"{example}")
 
 
 def check_distributed(cfg: DictConfig) -> None:

@@ -16,6 +16,7 @@ and pods with it) unless ``backend.keep_trainjob``; a failed one is kept, for it
 """
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ from omegaconf import DictConfig
 from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
+from backends.kfp.trainjob_start import started, why_not_started
 from backends.kfp.volume_layout import run_folder
 from mmclf.errors import StepFailed
 from mmclf.io import read_record
@@ -69,7 +71,7 @@ class TrainJobs:
     """The TrainJob API of one namespace, with short timeouts on every call."""
 
     def __init__(self, api: client.ApiClient, namespace: str):
-        self.api, self.namespace = client.CustomObjectsApi(api), namespace
+        self.api, self.core, self.namespace = client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
 
     def call(self, method, *args, **options):
         return method(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=(CONNECT_S, READ_S), **options)
@@ -174,9 +176,14 @@ def _wait_gone(jobs: TrainJobs, name: str) -> None:
                          f"deleting it; kubectl delete trainjob -n {jobs.namespace} {name}, then retry")
 
 
-def wait(jobs: TrainJobs, name: str, poll_s: float) -> dict:
-    """Poll until the TrainJob is Complete or Failed, logging each change of state; return it."""
-    shown = None
+class NotStarted(TrainJobFailed):
+    """No node pod of the TrainJob ran within backend.trainjob.start_timeout_s."""
+
+
+def wait(jobs: TrainJobs, name: str, poll_s: float, start_timeout_s: float = math.inf) -> dict:
+    """Poll until the TrainJob is Complete or Failed, logging each change of state; return it. NotStarted
+    when no node pod has run ``start_timeout_s`` after the wait began, saying why as the cluster does."""
+    shown, deadline, running = None, time.monotonic() + start_timeout_s, False
     while True:
         try:
             trainjob = jobs.get(name)
@@ -197,6 +204,9 @@ def wait(jobs: TrainJobs, name: str, poll_s: float) -> dict:
             shown = line
         if condition(trainjob, "Complete") or condition(trainjob, "Failed"):
             return trainjob
+        running = running or started(trainjob)
+        if not running and time.monotonic() > deadline:
+            raise NotStarted(why_not_started(jobs.core, jobs.namespace, name, trainjob, start_timeout_s))
         time.sleep(poll_s)
 
 
@@ -251,10 +261,10 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
     _create(jobs, manifests)
     try:
         with _stop_on_sigterm():
-            trainjob = wait(jobs, name, backend.trainjob.poll_interval_s)
-    except (Stopped, KeyboardInterrupt):
-        if not backend.keep_trainjob:
-            _delete(jobs, name, "the train task was stopped")
+            trainjob = wait(jobs, name, backend.trainjob.poll_interval_s, backend.trainjob.start_timeout_s)
+    except (Stopped, KeyboardInterrupt, NotStarted) as stop:
+        if not backend.keep_trainjob:  # a TrainJob that never ran has no logs to keep, only pods waiting
+            _delete(jobs, name, "it never started" if isinstance(stop, NotStarted) else "the train task was stopped")
         raise
     failed = condition(trainjob, "Failed")
     if failed:

@@ -101,6 +101,7 @@ class TrainJobConfig:
     runtime: str = "torch-distributed"  # the runtime it references (Kubeflow Trainer ships torch-distributed)
     runtime_kind: RuntimeKind = RuntimeKind.ClusterTrainingRuntime
     poll_interval_s: float = 10.0  # seconds between status reads while it runs
+    start_timeout_s: float = 600.0  # no node pod running by then: the train task fails, quoting the cluster's reason
     # The service account KFP runs the train task's pod as (standalone KFP: pipeline-runner; a Kubeflow
     # profile namespace: default-editor): the preflight asks whether it may create TrainJobs.
     service_account: str = "pipeline-runner"
