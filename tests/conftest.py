@@ -80,6 +80,45 @@ def copy_of_finished_run(finished_run, tmp_path):
     return Path(shutil.copytree(finished_run, tmp_path / "run", symlinks=True))
 
 
+LOADERS = ["mmcls", "device"]
+
+
+def two_epochs(data_root, loader=None):
+    """The ``tiny_overrides`` config trained for two epochs (on ``data.loader=<loader>`` where given)."""
+    return compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2",
+                        *([f"data.loader={loader}"] if loader else [])])
+
+
+@pytest.fixture(scope="module", params=LOADERS)
+def uninterrupted(request, tmp_path_factory, data_root):
+    """(loader, run dir) of an uninterrupted two-epoch run, once per test module and loader: the
+    reference a resumed, mended or refused run is compared with. Tests only read it (or copy it)."""
+    from mmclf.task import run
+
+    run_dir = tmp_path_factory.mktemp(f"uninterrupted-{request.param}") / "run"
+    run(two_epochs(data_root, request.param), run_dir)
+    return request.param, run_dir
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(finished_run, tmp_path_factory, data_root):
+    """``finished_run`` trained one epoch more: epoch_1.pth and epoch_2.pth, finished; tests only read it."""
+    from mmclf.rundir import RunDir
+    from mmclf.task import run
+
+    run_dir = shutil.copytree(finished_run, tmp_path_factory.mktemp("two-epochs") / "run", symlinks=True)
+    run(two_epochs(data_root), run_dir)
+    return RunDir(run_dir)
+
+
+@pytest.fixture
+def copy_of_two_epoch_run(two_epoch_run, tmp_path):
+    """A private copy of ``two_epoch_run`` (a RunDir), for a test that damages or runs into it."""
+    from mmclf.rundir import RunDir
+
+    return RunDir(shutil.copytree(two_epoch_run.path, tmp_path / "run", symlinks=True))
+
+
 @pytest.fixture
 def no_cluster_access(monkeypatch, tmp_path_factory):
     """No kubeconfig, not in a pod, no KFP endpoint: what this machine has, whoever runs the tests."""
@@ -139,7 +178,7 @@ def folder_run(images, tmp_path_factory):
 
 # pytest-xdist (--dist loadfile) hands out whole files in collection order: a slow file collected last
 # leaves one worker running it alone at the end. These files take a minute or more each: first.
-SLOWEST_FILES = ("test_dist.py", "test_sweeps.py", "test_reliability.py", "test_faults.py")
+SLOWEST_FILES = ("test_dist.py", "test_sweeps.py", "test_resume.py")
 
 
 def pytest_collection_modifyitems(items):

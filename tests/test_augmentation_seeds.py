@@ -5,7 +5,7 @@ import pytest
 
 from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
-from tests.test_reliability import assert_same_weights, killed_copy
+from tests.test_resume import assert_same_weights, killed_copy
 
 PERSISTENT_WORKERS = ["data.workers_per_gpu=2", "data.persistent_workers=true"]
 

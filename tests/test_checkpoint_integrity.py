@@ -1,39 +1,25 @@
-"""Silent damage: each checkpoint's sha256 recorded when it is written and checked before it is
-resumed or tested; a finished run counts as finished only while its final checkpoint verifies; a
-run dir that trained longer than the config asks is refused, not cut back."""
+"""Damaged and verified checkpoints: each checkpoint's sha256 is recorded when it is written and checked
+before it is resumed or tested; a damaged checkpoint (truncated, or bytes overwritten inside) is skipped
+for the previous one with a warning; a finished run counts as finished only while its final checkpoint
+verifies, and the same command retrains from the newest good one; a malicious final checkpoint is
+refused in one line, never executed."""
 import hashlib
 import logging
+import pickle
 import shutil
 import subprocess
 
 import pytest
 
-from mmclf.checkpoints import resume_checkpoint
+from mmclf.checkpoints import record_hash, resume_checkpoint
 from mmclf.config import weights_fingerprint
-from mmclf.errors import RunDirRefused, StepError
+from mmclf.errors import StepError
 from mmclf.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.steps.train import train
 from mmclf.task import finished_metrics, run
-from tests.conftest import compose_cfg, tiny_overrides
-from tests.test_reliability import assert_same_weights, snapshot
-
-
-def two_epochs(data_root):
-    return compose_cfg([*tiny_overrides(data_root), "schedule.runner.max_epochs=2"])
-
-
-@pytest.fixture(scope="module")
-def two_epoch_run(finished_run, tmp_path_factory, data_root):
-    """``finished_run`` trained one epoch more: epoch_1.pth and epoch_2.pth, finished; tests only read it."""
-    run_dir = shutil.copytree(finished_run, tmp_path_factory.mktemp("two-epochs") / "run", symlinks=True)
-    run(two_epochs(data_root), run_dir)
-    return RunDir(run_dir)
-
-
-@pytest.fixture
-def copy_of_two_epoch_run(two_epoch_run, tmp_path):
-    return RunDir(shutil.copytree(two_epoch_run.path, tmp_path / "run", symlinks=True))
+from tests.conftest import compose_cfg, tiny_overrides, two_epochs
+from tests.test_resume import assert_same_weights
 
 
 def overwrite_4k_inside(path):
@@ -67,15 +53,6 @@ def test_pruned_checkpoints_take_their_sha256_with_them(copy_of_two_epoch_run, d
                        "runtime.checkpoint_config.max_keep_ckpts=1"])
     train(cfg, copy_of_two_epoch_run)  # mmcv's CheckpointHook prunes epoch_1.pth and epoch_2.pth
     assert sorted(p.name for p in work_dir.glob("epoch_*")) == ["epoch_3.pth", "epoch_3.pth.sha256"]
-
-
-def test_fewer_epochs_than_the_run_dir_trained_are_refused_touching_nothing(copy_of_two_epoch_run, data_root):
-    before = snapshot(copy_of_two_epoch_run.path)
-    with pytest.raises(RunDirRefused) as refused:
-        run(compose_cfg(tiny_overrides(data_root)), copy_of_two_epoch_run)  # max_epochs=1
-    message = str(refused.value)
-    assert "epoch_2.pth" in message and "schedule.runner.max_epochs=1" in message and "\n" not in message
-    assert snapshot(copy_of_two_epoch_run.path) == before, "checkpoints, latest.pth and metrics stay as they were"
 
 
 def test_a_checkpoint_with_damaged_bytes_inside_is_skipped_for_the_previous(copy_of_two_epoch_run, data_root,
@@ -118,3 +95,40 @@ def test_a_finished_run_whose_final_checkpoint_is_damaged_trains_it_again(two_ep
     assert_same_weights(run_dir.path, two_epoch_run.path)  # epoch 2 trained again from epoch_1.pth
     assert run_dir.latest_checkpoint.resolve() == final
     assert RunDir.checkpoint_hash(final).read_text().split()[0] == hashlib.sha256(final.read_bytes()).hexdigest()
+
+
+def test_a_damaged_final_checkpoint_sends_the_rerun_back_to_the_newest_good_one(uninterrupted, tmp_path, data_root):
+    loader, reference = uninterrupted
+    run_dir = RunDir(shutil.copytree(reference, tmp_path / "run", symlinks=True))
+    final = run_dir.checkpoint(2)
+    final.write_bytes(final.read_bytes()[:1000])
+    (run_dir.job_record).unlink()  # as after the test step failed on it
+    with pytest.raises(StepError, match="epoch_2.pth: the final checkpoint does not load .* run the same command"):
+        test_module.test(two_epochs(data_root, loader), run_dir)
+    run(two_epochs(data_root, loader), run_dir)
+    assert_same_weights(run_dir, reference)  # epoch 2 trained again from epoch_1.pth
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_malicious_final_checkpoint_is_refused_in_one_line(copy_of_finished_run, data_root, capsys):
+    final = RunDir(copy_of_finished_run).checkpoint(1)
+    final.write_bytes(pickle.dumps({"state_dict": _RunsCode(), "meta": {"epoch": 1}}))
+    record_hash(final, final)  # whoever can write the checkpoint can write its hash: weights_only still refuses it
+    with pytest.raises(StepError, match=r"epoch_1.pth: the final checkpoint does not load \(UnpicklingError"):
+        test_module.test(compose_cfg(tiny_overrides(data_root)), RunDir(copy_of_finished_run))
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_previous(uninterrupted, tmp_path, data_root, caplog):
+    loader, reference = uninterrupted
+    work_dir = RunDir(shutil.copytree(reference, tmp_path / "run", symlinks=True)).work_dir
+    newest = work_dir / "epoch_2.pth"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    weights = weights_fingerprint(two_epochs(data_root, loader))
+    assert resume_checkpoint("auto", work_dir, weights, 2) == work_dir / "epoch_1.pth"
+    assert "skipping damaged checkpoint" in caplog.text and "epoch_2.pth" in caplog.text
+    assert resume_checkpoint("never", work_dir, weights, 2) is None

@@ -23,7 +23,7 @@ from mmclf.steps.prepare_data import record_config
 from mmclf.task import run
 from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli
 from tests.test_end_to_end import assert_complete_run_dir
-from tests.test_reliability import assert_same_weights
+from tests.test_resume import assert_same_weights
 from tests.test_sweeps import summary_rows
 
 EPOCHS = 6

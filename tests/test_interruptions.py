@@ -9,7 +9,7 @@ import pytest
 
 from mmclf.task import run
 from tests.conftest import REPO, compose_cfg, tiny_overrides
-from tests.test_faults import trained_epochs, wait_for_log_entry
+from tests.test_resume import trained_epochs, wait_for_log_entry
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

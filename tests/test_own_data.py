@@ -14,7 +14,7 @@ from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import compose_cfg, folder_overrides, run_cli, write_image_folder
-from tests.test_reliability import MMCLS_TEST_TOOL
+from tests.test_mmcls_tools import MMCLS_TEST_TOOL
 
 
 def test_one_command_trains_validates_and_tests_a_folder(folder_run):

@@ -17,7 +17,7 @@ from mmclf.lock import refuse_if_busy, run_dir_lock
 from mmclf.rundir import RunDir
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
 from tests.test_dist import prepared, wait_for, workers
-from tests.test_reliability import lock_holder
+from tests.test_refusals import lock_holder
 
 
 def exited_pid() -> int:
