@@ -149,6 +149,7 @@ class FakeKubernetes(LoopbackServer):
     trainjobs: dict = field(default_factory=dict)
     trainjob_statuses: list = field(default_factory=lambda: list(COMPLETE))
     created: list = field(default_factory=list)  # the TrainJob bodies POSTed, in order
+    dry_runs: list = field(default_factory=list)  # the TrainJob bodies POSTed with dryRun=All (never stored)
     deleted: list = field(default_factory=list)  # the names DELETEd, in order
     denied_verbs: set = field(default_factory=set)  # SubjectAccessReviews answer allowed: false for these
     access_reviews: list = field(default_factory=list)  # the SubjectAccessReview specs asked
@@ -255,6 +256,9 @@ class FakeKubernetes(LoopbackServer):
         if name in self.trainjobs:
             return _status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists',
                            {"name": name, "group": "trainer.kubeflow.org", "kind": "trainjobs"})
+        if query.get("dryRun") == ["All"]:  # every check a create makes, then nothing stored
+            self.dry_runs.append(body)
+            return 201, {**body, "metadata": {**body["metadata"], "uid": "dry-run", "creationTimestamp": CREATED}}
         self.created.append(body)
         self._reads[name] = -1
         metadata = {**body["metadata"], "uid": f"uid-{len(self.created)}", "creationTimestamp": CREATED}

@@ -298,6 +298,29 @@ def test_check_asks_for_trainer_the_runtime_the_rights_and_enough_nodes(tmp_path
     assert {review["user"] for review in cluster.access_reviews} == {"system:serviceaccount:kubeflow:pipeline-runner"}
     assert sorted(review["resourceAttributes"]["verb"] for review in cluster.access_reviews) == ["create", "delete",
                                                                                                    "get"]
+    assert ("preflight: ok: a dry run of this run's TrainJob in namespace kubeflow: accepted (strict field "
+            "validation, the Trainer webhook)") in lines
+    (dry_run,) = cluster.dry_runs
+    assert "runtimePatches" in dry_run["spec"] and cluster.created == [], "a dry run creates nothing"
+
+
+def test_check_on_trainer_v2_1_dry_runs_the_manifest_the_task_falls_back_to(tmp_path, kube, capsys):
+    cluster = kube(**trainjob_cluster(trainer_version="v2.1"))
+    lines, failed = preflight(tmp_path, capsys)
+    assert failed is None, "a warning: the run goes, with what v2.1 cannot set"
+    (warning,) = [line for line in lines if line.startswith("preflight: WARNING: ")]
+    assert "accepted as Trainer v2.1's (podTemplateOverrides): the node pods' user, security context and " \
+           "deadline cannot be set there" in warning
+    (dry_run,) = cluster.dry_runs  # the first shape was refused by strict decoding, before any dry run
+    assert "podTemplateOverrides" in dry_run["spec"] and cluster.created == []
+
+
+def test_check_cannot_dry_run_what_the_caller_may_not_create(tmp_path, kube, capsys):
+    kube(**trainjob_cluster(forbidden={"trainjobs"}))
+    lines, failed = preflight(tmp_path, capsys)
+    assert failed is None
+    assert any(line.startswith("preflight: not checked: a dry run of this run's TrainJob in namespace kubeflow: you "
+                               "may not create TrainJobs here") for line in lines)
 
 
 @pytest.mark.parametrize("cluster, overrides, said", [

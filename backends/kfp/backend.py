@@ -63,9 +63,8 @@ class KfpBackend:
             return run_local(cfg, run_dir)
         check_for_cluster(cfg)
         cluster = _connect(backend) if cluster_access() and _asks_cluster(backend) else None
-        nodes = cfg.dist.nnodes if backend.distributed == "trainjob" else 1
         if backend.mode == KfpMode.check:
-            return _preflight(backend, cluster, nodes)
+            return _preflight(cfg, cluster)
         metrics = _metrics_not_yet_read_back(cfg, run_dir)
         if metrics is not None:
             return metrics
@@ -75,7 +74,7 @@ class KfpBackend:
             if cluster is not None:
                 from backends.kfp.preflight import report, run_checks
 
-                report(run_checks(backend, cluster, kfp_api=False, nodes=nodes), "nothing was compiled or submitted")
+                report(run_checks(cfg, cluster, kfp_api=False), "nothing was compiled or submitted")
         return _compile_and_submit(cfg, run_dir, job, storage_class)
 
 
@@ -106,10 +105,10 @@ def _asks_cluster(backend: DictConfig) -> bool:
     return backend.mode in (KfpMode.check, KfpMode.submit) or default_class_needed
 
 
-def _preflight(backend: DictConfig, cluster, nodes: int) -> None:
+def _preflight(cfg: DictConfig, cluster) -> None:
     from backends.kfp.preflight import report, run_checks
 
-    report(run_checks(backend, cluster, nodes=nodes), "fix them, then run backend.mode=check again")
+    report(run_checks(cfg, cluster), "fix them, then run backend.mode=check again")
     print(f"preflight: nothing found that would make a run stall ({cluster.name}, namespace {cluster.namespace})")
 
 

@@ -39,10 +39,10 @@ class Cluster:
     name: str  # the kube context, or "in-cluster", for messages
     namespace: str
 
-    def ask(self, what: str, method, *args):
-        """``method(*args)`` of a kubernetes API class; ClusterError naming ``what`` on failure."""
+    def ask(self, what: str, method, *args, **options):
+        """``method(*args, **options)`` of a kubernetes API class; ClusterError naming ``what`` on failure."""
         try:
-            return method(*args, _request_timeout=(CONNECT_S, READ_S))
+            return method(*args, _request_timeout=(CONNECT_S, READ_S), **options)
         except client.ApiException as exc:
             raise ClusterError(f"the cluster ({self.name}) answered HTTP {exc.status} to reading {what}: "
                                f"{_status_message(exc)}", exc.status) from exc

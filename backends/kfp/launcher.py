@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION, trainjob_manifest
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, V2_1_ANSWER, VERSION, trainjob_manifest
 from backends.kfp.trainjob_start import started, why_not_started
 from backends.kfp.volume_layout import run_folder
 from mmclf.errors import StepFailed
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
-# What the API server answers a strict create of a runtimePatches TrainJob where Trainer v2.1 serves the CRD.
-V2_1_ANSWER = 'unknown field "spec.runtimePatches"'
 
 
 class TrainJobFailed(StepFailed):

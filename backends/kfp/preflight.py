@@ -176,19 +176,22 @@ def check_kfp_api(backend: DictConfig) -> list[Finding]:
     return findings + [Finding(WARNING, warning)] if warning else findings
 
 
-def run_checks(backend: DictConfig, cluster: Cluster, kfp_api: bool = True, nodes: int = 1) -> list[Finding]:
-    """Every question that applies to ``backend``, in the order a run meets them; ``nodes``: how many
-    nodes train at once (dist.nnodes of a TrainJob), each with the accelerators."""
-    volume = backend.volume
+def run_checks(cfg: DictConfig, cluster: Cluster, kfp_api: bool = True) -> list[Finding]:
+    """Every question that applies to ``cfg``'s backend, in the order a run meets them."""
+    backend, volume = cfg.backend, cfg.backend.volume
+    nodes = cfg.dist.nnodes if backend.distributed == "trainjob" else 1  # each with the accelerators
     findings = [check_namespace(cluster, volume)]
     if volume.mode == "existing":
         findings.append(check_claim(cluster, backend))
     else:
         findings.append(check_storage_class(cluster, backend))
     if backend.distributed == "trainjob":
-        from backends.kfp.preflight_trainjob import check_trainer, check_trainjob_rights
+        from backends.kfp.preflight_trainjob import check_trainer, check_trainjob_accepted, check_trainjob_rights
 
-        findings += [check_trainer(cluster, backend.trainjob), check_trainjob_rights(cluster, backend.trainjob)]
+        trainer = check_trainer(cluster, backend.trainjob)
+        findings += [trainer, check_trainjob_rights(cluster, backend.trainjob)]
+        if trainer.verdict == OK:  # the dry run asks Trainer's API and webhook: only where they are
+            findings.append(check_trainjob_accepted(cluster, cfg))
     if backend.resources.accelerator_count > 0:
         findings.append(check_accelerators(cluster, backend, nodes))
     findings += [check_pull_secret(cluster, name) for name in backend.image_pull_secrets]

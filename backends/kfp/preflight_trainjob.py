@@ -7,11 +7,12 @@ cluster that does not let us ask (HTTP 403: creating reviews is often an adminis
 leaves it not checked.
 """
 from kubernetes import client
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import Cluster, ClusterError
-from backends.kfp.findings import OK, PROBLEM, Finding, denied_verbs, unanswered
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, VERSION
+from backends.kfp.compile import processes_per_pod
+from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, unanswered
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, V2_1_ANSWER, VERSION, trainjob_manifest
 
 VERBS = ("create", "get", "delete")  # what launcher.py does with its TrainJob
 
@@ -56,3 +57,42 @@ def check_trainjob_rights(cluster: Cluster, trainjob: DictConfig) -> Finding:
         return Finding(PROBLEM, f"{what}: may not {', '.join(denied)}; {RBAC_FIX} (or set "
                                 "backend.trainjob.service_account to the account your KFP runs pods as)")
     return Finding(OK, f"{what}: {', '.join(VERBS)} allowed")
+
+
+# The preflight's TrainJob: never created (a server-side dry run), named apart from every run's.
+PREFLIGHT_RUN_ID, PREFLIGHT_CLAIM = "preflight", "mmclf-preflight-claim"
+
+
+def check_trainjob_accepted(cluster: Cluster, cfg: DictConfig) -> Finding:
+    """The cluster accepts this run's TrainJob: a server-side dry run (admission webhooks included, nothing
+    created) of the manifest the train task will send, with strict field validation; on Trainer v2.1 the
+    manifest it falls back to. Asked as whoever runs the check, not as the train task's account."""
+    volume = cfg.backend.volume
+    claim = volume.claim_name if volume.mode == "existing" else PREFLIGHT_CLAIM
+    pod_cfg = OmegaConf.merge(cfg, {"dist": {"nproc_per_node": processes_per_pod(cfg)}})  # as compiling resolves it
+    current, v2_1 = (trainjob_manifest(pod_cfg, "/preflight", PREFLIGHT_RUN_ID, claim, cluster.namespace,
+                                       trainer_v2_1=old) for old in (False, True))
+    what = f"a dry run of this run's TrainJob in namespace {cluster.namespace}"
+    try:
+        _dry_run(cluster, what, current)
+        return Finding(OK, f"{what}: accepted (strict field validation, the Trainer webhook)")
+    except ClusterError as err:
+        if err.status != 400 or V2_1_ANSWER not in str(err):
+            return _refused(what, err)
+    try:
+        _dry_run(cluster, what, v2_1)
+    except ClusterError as err:
+        return _refused(what, err)
+    return Finding(WARNING, f"{what}: accepted as Trainer v2.1's (podTemplateOverrides): the node pods' user, "
+                            "security context and deadline cannot be set there (Trainer v2.2 or later sets them)")
+
+
+def _dry_run(cluster: Cluster, what: str, manifest: dict) -> None:
+    cluster.ask(what, client.CustomObjectsApi(cluster.api).create_namespaced_custom_object, GROUP, VERSION,
+                cluster.namespace, PLURAL, manifest, dry_run="All", field_validation="Strict")
+
+
+def _refused(what: str, err: ClusterError) -> Finding:
+    if err.status in (401, 403):  # the caller's rights, not the run's: the train task's are checked apart
+        return Finding(NOT_CHECKED, f"{what}: you may not create TrainJobs here ({err})")
+    return Finding(PROBLEM, f"{what}: {err}")

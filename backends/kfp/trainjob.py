@@ -44,6 +44,9 @@ ISTIO_INJECT = "sidecar.istio.io/inject"
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
                         "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# What the API server answers a strict create of a runtimePatches TrainJob where Trainer v2.1 serves the CRD
+# (v2.1 has podTemplateOverrides instead; runtimePatches and activeDeadlineSeconds came in v2.2).
+V2_1_ANSWER = 'unknown field "spec.runtimePatches"'
 # Placeholders in the trainjob.yaml written when compiling: known only when the KFP run runs.
 RUN_ID_PLACEHOLDER, CLAIM_PLACEHOLDER, NAMESPACE_PLACEHOLDER = "<run-id>", "<claim>", "<namespace>"
 
