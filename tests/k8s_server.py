@@ -31,6 +31,7 @@ _CORE, _STORAGE = "/api/v1", "/apis/storage.k8s.io/v1"
 _TRAINER_GV = "trainer.kubeflow.org/v1alpha1"
 _TRAINER = f"/apis/{_TRAINER_GV}"
 _ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+_SELF_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"  # any authenticated user may
 
 
 def namespace(name: str, labels: Optional[dict] = None) -> dict:
@@ -153,6 +154,7 @@ class FakeKubernetes(LoopbackServer):
     deleted: list = field(default_factory=list)  # the names DELETEd, in order
     denied_verbs: set = field(default_factory=set)  # SubjectAccessReviews answer allowed: false for these
     access_reviews: list = field(default_factory=list)  # the SubjectAccessReview specs asked
+    self_reviews: list = field(default_factory=list)  # the SelfSubjectAccessReview specs asked
     kserve: k8s_kserve.FakeKServe = field(default_factory=k8s_kserve.FakeKServe)  # InferenceServices (k8s_kserve.py)
     _reads: dict = field(default_factory=dict)
 
@@ -187,6 +189,10 @@ class FakeKubernetes(LoopbackServer):
             return self._trainer(method, path[len(_TRAINER):], body, parse_qs(query))
         if path == _ACCESS_REVIEWS and method == "POST":
             return self._access_review(body)
+        if path == _SELF_ACCESS_REVIEWS and method == "POST":  # the token's own rights: as denied_verbs say
+            self.self_reviews.append(body["spec"])
+            return 201, {**body, "status": {"allowed": body["spec"]["resourceAttributes"]["verb"] not in
+                                            self.denied_verbs}}
         if method != "GET":
             return _status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
         for prefix, resource, kind, api_version, objects in self._routes():

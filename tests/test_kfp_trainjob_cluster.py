@@ -186,6 +186,18 @@ def test_a_trainjob_whose_nodes_never_run_fails_in_one_line_quoting_the_cluster(
     assert cluster.deleted == [f"mmclf-{RUN_ID}"], "nothing ran: no logs to keep, only pods holding a queue"
 
 
+def test_a_task_whose_account_may_not_clean_up_creates_no_trainjob(tmp_path, kube, capsys):
+    cluster = kube(denied_verbs={"delete"})  # a Role with create and get only
+    with pytest.raises(SystemExit) as ended:
+        train_task(tmp_path)
+    assert ended.value.code == 2, "a refusal: nothing was done"
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmclf: error:")]
+    assert "this pod's service account may not delete trainjobs.trainer.kubeflow.org in namespace kubeflow (a " \
+           "SelfSubjectAccessReview says so); give the pipeline's service account create, get and delete" in line
+    assert cluster.created == [] and [r["resourceAttributes"]["verb"] for r in cluster.self_reviews] == [
+        "create", "get", "delete"], "asked as the pod itself, before creating anything"
+
+
 def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):
     cluster = kube()
     train_task(tmp_path, "backend.keep_trainjob=true")

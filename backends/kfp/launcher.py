@@ -29,10 +29,10 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE, connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, V2_1_ANSWER, VERSION, trainjob_manifest
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 from backends.kfp.trainjob_start import started, why_not_started
 from backends.kfp.volume_layout import run_folder
-from mmclf.errors import StepFailed
+from mmclf.errors import MMClfError, StepFailed
 from mmclf.io import read_record
 from mmclf.rundir import RunDir
 from mmclf.steps import recorded, step_named
@@ -45,6 +45,10 @@ GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its
 
 class TrainJobFailed(StepFailed):
     """The TrainJob could not be created, or did not complete."""
+
+
+class TrainJobRightsMissing(MMClfError):
+    """The train task's own account may not create, read or delete TrainJobs: refused before creating any."""
 
 
 class Stopped(BaseException):
@@ -108,6 +112,30 @@ def state_line(trainjob: dict) -> str:
         counts = ", ".join(f"{job.get(key) or 0} {key}" for key in ("active", "ready", "succeeded", "failed"))
         parts.append(f"job {job['name']}: {counts}")
     return "; ".join(parts) or "no status yet (waiting for the Trainer controller)"
+
+
+def check_own_rights(jobs: TrainJobs) -> None:
+    """Ask the API server, as this pod's own account (a SelfSubjectAccessReview, which any account may make),
+    whether it may create, read and delete TrainJobs; refuse before creating one it could not clean up.
+    A cluster that will not answer leaves the create to say so itself."""
+    authorization = client.AuthorizationV1Api(jobs.api.api_client)
+    denied = []
+    for verb in RIGHTS:
+        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(group=GROUP, resource=PLURAL, verb=verb,
+                                                            namespace=jobs.namespace)))
+        try:
+            answer = authorization.create_self_subject_access_review(review, _request_timeout=(CONNECT_S, READ_S))
+        except client.ApiException as exc:
+            log.warning("trainjob: could not ask for this pod's rights (HTTP %s: %s); creating it all the same",
+                        exc.status, _message(exc))
+            return
+        if not answer.status.allowed:
+            denied.append(verb)
+    if denied:
+        raise TrainJobRightsMissing(f"this pod's service account may not {', '.join(denied)} trainjobs."
+                                    f"{GROUP} in namespace {jobs.namespace} (a SelfSubjectAccessReview says so); "
+                                    f"{RBAC_FIX}")
 
 
 def _create_served(jobs: TrainJobs, manifests: tuple[dict, dict]) -> dict:
@@ -253,6 +281,7 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
     ``claim_name``; return when it completes, TrainJobFailed when it does not."""
     backend = cfg.backend
     jobs = TrainJobs(connect(backend).api, pod_namespace(backend))
+    check_own_rights(jobs)
     manifests = tuple(trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace, trainer_v2_1=v2_1)
                       for v2_1 in (False, True))
     name = manifests[0]["metadata"]["name"]

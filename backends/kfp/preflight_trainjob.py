@@ -12,9 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.cluster import Cluster, ClusterError
 from backends.kfp.compile import processes_per_pod
 from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, unanswered
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, V2_1_ANSWER, VERSION, trainjob_manifest
-
-VERBS = ("create", "get", "delete")  # what launcher.py does with its TrainJob
+from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 
 
 def check_trainer(cluster: Cluster, trainjob: DictConfig) -> Finding:
@@ -50,13 +48,13 @@ def check_trainjob_rights(cluster: Cluster, trainjob: DictConfig) -> Finding:
     account = trainjob.service_account
     what = f"service account {account}'s rights on {PLURAL}.{GROUP} in namespace {cluster.namespace}"
     try:
-        denied = denied_verbs(cluster, account, GROUP, PLURAL, VERBS, what)
+        denied = denied_verbs(cluster, account, GROUP, PLURAL, RIGHTS, what)
     except ClusterError as err:
         return unanswered(err, what)
     if denied:
         return Finding(PROBLEM, f"{what}: may not {', '.join(denied)}; {RBAC_FIX} (or set "
                                 "backend.trainjob.service_account to the account your KFP runs pods as)")
-    return Finding(OK, f"{what}: {', '.join(VERBS)} allowed")
+    return Finding(OK, f"{what}: {', '.join(RIGHTS)} allowed")
 
 
 # The preflight's TrainJob: never created (a server-side dry run), named apart from every run's.

@@ -30,6 +30,7 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 # What the launcher (launcher.py) and the preflight (preflight_trainjob.py) say when the rights are missing.
 RBAC_FIX = ("give the pipeline's service account create, get and delete on trainjobs.trainer.kubeflow.org in this "
             "namespace (README: Several GPUs and several nodes)")
+RIGHTS = ("create", "get", "delete")  # what the train task does with its TrainJob (launcher.py)
 NODE = "node"  # the trainer replicated job and container of Trainer's torch runtimes (constants.Node)
 # runtimePatches are keyed by manager, which Trainer's webhook wants domain-prefixed ("domain/path").
 PATCH_MANAGER = "mmclf/kfp-train-task"
