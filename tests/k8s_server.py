@@ -107,12 +107,15 @@ FAILED = RUNNING + [{"conditions": [trainjob_condition("Failed", "FailedJobs", "
                      "jobsStatus": [nodes_status(active=1, failed=1)]}]
 
 
-def write_kubeconfig(path, server: str, token: str, context: str = "fake-cluster") -> str:
-    """A kubeconfig whose current context is the API server at ``server``, authenticated by bearer token."""
+def write_kubeconfig(path, server: str, token: str, context: str = "fake-cluster",
+                     namespace: Optional[str] = None) -> str:
+    """A kubeconfig whose current context is the API server at ``server``, authenticated by bearer token,
+    naming ``namespace`` when given (as a Kubeflow profile user's context names their profile's)."""
+    named = {"namespace": namespace} if namespace else {}
     kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": context,
                   "clusters": [{"name": "fake", "cluster": {"server": server}}],
                   "users": [{"name": "tester", "user": {"token": token}}],
-                  "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester"}}]}
+                  "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester", **named}}]}
     path.write_text(yaml.safe_dump(kubeconfig))
     return str(path)
 
@@ -161,8 +164,8 @@ class FakeKubernetes(LoopbackServer):
     def __post_init__(self):
         self._serve(_Handler)
 
-    def write_kubeconfig(self, path, context: str = "fake-cluster") -> str:
-        return write_kubeconfig(path, self.url, self.token, context)
+    def write_kubeconfig(self, path, context: str = "fake-cluster", namespace: Optional[str] = None) -> str:
+        return write_kubeconfig(path, self.url, self.token, context, namespace)
 
     # --- request handling (called from the server's threads) -----------------------------------
 

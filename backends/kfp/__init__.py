@@ -19,6 +19,7 @@ cluster    the Kubernetes API through the kubernetes client: connecting, the def
 preflight  backend.mode=check: what would make a run stall, one line each
 findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
 endpoint   which KFP server, how to authenticate, KfpError
+kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow
 client     submit, experiments, waiting for a run (REST)
 mlmd       a finished run's metric values from ML Metadata (gRPC-web)
 run_record kfp_run.json: the KFP run a run dir belongs to

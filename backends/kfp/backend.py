@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster_access import cluster_access
+from backends.kfp.endpoint import host_from_config
+from backends.kfp.kfp_mode import follow_kfp_mode
 from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
@@ -62,6 +64,8 @@ class KfpBackend:
 
             return run_local(cfg, run_dir)
         check_for_cluster(cfg)
+        if backend.mode in (KfpMode.check, KfpMode.submit) and host_from_config(backend):
+            follow_kfp_mode(cfg)  # a multi-user KFP: the profile's namespace and account
         cluster = _connect(backend) if cluster_access() and _asks_cluster(backend) else None
         if backend.mode == KfpMode.check:
             return _preflight(cfg, cluster)
