@@ -13,7 +13,7 @@ from tests.conftest import compose_cfg
 from tests.k8s_server import namespace
 from tests.kfp_server import FakeKfpServer
 from tests.test_kfp_trainjob import TRAINJOB
-from tests.test_kfp_trainjob_cluster import trainjob_cluster
+from tests.test_kfp_trainjob_preflight import trainjob_cluster
 
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG
 

@@ -1,6 +1,7 @@
-"""backend=kfp backend.distributed=trainjob against a cluster: the train task's launcher and the
-preflight (backend.mode=check) run for real against the loopback Kubernetes API of tests/k8s_server.py.
-No Trainer controller: the TrainJob's status changes are the fake's, what its nodes do is not checked.
+"""backend=kfp backend.distributed=trainjob against a cluster: the train task's launcher runs for real
+against the loopback Kubernetes API of tests/k8s_server.py (the preflight: test_kfp_trainjob_preflight.py).
+No Trainer controller: the TrainJob's status changes are the fake's; its nodes train nothing, and node 0's
+record is written as the step entry point writes it.
 """
 import json
 import logging
@@ -17,24 +18,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from backends.kfp import launcher
-from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.launcher import Stopped
 from backends.kfp.parameters import apply_parameters
 from backends.kfp.pod import run_in_pod
-from backends.kfp.preflight import PreflightFailed
 from backends.kfp.trainjob import trainjob_name
-from mmclf.jobs import JobContext
+from backends.kfp.trainjob_api import condition
 from mmclf.rundir import RunDir
 from mmclf.steps import record_step
 from mmclf.steps.__main__ import load_config
 from mmclf.steps.prepare_data import record_config
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, node, nodes_status, storage_class, trainjob_condition
+from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, nodes_status, trainjob_condition
 from tests.test_kfp_trainjob import RUN_ID, TRAINJOB
 
-NFS = "cluster.local/nfs-subdir-external-provisioner"
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG, as on a workstation
 
 
@@ -55,7 +53,7 @@ def node_zero_records_train(monkeypatch, tmp_path):
     recorded in steps.json by the step entry point, for the config prepare-data recorded."""
     def wait(jobs, name, *args):
         trainjob = WAIT(jobs, name, *args)
-        if launcher.condition(trainjob, "Complete"):
+        if condition(trainjob, "Complete"):
             record_step("train", load_config(run_folder(tmp_path)), run_folder(tmp_path), seconds=1.0)
         return trainjob
 
@@ -276,85 +274,3 @@ def test_a_real_uuid_makes_a_valid_name():
     for _ in range(20):
         name = trainjob_name(str(uuid.uuid4()))
         assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
-
-
-# --- the preflight (backend.mode=check) -----------------------------------------------------------
-
-
-def trainjob_cluster(**changes) -> dict:
-    """An NFS default class and two nodes of 4 GPUs each: where TRAINJOB runs."""
-    gpu_nodes = [node(f"gpu-{i}", {"cpu": "32", "nvidia.com/gpu": "4"}) for i in (1, 2)]
-    return {"storage_classes": [storage_class("nfs-client", NFS, default=True)], "nodes": gpu_nodes, **changes}
-
-
-def preflight(tmp_path, capsys, *overrides) -> tuple[list[str], Exception]:
-    """The preflight's lines, and how it failed (None: it passed)."""
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.mode=check", *overrides])
-    try:
-        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
-        failed = None
-    except PreflightFailed as err:
-        failed = err
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")], failed
-
-
-def test_check_asks_for_trainer_the_runtime_the_rights_and_enough_nodes(tmp_path, kube, capsys):
-    cluster = kube(**trainjob_cluster())
-    lines, failed = preflight(tmp_path, capsys)
-    assert failed is None
-    lines = "\n".join(lines)
-    assert "preflight: ok: Kubeflow Trainer serves TrainJobs; ClusterTrainingRuntime torch-distributed exists" in lines
-    assert ("preflight: ok: service account pipeline-runner's rights on trainjobs.trainer.kubeflow.org in namespace "
-            "kubeflow: create, get, delete allowed") in lines
-    assert "preflight: ok: 2 nodes have 4 nvidia.com/gpu allocatable (the TrainJob's 2 nodes ask for 4 each)" in lines
-    assert {review["user"] for review in cluster.access_reviews} == {"system:serviceaccount:kubeflow:pipeline-runner"}
-    assert sorted(review["resourceAttributes"]["verb"] for review in cluster.access_reviews) == ["create", "delete",
-                                                                                                   "get"]
-    assert ("preflight: ok: a dry run of this run's TrainJob in namespace kubeflow: accepted (strict field "
-            "validation, the Trainer webhook)") in lines
-    (dry_run,) = cluster.dry_runs
-    assert "runtimePatches" in dry_run["spec"] and cluster.created == [], "a dry run creates nothing"
-
-
-def test_check_on_trainer_v2_1_dry_runs_the_manifest_the_task_falls_back_to(tmp_path, kube, capsys):
-    cluster = kube(**trainjob_cluster(trainer_version="v2.1"))
-    lines, failed = preflight(tmp_path, capsys)
-    assert failed is None, "a warning: the run goes, with what v2.1 cannot set"
-    (warning,) = [line for line in lines if line.startswith("preflight: WARNING: ")]
-    assert "accepted as Trainer v2.1's (podTemplateOverrides): the node pods' user, security context and " \
-           "deadline cannot be set there" in warning
-    (dry_run,) = cluster.dry_runs  # the first shape was refused by strict decoding, before any dry run
-    assert "podTemplateOverrides" in dry_run["spec"] and cluster.created == []
-
-
-def test_check_cannot_dry_run_what_the_caller_may_not_create(tmp_path, kube, capsys):
-    kube(**trainjob_cluster(forbidden={"trainjobs"}))
-    lines, failed = preflight(tmp_path, capsys)
-    assert failed is None
-    assert any(line.startswith("preflight: not checked: a dry run of this run's TrainJob in namespace kubeflow: you "
-                               "may not create TrainJobs here") for line in lines)
-
-
-@pytest.mark.parametrize("cluster, overrides, said", [
-    ({"trainer_installed": False}, [], "the cluster serves no TrainJob API (trainer.kubeflow.org/v1alpha1)"),
-    ({}, ["backend.trainjob.runtime=torch-nightly"], "ClusterTrainingRuntime torch-nightly does not exist"),
-    ({"denied_verbs": {"create", "delete"}}, [], "pipeline-runner's rights on trainjobs.trainer.kubeflow.org in "
-                                                 "namespace kubeflow: may not create, delete; give the pipeline's"),
-    ({}, ["dist.nnodes=3"], "2 of the 2 schedulable nodes have 4 nvidia.com/gpu allocatable, and the TrainJob's 3"),
-    # The nodes mount the claim at once: ReadWriteMany, which a node-local class cannot make.
-    ({"storage_classes": [storage_class("local-path", "rancher.io/local-path", default=True)]}, [],
-     "provisioner rancher.io/local-path, cannot make ReadWriteMany volumes"),
-])
-def test_check_names_what_would_stop_a_trainjob(tmp_path, kube, capsys, cluster, overrides, said):
-    kube(**trainjob_cluster(**cluster))
-    lines, failed = preflight(tmp_path, capsys, *overrides)
-    assert re.match(r"preflight: 1 of \d+ checks", str(failed))
-    (problem,) = [line for line in lines if line.startswith("preflight: PROBLEM: ")]
-    assert said in problem
-
-
-def test_rights_the_cluster_will_not_review_are_not_checked(tmp_path, kube, capsys):
-    kube(**trainjob_cluster(forbidden={"subjectaccessreviews"}))
-    lines, _ = preflight(tmp_path, capsys)
-    (line,) = [line for line in lines if "rights on trainjobs" in line]
-    assert line.startswith("preflight: not checked: ") and "HTTP 403" in line

@@ -25,6 +25,7 @@ mlmd       a finished run's metric values from ML Metadata (gRPC-web)
 run_record kfp_run.json: the KFP run a run dir belongs to
 trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
+trainjob_api  the TrainJob API of one namespace, a TrainJob's conditions and state in one line
 trainjob_start  why a TrainJob's nodes have not started, from the cluster's events
 serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
 serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service

@@ -9,27 +9,25 @@ Runs in the train task's pod, through the Kubernetes API with the pod's service 
 README gives the Role). The TrainJob is named after the KFP run, so a retried task finds the one an
 earlier try created: it waits for it if it is still going, and replaces it if it failed.
 
-Kubeflow Trainer v2.3 reports a TrainJob's state as conditions (``Suspended``, ``Complete``, ``Failed``;
-there is no Running condition) and per replicated job counts (``jobsStatus``: active, ready, succeeded,
-failed, suspended); each change is logged in one line. A completed TrainJob is deleted (its JobSet
-and pods with it) unless ``backend.keep_trainjob``; a failed one is kept, for its pods' logs.
+Each change of the TrainJob's state (trainjob_api.py) is logged in one line. A completed TrainJob is
+deleted (its JobSet and pods with it) unless ``backend.keep_trainjob``; a failed one is kept, for its
+pods' logs; one whose nodes never ran is deleted (trainjob_start.py says why they did not).
 """
-import json
 import logging
 import math
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import urllib3
 from kubernetes import client
 from omegaconf import DictConfig
 
-from backends.kfp.cluster import KFP_NAMESPACE, connect
+from backends.kfp.cluster import connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
+from backends.kfp.trainjob_api import TrainJobs, api_message, condition, pod_namespace, state_line
 from backends.kfp.trainjob_start import started, why_not_started
 from backends.kfp.volume_layout import run_folder
 from mmclf.errors import MMClfError, StepFailed
@@ -38,8 +36,6 @@ from mmclf.rundir import RunDir
 from mmclf.steps import recorded, step_named
 
 log = logging.getLogger(__name__)
-# The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
-NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
 
 
@@ -53,65 +49,6 @@ class TrainJobRightsMissing(MMClfError):
 
 class Stopped(BaseException):
     """SIGTERM: KFP stops the task (the run was terminated, or the task's timeout passed)."""
-
-
-def pod_namespace(backend: DictConfig) -> str:
-    """The pod's namespace in a cluster; else (a kubeconfig: tests, a workstation) backend.namespace."""
-    if NAMESPACE_FILE.is_file():
-        return NAMESPACE_FILE.read_text().strip()
-    return backend.namespace or KFP_NAMESPACE
-
-
-def _message(exc: client.ApiException) -> str:
-    try:
-        return json.loads(exc.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return str(exc.reason)
-
-
-class TrainJobs:
-    """The TrainJob API of one namespace, with short timeouts on every call."""
-
-    def __init__(self, api: client.ApiClient, namespace: str):
-        self.api, self.core, self.namespace = client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
-
-    def call(self, method, *args, **options):
-        return method(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=(CONNECT_S, READ_S), **options)
-
-    def create(self, manifest: dict) -> dict:
-        """Create the TrainJob; a field the served CRD lacks is a 400 naming it, not a field dropped silently."""
-        return self.call(self.api.create_namespaced_custom_object, manifest, field_validation="Strict")
-
-    def get(self, name: str) -> dict:
-        return self.call(self.api.get_namespaced_custom_object, name)
-
-    def delete(self, name: str) -> None:
-        self.call(self.api.delete_namespaced_custom_object, name)
-
-    def where(self, name: str) -> str:
-        return f"TrainJob {name} in namespace {self.namespace}"
-
-    def logs_hint(self, name: str) -> str:
-        return f"its logs: kubectl logs -n {self.namespace} -l jobset.sigs.k8s.io/jobset-name={name} --prefix --tail=-1"
-
-
-def condition(trainjob: dict, kind: str):
-    """The ``kind`` condition (Complete, Failed, Suspended) when its status is True, else None."""
-    for cond in (trainjob.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return cond
-    return None
-
-
-def state_line(trainjob: dict) -> str:
-    """The TrainJob's state in one line: its conditions, then its nodes' counts."""
-    status = trainjob.get("status") or {}
-    parts = [f"{c['type']}={c['status']}" + (f" ({c['reason']}: {c.get('message', '')})" if c.get("reason") else "")
-             for c in status.get("conditions") or []]
-    for job in status.get("jobsStatus") or []:
-        counts = ", ".join(f"{job.get(key) or 0} {key}" for key in ("active", "ready", "succeeded", "failed"))
-        parts.append(f"job {job['name']}: {counts}")
-    return "; ".join(parts) or "no status yet (waiting for the Trainer controller)"
 
 
 def check_own_rights(jobs: TrainJobs) -> None:
@@ -128,7 +65,7 @@ def check_own_rights(jobs: TrainJobs) -> None:
             answer = authorization.create_self_subject_access_review(review, _request_timeout=(CONNECT_S, READ_S))
         except client.ApiException as exc:
             log.warning("trainjob: could not ask for this pod's rights (HTTP %s: %s); creating it all the same",
-                        exc.status, _message(exc))
+                        exc.status, api_message(exc))
             return
         if not answer.status.allowed:
             denied.append(verb)
@@ -146,7 +83,7 @@ def _create_served(jobs: TrainJobs, manifests: tuple[dict, dict]) -> dict:
         jobs.create(current)
         return current
     except client.ApiException as exc:
-        if exc.status != 400 or V2_1_ANSWER not in _message(exc):
+        if exc.status != 400 or V2_1_ANSWER not in api_message(exc):
             raise
     log.warning("trainjob %s: the cluster's Kubeflow Trainer has no runtimePatches (v2.1): creating it with "
                 "podTemplateOverrides, without the node pods' user, security context and deadline, which v2.1 "
@@ -178,7 +115,7 @@ def _create(jobs: TrainJobs, manifests: tuple[dict, dict]) -> None:
 
 
 def _refused(jobs: TrainJobs, name: str, exc: client.ApiException) -> TrainJobFailed:
-    what = f"creating {jobs.where(name)}: HTTP {exc.status}: {_message(exc)}"
+    what = f"creating {jobs.where(name)}: HTTP {exc.status}: {api_message(exc)}"
     if exc.status == 404:
         return TrainJobFailed(f"{what}; the cluster serves no TrainJob API ({GROUP}/{VERSION}): install Kubeflow "
                               "Trainer v2.3, or set backend.distributed=pod")
@@ -217,7 +154,8 @@ def wait(jobs: TrainJobs, name: str, poll_s: float, start_timeout_s: float = mat
             if exc.status == 404:
                 raise TrainJobFailed(f"{jobs.where(name)} was deleted while it ran (not by this task); "
                                      "run the pipeline again") from None
-            log.warning("trainjob %s: reading its status: HTTP %s: %s; trying again", name, exc.status, _message(exc))
+            log.warning("trainjob %s: reading its status: HTTP %s: %s; trying again", name, exc.status,
+                        api_message(exc))
             time.sleep(poll_s)
             continue
         except urllib3.exceptions.HTTPError as exc:  # the API server restarting: the TrainJob goes on
@@ -260,7 +198,7 @@ def _delete(jobs: TrainJobs, name: str, why: str) -> None:
     except client.ApiException as exc:
         if exc.status != 404:
             log.warning("trainjob %s: could not delete it (HTTP %s: %s); kubectl delete trainjob -n %s %s",
-                        name, exc.status, _message(exc), jobs.namespace, name)
+                        name, exc.status, api_message(exc), jobs.namespace, name)
 
 
 def train_on_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:

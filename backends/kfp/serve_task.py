@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
-from backends.kfp.launcher import pod_namespace
 from backends.kfp.serving import (
     GROUP,
     PLURAL,
@@ -32,6 +31,7 @@ from backends.kfp.serving import (
     manifest_text,
     write_model_repository,
 )
+from backends.kfp.trainjob_api import pod_namespace
 from backends.kfp.volume_layout import run_folder
 from mmclf.errors import StepFailed, one_line_errors
 from mmclf.io import read_json, write_text_atomic
