@@ -5,6 +5,7 @@ The real ``kubernetes`` client talks to it, through a kubeconfig file as on a wo
 """
 import subprocess
 import sys
+from typing import Optional
 
 import kfp
 import pytest
@@ -54,6 +55,16 @@ def healthy(**changes) -> dict:
 def run_backend(run_dir, *overrides):
     cfg = compose_cfg(["backend=kfp", "data=synthetic", *overrides])
     return KfpBackend().run(cfg, RunDir(run_dir), JobContext())
+
+
+def preflight(tmp_path, capsys, *overrides) -> tuple[list[str], Optional[Exception]]:
+    """backend.mode=check with ``overrides``: its ``preflight:`` lines, and how it failed (None: it passed)."""
+    try:
+        run_backend(tmp_path, "backend.mode=check", *overrides)
+        failed = None
+    except PreflightFailed as err:
+        failed = err
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")], failed
 
 
 def compiled_class(run_dir):
@@ -211,7 +222,9 @@ def test_submit_runs_the_preflight_first_and_submits_nothing_on_a_problem(tmp_pa
     kube(**healthy(nodes=[CPU_NODE]))
     with FakeKfpServer() as kfp_server, pytest.raises(PreflightFailed, match="nothing was compiled or submitted"):
         run_backend(tmp_path, "backend.mode=submit", f"backend.host={kfp_server.url}")
-    assert not kfp_server.requests and not (tmp_path / "pipeline.yaml").exists()
+    assert [(r.method, r.path) for r in kfp_server.requests] == [("GET", "/apis/v2beta1/healthz")], \
+        "asked only whether KFP is multi-user: nothing submitted"
+    assert not (tmp_path / "pipeline.yaml").exists()
 
 
 def test_submit_on_a_healthy_cluster_compiles_the_default_class_and_names_the_runs_folder(tmp_path, kube):

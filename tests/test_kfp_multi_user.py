@@ -4,7 +4,6 @@ take the profile's namespace (the kubeconfig context's, when backend.namespace n
 import pytest
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.preflight import PreflightFailed
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
@@ -35,13 +34,7 @@ def platform(kube, tmp_path, monkeypatch):
 
 
 def check(tmp_path, capsys, host, *overrides) -> list[str]:
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.mode=check", f"backend.host={host}",
-                       *overrides])
-    try:
-        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
-    except PreflightFailed:
-        pass
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")]
+    return test_kfp_cluster.preflight(tmp_path, capsys, *TRAINJOB, f"backend.host={host}", *overrides)[0]
 
 
 def test_check_uses_the_profile_namespace_of_the_kubeconfig_context_and_its_account(platform, tmp_path, capsys,

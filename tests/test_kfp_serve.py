@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
-from backends.kfp.preflight import PreflightFailed
 from backends.kfp.serve_task import passes_gate, serve_in_pod
 from backends.kfp.serving import MAX_NAME, inference_service, service_name, triton_config
 from mmclf import serve as local_serve
@@ -306,13 +305,7 @@ def test_a_field_kserve_does_not_know_is_refused_by_strict_validation(tmp_path, 
 
 
 def preflight(tmp_path, capsys, *overrides):
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *SERVE, "backend.mode=check", *overrides])
-    try:
-        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
-        failed = None
-    except PreflightFailed as err:
-        failed = err
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")], failed
+    return test_kfp_cluster.preflight(tmp_path, capsys, *SERVE, *overrides)
 
 
 def test_check_asks_for_kserve_and_the_serve_tasks_rights(tmp_path, kube, capsys):

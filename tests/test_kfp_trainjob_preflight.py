@@ -5,12 +5,7 @@ import re
 
 import pytest
 
-from backends.kfp.backend import KfpBackend
-from backends.kfp.preflight import PreflightFailed
-from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
 from tests import test_kfp_cluster
-from tests.conftest import compose_cfg
 from tests.k8s_server import node, storage_class
 from tests.test_kfp_trainjob import TRAINJOB
 
@@ -25,15 +20,8 @@ def trainjob_cluster(**changes) -> dict:
     return {"storage_classes": [storage_class("nfs-client", NFS, default=True)], "nodes": gpu_nodes, **changes}
 
 
-def preflight(tmp_path, capsys, *overrides) -> tuple[list[str], Exception]:
-    """The preflight's lines, and how it failed (None: it passed)."""
-    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, "backend.mode=check", *overrides])
-    try:
-        KfpBackend().run(cfg, RunDir(tmp_path), JobContext())
-        failed = None
-    except PreflightFailed as err:
-        failed = err
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("preflight: ")], failed
+def preflight(tmp_path, capsys, *overrides):
+    return test_kfp_cluster.preflight(tmp_path, capsys, *TRAINJOB, *overrides)
 
 
 def test_check_asks_for_trainer_the_runtime_the_rights_and_enough_nodes(tmp_path, kube, capsys):
