@@ -77,6 +77,14 @@ def event(name: str, kind: str, object_name: str, reason: str, message: str, whe
             "involvedObject": {"kind": kind, "name": object_name, "apiVersion": "v1"}}
 
 
+def node_pod(trainjob: str, index: int) -> dict:
+    """A TrainJob's node pod as JobSet labels it: job 0 of replicated job node, completion index ``index``."""
+    labels = {"jobset.sigs.k8s.io/jobset-name": trainjob, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+              "batch.kubernetes.io/job-completion-index": str(index)}
+    return {"metadata": {"name": f"{trainjob}-node-0-{index}-abcde", "labels": labels}, "spec": {"containers": [
+        {"name": "node", "image": "mmclf"}]}, "status": {"phase": "Running"}}
+
+
 def training_runtime(name: str = "torch-distributed") -> dict:
     """A ClusterTrainingRuntime shaped like Trainer v2.3's torch-distributed (manifests/base/runtimes)."""
     container = {"name": "node", "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}
@@ -142,6 +150,8 @@ class FakeKubernetes(LoopbackServer):
     claims: list = field(default_factory=list)  # in namespace ``claims_namespace``
     secrets: list = field(default_factory=list)  # in namespace ``claims_namespace``
     events: list = field(default_factory=list)  # in namespace ``claims_namespace`` (``event()``)
+    pods: list = field(default_factory=list)  # in namespace ``claims_namespace``, listed by label selector
+    pod_logs: dict = field(default_factory=dict)  # pod name -> its container's log, all of it at once
     claims_namespace: str = "kubeflow"
     forbidden: set = field(default_factory=set)
     token: str = "fake-cluster-token"
@@ -176,6 +186,7 @@ class FakeKubernetes(LoopbackServer):
                  _by_name(self.claims)),
                 (f"{ns}/secrets", "secrets", "Secret", "v1", _by_name(self.secrets)),
                 (f"{ns}/events", "events", "Event", "v1", _by_name(self.events)),
+                (f"{ns}/pods", "pods", "Pod", "v1", _by_name(self.pods)),
                 (f"{_CORE}/namespaces", "namespaces", "Namespace", "v1", _by_name(self.namespaces)),
                 (f"{_CORE}/nodes", "nodes", "Node", "v1", _by_name(self.nodes)),
                 (f"{_STORAGE}/storageclasses", "storageclasses", "StorageClass", "storage.k8s.io/v1",
@@ -198,6 +209,14 @@ class FakeKubernetes(LoopbackServer):
                                             self.denied_verbs}}
         if method != "GET":
             return _status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
+        logs = f"{_CORE}/namespaces/{self.claims_namespace}/pods/"
+        if path.startswith(logs) and path.endswith("/log"):  # text, as the API server answers (follow: to the end)
+            name = path[len(logs):-len("/log")]
+            if "pods" in self.forbidden:
+                return self._forbidden("pods/log", name, "get", "v1", namespaced=True)
+            if name not in self.pod_logs:
+                return _status(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+            return 200, self.pod_logs[name]
         for prefix, resource, kind, api_version, objects in self._routes():
             if path != prefix and not path.startswith(prefix + "/"):
                 continue
@@ -206,7 +225,10 @@ class FakeKubernetes(LoopbackServer):
             if resource in self.forbidden:
                 return self._forbidden(resource, name, verb, api_version, namespaced="/namespaces/" in prefix)
             if not name:
-                items = [{"apiVersion": api_version, "kind": kind, **o} for o in objects.values()]
+                wanted = dict(pair.split("=", 1) for pair in parse_qs(query).get("labelSelector", [""])[0].split(",")
+                              if pair)
+                items = [{"apiVersion": api_version, "kind": kind, **o} for o in objects.values()
+                         if wanted.items() <= (o["metadata"].get("labels") or {}).items()]
                 return 200, {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"},
                              "items": items}
             if name not in objects:
@@ -317,9 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(length)) if length else None
         code, body = self.server.fake.handle(method, path, {k.lower(): v for k, v in self.headers.items()}, request,
                                              query)
-        data = json.dumps(body).encode()
+        text = isinstance(body, str)  # a pod's log
+        data = body.encode() if text else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -30,7 +30,7 @@ from mmclf.steps.__main__ import load_config
 from mmclf.steps.prepare_data import record_config
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, nodes_status, trainjob_condition
+from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, node_pod, nodes_status, trainjob_condition
 from tests.test_kfp_trainjob import RUN_ID, TRAINJOB
 
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG, as on a workstation
@@ -73,7 +73,9 @@ def train_task(tmp_path, *overrides):
 
 
 def trainjob_lines(caplog):
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("trainjob ")]
+    """The launcher's lines about the TrainJob (not node 0's log, node_logs.py)."""
+    return [r.getMessage() for r in caplog.records if r.name == "backends.kfp.launcher" and
+            r.getMessage().startswith("trainjob ")]
 
 
 def test_the_train_task_creates_the_trainjob_logs_each_change_and_deletes_it_when_complete(tmp_path, kube, caplog):
@@ -97,6 +99,31 @@ def test_the_train_task_creates_the_trainjob_logs_each_change_and_deletes_it_whe
     assert record["world_size"] == 8
     assert str(folder) == f"{tmp_path / 'runs' / 'job'}-{RUN_ID}"
 
+
+
+def test_the_train_task_logs_node_zeros_log_and_trainers_progress(tmp_path, kube, caplog):
+    caplog.set_level(logging.INFO)
+    name = f"mmclf-{RUN_ID}"
+    zero, one = node_pod(name, 0), node_pod(name, 1)
+    progress = {"progressPercentage": 50, "estimatedRemainingSeconds": 120,
+                "metrics": [{"name": "loss", "value": "0.41"}]}
+    statuses = [*COMPLETE[:-1], {**COMPLETE[2], "trainerStatus": progress}, COMPLETE[-1]]
+    kube(pods=[zero, one], trainjob_statuses=statuses,
+         pod_logs={zero["metadata"]["name"]: "epoch 1: loss 0.8\nepoch 2: loss 0.41\n",
+                   one["metadata"]["name"]: "rank 4's lines"})
+    train_task(tmp_path)
+    said = [record.getMessage() for record in caplog.records]
+    assert [line for line in said if line.startswith("node 0: ")] == ["node 0: epoch 1: loss 0.8",
+                                                                      "node 0: epoch 2: loss 0.41"]
+    assert not any("rank 4's lines" in line for line in said), "node 0 only: the other nodes log the same steps"
+    assert any(line.endswith("trainer: 50% done, about 120 s left, loss 0.41") for line in said)
+
+
+def test_node_zeros_log_unreadable_is_one_warning_not_a_failure(tmp_path, kube, caplog):
+    kube(pods=[node_pod(f"mmclf-{RUN_ID}", 0)], forbidden={"pods"})
+    train_task(tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "node 0's log cannot be followed here (403)" in warning and "kubectl logs -n kubeflow -l " in warning
 
 
 def test_a_retried_task_whose_training_is_recorded_done_creates_no_trainjob(tmp_path, kube, monkeypatch):

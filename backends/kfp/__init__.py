@@ -27,6 +27,7 @@ trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
 trainjob_api  the TrainJob API of one namespace, a TrainJob's conditions and state in one line
 trainjob_start  why a TrainJob's nodes have not started, from the cluster's events
+node_logs  node 0's log followed into the train task's own, while the TrainJob runs
 serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
 serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service
 checks_serve  backend.serve's value checks, before compiling

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster import connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
+from backends.kfp.node_logs import follow_node_zero
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 from backends.kfp.trainjob_api import TrainJobs, api_message, condition, pod_namespace, state_line
 from backends.kfp.trainjob_start import started, why_not_started
@@ -37,6 +38,7 @@ from mmclf.steps import recorded, step_named
 
 log = logging.getLogger(__name__)
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
+LOG_DRAIN_S = 10  # a finished TrainJob: how long node 0's last log lines may take to arrive
 
 
 class TrainJobFailed(StepFailed):
@@ -143,33 +145,41 @@ class NotStarted(TrainJobFailed):
     """No node pod of the TrainJob ran within backend.trainjob.start_timeout_s."""
 
 
+def _read(jobs: TrainJobs, name: str):
+    """The TrainJob, or None when the API server did not answer this time (it goes on regardless)."""
+    try:
+        return jobs.get(name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise TrainJobFailed(f"{jobs.where(name)} was deleted while it ran (not by this task); "
+                                 "run the pipeline again") from None
+        log.warning("trainjob %s: reading its status: HTTP %s: %s; trying again", name, exc.status, api_message(exc))
+    except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+        log.warning("trainjob %s: reading its status: %s; trying again", name, exc)
+    return None
+
+
 def wait(jobs: TrainJobs, name: str, poll_s: float, start_timeout_s: float = math.inf) -> dict:
-    """Poll until the TrainJob is Complete or Failed, logging each change of state; return it. NotStarted
-    when no node pod has run ``start_timeout_s`` after the wait began, saying why as the cluster does."""
-    shown, deadline, running = None, time.monotonic() + start_timeout_s, False
+    """Poll until the TrainJob is Complete or Failed, logging each change of state and, once a node runs,
+    node 0's log; return it. NotStarted when no node pod has run ``start_timeout_s`` after the wait
+    began, saying why as the cluster does."""
+    shown, deadline, follower = None, time.monotonic() + start_timeout_s, None
     while True:
-        try:
-            trainjob = jobs.get(name)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                raise TrainJobFailed(f"{jobs.where(name)} was deleted while it ran (not by this task); "
-                                     "run the pipeline again") from None
-            log.warning("trainjob %s: reading its status: HTTP %s: %s; trying again", name, exc.status,
-                        api_message(exc))
-            time.sleep(poll_s)
-            continue
-        except urllib3.exceptions.HTTPError as exc:  # the API server restarting: the TrainJob goes on
-            log.warning("trainjob %s: reading its status: %s; trying again", name, exc)
+        trainjob = _read(jobs, name)
+        if trainjob is None:
             time.sleep(poll_s)
             continue
         line = state_line(trainjob)
         if line != shown:
             log.info("trainjob %s: %s", name, line)
             shown = line
+        if follower is None and started(trainjob):
+            follower = follow_node_zero(jobs.core, jobs.namespace, name)
         if condition(trainjob, "Complete") or condition(trainjob, "Failed"):
+            if follower is not None:
+                follower.join(LOG_DRAIN_S)  # the end of node 0's log before the task's verdict
             return trainjob
-        running = running or started(trainjob)
-        if not running and time.monotonic() > deadline:
+        if follower is None and time.monotonic() > deadline:
             raise NotStarted(why_not_started(jobs.core, jobs.namespace, name, trainjob, start_timeout_s))
         time.sleep(poll_s)
 

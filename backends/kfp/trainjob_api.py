@@ -1,8 +1,9 @@
 """The TrainJob API of one namespace, as the train task's pod uses it, and how to read a TrainJob's state.
 
 Kubeflow Trainer v2.3 reports a TrainJob's state as conditions (``Suspended``, ``Complete``, ``Failed``;
-there is no Running condition) and per replicated job counts (``jobsStatus``: active, ready, succeeded,
-failed, suspended).
+there is no Running condition), per replicated job counts (``jobsStatus``: active, ready, succeeded,
+failed, suspended) and, where the runtime reports it, the training's progress (``trainerStatus``:
+progressPercentage, estimatedRemainingSeconds, metrics).
 """
 import json
 from pathlib import Path
@@ -75,4 +76,17 @@ def state_line(trainjob: dict) -> str:
     for job in status.get("jobsStatus") or []:
         counts = ", ".join(f"{job.get(key) or 0} {key}" for key in ("active", "ready", "succeeded", "failed"))
         parts.append(f"job {job['name']}: {counts}")
+    if status.get("trainerStatus"):
+        parts.append(f"trainer: {_progress(status['trainerStatus'])}")
     return "; ".join(parts) or "no status yet (waiting for the Trainer controller)"
+
+
+def _progress(trainer: dict) -> str:
+    """Trainer v2.3's trainerStatus, where the runtime reports it: done, time left, the latest metrics."""
+    said = []
+    if trainer.get("progressPercentage") is not None:
+        said.append(f"{trainer['progressPercentage']}% done")
+    if trainer.get("estimatedRemainingSeconds") is not None:
+        said.append(f"about {trainer['estimatedRemainingSeconds']} s left")
+    said += [f"{metric['name']} {metric['value']}" for metric in trainer.get("metrics") or []]
+    return ", ".join(said) or "no progress reported yet"
