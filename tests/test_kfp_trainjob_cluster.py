@@ -101,6 +101,17 @@ def test_the_train_task_creates_the_trainjob_logs_each_change_and_deletes_it_whe
 
 
 
+def test_the_trainjob_is_owned_by_the_train_tasks_pod(tmp_path, kube, monkeypatch):
+    cluster = kube(trainjob_statuses=RUNNING[:1] + COMPLETE[-1:])
+    monkeypatch.setenv("KFP_POD_NAME", "mmclf-run-train-1234")  # what KFP's driver gives every task's container
+    monkeypatch.setenv("KFP_POD_UID", "0a1b2c3d-0000-4000-8000-123456789abc")
+    train_task(tmp_path)
+    (created,) = cluster.created
+    assert created["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "mmclf-run-train-1234",
+                                                       "uid": "0a1b2c3d-0000-4000-8000-123456789abc"}], \
+        "deleting the KFP run (its pods) deletes the TrainJob, however the task ended"
+
+
 def test_the_train_task_logs_node_zeros_log_and_trainers_progress(tmp_path, kube, caplog):
     caplog.set_level(logging.INFO)
     name = f"mmclf-{RUN_ID}"

@@ -15,6 +15,7 @@ pods' logs; one whose nodes never ran is deleted (trainjob_start.py says why the
 """
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -38,6 +39,7 @@ from mmclf.steps import recorded, step_named
 
 log = logging.getLogger(__name__)
 GONE_WAIT_S = 120  # replacing a failed TrainJob of an earlier try: how long its deletion may take
+POD_NAME, POD_UID = "KFP_POD_NAME", "KFP_POD_UID"  # set by KFP's driver in every task's container (downward API)
 LOG_DRAIN_S = 10  # a finished TrainJob: how long node 0's last log lines may take to arrive
 
 
@@ -51,6 +53,16 @@ class TrainJobRightsMissing(MMClfError):
 
 class Stopped(BaseException):
     """SIGTERM: KFP stops the task (the run was terminated, or the task's timeout passed)."""
+
+
+def owned_by_this_pod(manifest: dict) -> dict:
+    """``manifest`` owned by the train task's pod (KFP gives every task's container its pod's name and uid,
+    ``KFP_POD_NAME``, ``KFP_POD_UID``), so that deleting the run's pods (deleting the KFP run) deletes
+    the TrainJob too, however the task ended; unchanged outside a KFP pod."""
+    if not (os.environ.get(POD_NAME) and os.environ.get(POD_UID)):
+        return manifest
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": os.environ[POD_NAME], "uid": os.environ[POD_UID]}
+    return {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [owner]}}
 
 
 def check_own_rights(jobs: TrainJobs) -> None:
@@ -230,8 +242,8 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
     backend = cfg.backend
     jobs = TrainJobs(connect(backend).api, pod_namespace(backend))
     check_own_rights(jobs)
-    manifests = tuple(trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace, trainer_v2_1=v2_1)
-                      for v2_1 in (False, True))
+    manifests = tuple(owned_by_this_pod(trainjob_manifest(cfg, run_dir, run_id, claim_name, jobs.namespace,
+                                                          trainer_v2_1=v2_1)) for v2_1 in (False, True))
     name = manifests[0]["metadata"]["name"]
     _create(jobs, manifests)
     try:
