@@ -54,14 +54,14 @@ def node(name: str, allocatable: dict, labels: Optional[dict] = None, unschedula
             "status": {"capacity": dict(allocatable), "allocatable": dict(allocatable)}}
 
 
-def claim(name: str, phase: str, access_modes: list, class_name: str = "nfs-client") -> dict:
+def claim(name: str, phase: str, access_modes: list, class_name: str = "nfs-client", created: str = CREATED) -> dict:
     spec = {"accessModes": access_modes, "storageClassName": class_name, "volumeMode": "Filesystem",
             "resources": {"requests": {"storage": "20Gi"}}}
     status = {"phase": phase}
     if phase == "Bound":  # a bound claim names its volume and reports what it got
         spec["volumeName"] = f"pvc-{name}"
         status.update(accessModes=access_modes, capacity={"storage": "20Gi"})
-    return {"metadata": {"name": name, "creationTimestamp": CREATED}, "spec": spec, "status": status}
+    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec, "status": status}
 
 
 def secret(name: str, type_: str = "kubernetes.io/dockerconfigjson") -> dict:
@@ -164,7 +164,8 @@ class FakeKubernetes(LoopbackServer):
     trainjob_statuses: list = field(default_factory=lambda: list(COMPLETE))
     created: list = field(default_factory=list)  # the TrainJob bodies POSTed, in order
     dry_runs: list = field(default_factory=list)  # the TrainJob bodies POSTed with dryRun=All (never stored)
-    deleted: list = field(default_factory=list)  # the names DELETEd, in order
+    deleted: list = field(default_factory=list)  # the TrainJob names DELETEd, in order
+    deleted_claims: list = field(default_factory=list)  # the claim names DELETEd, in order
     denied_verbs: set = field(default_factory=set)  # SubjectAccessReviews answer allowed: false for these
     access_reviews: list = field(default_factory=list)  # the SubjectAccessReview specs asked
     self_reviews: list = field(default_factory=list)  # the SelfSubjectAccessReview specs asked
@@ -207,6 +208,9 @@ class FakeKubernetes(LoopbackServer):
             self.self_reviews.append(body["spec"])
             return 201, {**body, "status": {"allowed": body["spec"]["resourceAttributes"]["verb"] not in
                                             self.denied_verbs}}
+        claims = f"{_CORE}/namespaces/{self.claims_namespace}/persistentvolumeclaims/"
+        if method == "DELETE" and path.startswith(claims):
+            return self._delete_claim(path[len(claims):])
         if method != "GET":
             return _status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
         logs = f"{_CORE}/namespaces/{self.claims_namespace}/pods/"
@@ -266,6 +270,11 @@ class FakeKubernetes(LoopbackServer):
         name = rest[len(prefix) + 1:]
         if method == "POST" and not name:
             return self._create_trainjob(body, query)
+        if method == "GET" and not name:  # a list, by label selector
+            wanted = dict(pair.split("=", 1) for pair in query.get("labelSelector", [""])[0].split(",") if pair)
+            items = [job for job in self.trainjobs.values()
+                     if wanted.items() <= (job["metadata"].get("labels") or {}).items()]
+            return 200, {"apiVersion": _TRAINER_GV, "kind": "TrainJobList", "metadata": {}, "items": items}
         if name not in self.trainjobs:
             return _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
         if method == "GET":
@@ -295,6 +304,16 @@ class FakeKubernetes(LoopbackServer):
         metadata = {**body["metadata"], "uid": f"uid-{len(self.created)}", "creationTimestamp": CREATED}
         self.trainjobs[name] = {**body, "metadata": metadata}
         return 201, self.trainjobs[name]
+
+    def _delete_claim(self, name: str) -> tuple[int, dict]:
+        if "persistentvolumeclaims" in self.forbidden:
+            return self._forbidden("persistentvolumeclaims", name, "delete", "v1", namespaced=True)
+        kept = [claim for claim in self.claims if claim["metadata"]["name"] != name]
+        if len(kept) == len(self.claims):
+            return _status(404, "NotFound", f'persistentvolumeclaims "{name}" not found')
+        self.claims[:] = kept
+        self.deleted_claims.append(name)
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
 
     def _access_review(self, body: dict) -> tuple[int, dict]:
         if "subjectaccessreviews" in self.forbidden:

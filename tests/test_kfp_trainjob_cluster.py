@@ -107,8 +107,9 @@ def test_the_trainjob_is_owned_by_the_train_tasks_pod(tmp_path, kube, monkeypatc
     monkeypatch.setenv("KFP_POD_UID", "0a1b2c3d-0000-4000-8000-123456789abc")
     train_task(tmp_path)
     (created,) = cluster.created
-    assert created["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "mmclf-run-train-1234",
-                                                       "uid": "0a1b2c3d-0000-4000-8000-123456789abc"}], \
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": "mmclf-run-train-1234",
+             "uid": "0a1b2c3d-0000-4000-8000-123456789abc"}
+    assert created["metadata"]["ownerReferences"] == [owner], \
         "deleting the KFP run (its pods) deletes the TrainJob, however the task ended"
 
 

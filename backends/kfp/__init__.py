@@ -17,6 +17,7 @@ kfp_local  the pipeline on this machine through kfp.local
 cluster_access  whether this process can reach a cluster (a kubeconfig, a pod's account), without the client
 cluster    the Kubernetes API through the kubernetes client: connecting, the default StorageClass
 preflight  backend.mode=check: what would make a run stall, one line each
+clean      backend.mode=clean: the claims and TrainJobs earlier runs left, old ones deleted when asked
 findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
 endpoint   which KFP server, how to authenticate, KfpError
 kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow

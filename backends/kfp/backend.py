@@ -8,6 +8,7 @@ this machine through kfp.local (kfp_local.py), producing the run-dir files backe
 Only the light modules are imported here: compiling needs kfp, never torch, mmcv or mmcls; the
 cluster is asked only where access is configured and the answer is needed.
 """
+import datetime
 import logging
 from typing import Optional
 
@@ -51,7 +52,7 @@ class KfpBackend:
         return remote_run(run_dir)
 
     def records_job(self, cfg: DictConfig) -> bool:
-        return cfg.backend.mode != KfpMode.check  # the preflight runs nothing
+        return cfg.backend.mode not in (KfpMode.check, KfpMode.clean)  # they run nothing
 
     def run(self, cfg: DictConfig, run_dir: RunDir, job: JobContext) -> Optional[dict]:
         """The metrics dict (mode=local, or submit with backend.wait), else None: no run finished here."""
@@ -69,6 +70,10 @@ class KfpBackend:
         cluster = _connect(backend) if cluster_access() and _asks_cluster(backend) else None
         if backend.mode == KfpMode.check:
             return _preflight(cfg, cluster)
+        if backend.mode == KfpMode.clean:
+            from backends.kfp.clean import clean
+
+            return clean(cluster, backend, datetime.datetime.now(datetime.timezone.utc))
         metrics = _metrics_not_yet_read_back(cfg, run_dir)
         if metrics is not None:
             return metrics
@@ -106,7 +111,7 @@ def _connect(backend: DictConfig):
 def _asks_cluster(backend: DictConfig) -> bool:
     """Whether this mode needs the cluster's word: the preflight, or the default class create-volume needs."""
     default_class_needed = backend.volume.mode == "create" and not backend.volume.storage_class
-    return backend.mode in (KfpMode.check, KfpMode.submit) or default_class_needed
+    return backend.mode in (KfpMode.check, KfpMode.submit, KfpMode.clean) or default_class_needed
 
 
 def _preflight(cfg: DictConfig, cluster) -> None:

@@ -216,6 +216,9 @@ def check_for_cluster(cfg: DictConfig) -> None:
                           f"{NO_CLASS_FIX}")
     if backend.mode == "check":
         read_token(backend.token_env)
-        if cluster_access() is None:
-            raise ConfigError("backend.mode=check asks the cluster and finds no access to one: point $KUBECONFIG (or "
-                              "~/.kube/config) at it, optionally with backend.kube_context, or run it in a pod")
+    if backend.mode in ("check", "clean") and cluster_access() is None:
+        raise ConfigError(f"backend.mode={backend.mode} asks the cluster and finds no access to one: point $KUBECONFIG "
+                          "(or ~/.kube/config) at it, optionally with backend.kube_context, or run it in a pod")
+    if backend.mode == "clean" and backend.clean.older_than_days < 0:
+        raise ConfigError(f"backend.clean.older_than_days={backend.clean.older_than_days}: must be 0 or more days, "
+                          "e.g. 7")

@@ -17,6 +17,7 @@ class KfpMode(StrEnum):
     submit = "submit"  # compile, then create a run on a KFP API server
     local = "local"  # execute the pipeline here through kfp.local
     check = "check"  # preflight: ask the cluster what would make a run stall
+    clean = "clean"  # list (and with clean.delete, delete) the claims and TrainJobs earlier runs left
 
 
 class ComponentStyle(StrEnum):
@@ -142,6 +143,14 @@ class ServeConfig:
 
 
 @dataclass
+class CleanConfig:
+    """backend.mode=clean (clean.py): what counts as old, and whether to delete it."""
+
+    older_than_days: float = 7.0
+    delete: bool = False  # false: list only
+
+
+@dataclass
 class KfpBackendConfig:
     _target_: str = "backends.kfp.backend.KfpBackend"
     mode: KfpMode = KfpMode.compile
@@ -171,6 +180,7 @@ class KfpBackendConfig:
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
 
 def sweep_jobs_at_once(mode: str, wait: bool, max_in_flight: int) -> int:
