@@ -43,7 +43,13 @@ def compile_pipeline(run_dir, *overrides):
 
 
 def tasks_of(spec):
-    return spec["root"]["dag"]["tasks"]
+    """Every task of the pipeline by name, those inside an exit handler's group too (a group is a task
+    whose component is a DAG of its own)."""
+    tasks = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        inner = spec["components"][task["componentRef"]["name"]].get("dag")
+        tasks.update(inner["tasks"] if inner else {name: task})
+    return tasks
 
 
 def executor(spec, task_name):

@@ -10,6 +10,7 @@ import re
 
 import pytest
 import yaml
+from kfp import dsl
 from kubeflow_trainer_api import models
 
 from backends.kfp.backend import KfpBackend
@@ -22,7 +23,7 @@ from mmclf.steps.__main__ import parse_args
 from tests.conftest import compose_cfg
 from tests.k8s_server import training_runtime
 from tests.k8s_trainer import strict_decoding_error
-from tests.test_kfp_pipeline import executor, inputs_of, k8s_of
+from tests.test_kfp_pipeline import compile_pipeline, executor, inputs_of, k8s_of, tasks_of
 
 TRAINJOB = ["backend.distributed=trainjob", "dist.nnodes=2", "backend.resources.accelerator_count=4"]
 RUN_ID = "3f2b9a4e-51c7-4d0e-9a61-0c8e7d2f4b15"  # a KFP run id: a UUID
@@ -239,3 +240,18 @@ def test_each_manifest_decodes_strictly_under_the_trainer_it_is_for():
     assert 'unknown field "spec.runtimePatches", unknown field "spec.activeDeadlineSeconds"' in \
         strict_decoding_error(current, "v2.1"), "v2.1 has neither: the launcher falls back to podTemplateOverrides"
     assert 'unknown field "spec.podTemplateOverrides"' in strict_decoding_error(v2_1, "v2.3")
+
+
+@pytest.mark.usefixtures("no_cluster_access")
+def test_a_trainjob_run_ends_with_a_clean_up_task_whatever_its_outcome(tmp_path):
+    _, spec, kubernetes = compile_pipeline(tmp_path, *TRAINJOB)
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "clean-up"}, "every other task runs inside the exit handler"
+    assert root["clean-up"]["dependentTasks"] == ["exit-handler-1"]
+    assert root["clean-up"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED", "failed or stopped too"
+    inner = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"createpvc", "volume-permissions", "train", "produce-metrics"} <= set(inner)
+    assert inputs_of(spec, "clean-up")["run_id"] == {"runtimeValue": {"constant": dsl.PIPELINE_JOB_ID_PLACEHOLDER}}
+    assert "pvcMount" not in k8s_of(spec, kubernetes, "clean-up"), "it needs no volume"
+    pod = tasks_of(compile_pipeline(tmp_path / "pod")[1])
+    assert "clean-up" not in pod, "backend.distributed=pod: nothing to clean"

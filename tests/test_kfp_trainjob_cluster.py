@@ -18,6 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from backends.kfp import launcher
+from backends.kfp.cleanup_task import clean_up_in_pod
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.launcher import Stopped
 from backends.kfp.parameters import apply_parameters
@@ -233,6 +234,17 @@ def test_a_task_whose_account_may_not_clean_up_creates_no_trainjob(tmp_path, kub
            "SelfSubjectAccessReview says so); give the pipeline's service account create, get and delete" in line
     assert cluster.created == [] and [r["resourceAttributes"]["verb"] for r in cluster.self_reviews] == [
         "create", "get", "delete"], "asked as the pod itself, before creating anything"
+
+
+@pytest.mark.parametrize("overrides, deleted", [([], True), (["backend.keep_trainjob=true"], False)])
+def test_the_clean_up_task_deletes_the_runs_trainjob_however_the_run_ended(tmp_path, kube, overrides, deleted):
+    name = f"mmclf-{RUN_ID}"
+    cluster = kube(trainjobs={name: {"metadata": {"name": name}, "spec": {}}}, trainjob_statuses=FAILED[-1:])
+    cfg = compose_cfg(["backend=kfp", "data=synthetic", *TRAINJOB, *overrides])
+    clean_up_in_pod(pod_config_yaml(cfg, "/mnt/mmclf/data"), RUN_ID)
+    assert cluster.deleted == ([name] if deleted else [])
+    clean_up_in_pod(pod_config_yaml(cfg, "/mnt/mmclf/data"), RUN_ID)  # already gone: fine, nothing raised
+    assert cluster.deleted == ([name] if deleted else [])
 
 
 def test_keep_trainjob_keeps_a_completed_trainjob(tmp_path, kube):

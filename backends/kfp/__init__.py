@@ -26,6 +26,7 @@ mlmd       a finished run's metric values from ML Metadata (gRPC-web)
 run_record kfp_run.json: the KFP run a run dir belongs to
 trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
+cleanup_task  the exit handler's task with a TrainJob: delete it however the run ended
 trainjob_api  the TrainJob API of one namespace, a TrainJob's conditions and state in one line
 trainjob_start  why a TrainJob's nodes have not started, from the cluster's events
 node_logs  node 0's log followed into the train task's own, while the TrainJob runs

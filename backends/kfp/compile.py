@@ -93,6 +93,24 @@ def _ancestors(tasks: dict, name: str) -> set:
     return direct.union(*(_ancestors(tasks, up) for up in direct))
 
 
+def _flat_tasks(spec: dict) -> dict:
+    """The pipeline's tasks by name, an exit handler's group opened: a task after the group (the exit
+    task) comes after the group's last tasks."""
+    tasks = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        group = spec["components"][task["componentRef"]["name"]].get("dag")
+        if group is None:
+            tasks[name] = task
+            continue
+        inner = group["tasks"]
+        last = [n for n in inner if not any(n in t.get("dependentTasks", []) for t in inner.values())]
+        tasks.update(inner)
+        for other in spec["root"]["dag"]["tasks"].values():
+            if name in other.get("dependentTasks", []):
+                other["dependentTasks"] = [d for d in other["dependentTasks"] if d != name] + last
+    return tasks
+
+
 def mermaid_graph(pipeline_file) -> str:
     """A markdown page with a Mermaid flowchart of the compiled pipeline's tasks and their order.
 
@@ -102,7 +120,7 @@ def mermaid_graph(pipeline_file) -> str:
 
     # libyaml's loader where PyYAML has it: the pure-Python one takes a tenth of a second on pipeline.yaml
     spec = next(yaml.load_all(pipeline_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _flat_tasks(spec)
     node = {name: name.replace("-", "_") for name in tasks}
     lines = ["flowchart TD"]
     lines += [f'  {node[name]}["{task["taskInfo"]["name"]}"]' for name, task in tasks.items()]

@@ -213,7 +213,8 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _delete(jobs: TrainJobs, name: str, why: str) -> None:
+def delete_trainjob(jobs: TrainJobs, name: str, why: str) -> None:
+    """Delete TrainJob ``name``; one already gone is fine, one that cannot be is one warning line."""
     try:
         jobs.delete(name)
         log.info("trainjob %s: deleted (%s; backend.keep_trainjob=true keeps it)", name, why)
@@ -251,12 +252,13 @@ def train_with_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: 
             trainjob = wait(jobs, name, backend.trainjob.poll_interval_s, backend.trainjob.start_timeout_s)
     except (Stopped, KeyboardInterrupt, NotStarted) as stop:
         if not backend.keep_trainjob:  # a TrainJob that never ran has no logs to keep, only pods waiting
-            _delete(jobs, name, "it never started" if isinstance(stop, NotStarted) else "the train task was stopped")
+            why = "it never started" if isinstance(stop, NotStarted) else "the train task was stopped"
+            delete_trainjob(jobs, name, why)
         raise
     failed = condition(trainjob, "Failed")
     if failed:
-        raise TrainJobFailed(f"{jobs.where(name)} failed ({failed.get('reason')}: {failed.get('message')}); "
-                             f"{jobs.logs_hint(name)}; it is kept for them: kubectl delete trainjob -n "
-                             f"{jobs.namespace} {name} when done")
+        raise TrainJobFailed(f"{jobs.where(name)} failed ({failed.get('reason')}: {failed.get('message')}); node 0's "
+                             f"log is above; {jobs.logs_hint(name)} (the run's clean-up task deletes it when the "
+                             "run ends, unless backend.keep_trainjob=true)")
     if not backend.keep_trainjob:
-        _delete(jobs, name, "it completed")
+        delete_trainjob(jobs, name, "it completed")

@@ -18,7 +18,7 @@ from typing import Optional
 from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
-from backends.kfp.components import make_components, serve_component, volume_permissions_component
+from backends.kfp.components import clean_up_component, make_components, serve_component, volume_permissions_component
 from backends.kfp.naming import STORAGE_CLASS_PARAMETER
 from backends.kfp.parameters import RUN_PARAMETERS
 from backends.kfp.volume_layout import VolumeLayout, claim_access_modes
@@ -123,6 +123,17 @@ def _serve(backend: DictConfig, config_yaml: str, run_dir: str, run_id, claim):
     return task
 
 
+def _clean_up(backend: DictConfig, config_yaml: str, run_id):
+    """The exit handler's task (cleanup_task.py): a pod with the step pods' settings but no volume."""
+    task = clean_up_component(backend.component, backend.image)(config_yaml=config_yaml, run_id=run_id)
+    task.set_caching_options(False)
+    task.set_display_name("clean-up")
+    _on_cluster(task, backend, None)
+    kubernetes.set_security_context(task, run_as_user=backend.run_as_user, run_as_group=backend.run_as_group,
+                                    run_as_non_root=True)
+    return task
+
+
 def _signature(config_yaml: str, defaults: dict, class_needed: bool) -> inspect.Signature:
     """The pipeline function's typed parameters: KFP reads the pipeline's inputs from its signature."""
     def parameter(name, annotation, default=inspect.Parameter.empty):
@@ -161,6 +172,15 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
 
     def mmclf(*values):
         inputs = dict(zip(signature.parameters, values, strict=True))
+        # On a cluster the driver replaces a task input that is exactly this placeholder by the run's id.
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""
+        if on_cluster and backend.distributed == "trainjob":  # the TrainJob goes however the run ends
+            with dsl.ExitHandler(_clean_up(backend, inputs["config_yaml"], run_id), name="run"):
+                tasks(inputs, run_id)
+        else:
+            tasks(inputs, run_id)
+
+    def tasks(inputs: dict, run_id):
         storage_class_input = inputs.pop(STORAGE_CLASS_PARAMETER, storage_class)
         claim, previous = _claim(backend, storage_class_input) if on_cluster else (None, None)
         if on_cluster and volume.make_writable:
@@ -168,8 +188,6 @@ def build_pipeline(backend: DictConfig, config_yaml: str, run_dir: str, defaults
             if previous is not None:
                 permissions.after(previous)
             previous = permissions
-        # On a cluster the driver replaces a task input that is exactly this placeholder by the run's id.
-        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""
         for step in STEPS:
             # With a TrainJob, the train task only creates it and waits: it needs the claim's name to give
             # the nodes, and no accelerator of its own (the nodes request theirs).

@@ -175,7 +175,7 @@ class KfpBackendConfig:
     poll_interval_s: float = 10.0
     max_in_flight: int = 4  # a sweep with mode=submit and wait=true: runs going on the cluster at once
     distributed: Distributed = Distributed.pod  # how dist.* runs: in the train pod, or as a TrainJob
-    keep_trainjob: bool = False  # trainjob: keep it after it completes (a failed one is always kept, for its logs)
+    keep_trainjob: bool = False  # trainjob: keep it after the run (else the exit handler's clean-up task deletes it)
     trainjob: TrainJobConfig = field(default_factory=TrainJobConfig)
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
