@@ -89,9 +89,9 @@ def two_epochs(data_root, loader=None):
                         *([f"data.loader={loader}"] if loader else [])])
 
 
-@pytest.fixture(scope="module", params=LOADERS)
+@pytest.fixture(scope="session", params=LOADERS)
 def uninterrupted(request, tmp_path_factory, data_root):
-    """(loader, run dir) of an uninterrupted two-epoch run, once per test module and loader: the
+    """(loader, run dir) of an uninterrupted two-epoch run, once per pytest worker and loader: the
     reference a resumed, mended or refused run is compared with. Tests only read it (or copy it)."""
     from mmclf.task import run
 
@@ -100,7 +100,7 @@ def uninterrupted(request, tmp_path_factory, data_root):
     return request.param, run_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_epoch_run(finished_run, tmp_path_factory, data_root):
     """``finished_run`` trained one epoch more: epoch_1.pth and epoch_2.pth, finished; tests only read it."""
     from mmclf.rundir import RunDir
