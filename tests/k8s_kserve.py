@@ -11,18 +11,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import parse_qs
 
+from tests.k8s_objects import CREATED, status
+
 GROUP_VERSION = "serving.kserve.io/v1beta1"
 PREFIX = f"/apis/{GROUP_VERSION}"
 RESOURCE = "inferenceservices.serving.kserve.io"
-CREATED = "2026-01-05T10:00:00Z"
-
-
-def _status(code: int, reason: str, message: str, details: Optional[dict] = None) -> tuple[int, dict]:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-    if details:
-        body["details"] = details
-    return code, body
 
 
 def _model_class(name: str):
@@ -72,7 +65,7 @@ class FakeKServe:
                forbidden: Callable) -> Optional[tuple[int, dict]]:
         """The answer to ``method`` on ``/apis/serving.kserve.io/v1beta1<rest>``."""
         if not self.installed:
-            return _status(404, "NotFound", "the server could not find the requested resource")
+            return status(404, "NotFound", "the server could not find the requested resource")
         if rest == "" and method == "GET":
             return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
                          "resources": [{"name": "inferenceservices", "singularName": "inferenceservice",
@@ -81,7 +74,7 @@ class FakeKServe:
                                                   "update", "watch"]}]}
         prefix = f"/namespaces/{namespace}/inferenceservices"
         if rest != prefix and not rest.startswith(prefix + "/"):
-            return _status(404, "NotFound", "the server could not find the requested resource")
+            return status(404, "NotFound", "the server could not find the requested resource")
         name = rest[len(prefix) + 1:]
         verb = {"POST": "create", "PUT": "update"}.get(method, "get")
         refused = forbidden("inferenceservices", name, verb)
@@ -90,17 +83,17 @@ class FakeKServe:
         if method == "POST" and not name:
             return self._create(body, parse_qs(query))
         if name not in self.services:
-            return _status(404, "NotFound", f'{RESOURCE} "{name}" not found')
+            return status(404, "NotFound", f'{RESOURCE} "{name}" not found')
         if method == "GET":
             return 200, self.services[name]
         if method == "PUT":
             return self._replace(name, body, parse_qs(query))
-        return _status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        return status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _strict(self, body: dict, query: dict) -> Optional[tuple[int, dict]]:
         unknown = kserve_problems(body, types=False)
         if query.get("fieldValidation") == ["Strict"] and unknown:
-            return _status(400, "BadRequest", 'InferenceService in version "v1beta1" cannot be handled as a '
+            return status(400, "BadRequest", 'InferenceService in version "v1beta1" cannot be handled as a '
                                               f"InferenceService: strict decoding error: {', '.join(unknown)}")
         return None
 
@@ -117,7 +110,7 @@ class FakeKServe:
         refused = self._strict(body, query)  # decoding comes first
         if refused or name not in self.services:
             return refused or (201, self._stored(body))
-        return _status(409, "AlreadyExists", f'{RESOURCE} "{name}" already exists',
+        return status(409, "AlreadyExists", f'{RESOURCE} "{name}" already exists',
                        {"name": name, "group": "serving.kserve.io", "kind": "inferenceservices"})
 
     def _replace(self, name: str, body: dict, query: dict) -> tuple[int, dict]:
@@ -127,12 +120,12 @@ class FakeKServe:
             return refused
         version = body["metadata"].get("resourceVersion")
         if not version:
-            return _status(422, "Invalid", f'InferenceService.serving.kserve.io "{name}" is invalid: '
+            return status(422, "Invalid", f'InferenceService.serving.kserve.io "{name}" is invalid: '
                                            "metadata.resourceVersion: Invalid value: 0x0: must be specified for an "
                                            "update", {"name": name, "group": "serving.kserve.io",
                                                       "kind": "InferenceService"})
         if version != self.services[name]["metadata"]["resourceVersion"]:
-            return _status(409, "Conflict", f'Operation cannot be fulfilled on {RESOURCE} "{name}": the object has '
+            return status(409, "Conflict", f'Operation cannot be fulfilled on {RESOURCE} "{name}": the object has '
                                             "been modified; please apply your changes to the latest version and try "
                                             "again")
         return 200, self._stored(body)

@@ -4,10 +4,9 @@ the InferenceServices backends/kfp/serve_task.py creates and replaces (k8s_kserv
 
 A real HTTP server on 127.0.0.1 (a random free port) in a background thread; the real ``kubernetes``
 client reaches it through a kubeconfig the test writes (``write_kubeconfig``). Objects have the
-Kubernetes API's shapes (core/v1 Namespace, Node, PersistentVolumeClaim, Secret; storage.k8s.io/v1
-StorageClass; lists as ``<Kind>List`` with ``items``), and errors are the ``metav1.Status`` bodies the
-API server answers with: ``{"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-"message": "namespaces \\"x\\" not found", ...}``. Every request is recorded for tests to assert on.
+Kubernetes API's shapes (k8s_objects.py; Trainer's in k8s_trainer.py; lists as ``<Kind>List`` with
+``items``), and errors are the ``metav1.Status`` bodies the API server answers with
+(``k8s_objects.status``). Every request is recorded for tests to assert on.
 
 TrainJobs follow a script: the n-th read after the create answers ``trainjob_statuses[n]`` as the
 object's status (the last one from then on), as Kubeflow Trainer v2.3's controller reports them:
@@ -22,97 +21,15 @@ from urllib.parse import parse_qs
 import yaml
 
 from tests import k8s_kserve, k8s_trainer
+from tests.k8s_objects import CREATED, namespace, status
+from tests.k8s_trainer import COMPLETE, training_runtime
 from tests.loopback import LoopbackServer
-
-DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
-CREATED = "2026-01-05T10:00:00Z"
 
 _CORE, _STORAGE = "/api/v1", "/apis/storage.k8s.io/v1"
 _TRAINER_GV = "trainer.kubeflow.org/v1alpha1"
 _TRAINER = f"/apis/{_TRAINER_GV}"
 _ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 _SELF_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"  # any authenticated user may
-
-
-def namespace(name: str, labels: Optional[dict] = None) -> dict:
-    return {"metadata": {"name": name, "labels": labels or {"kubernetes.io/metadata.name": name},
-                         "creationTimestamp": CREATED}, "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": "Active"}}
-
-
-def storage_class(name: str, provisioner: str, default: bool = False, created: str = CREATED,
-                  binding_mode: str = "WaitForFirstConsumer") -> dict:
-    annotations = {DEFAULT_CLASS: "true"} if default else {}
-    return {"metadata": {"name": name, "annotations": annotations, "creationTimestamp": created},
-            "provisioner": provisioner, "reclaimPolicy": "Delete", "volumeBindingMode": binding_mode}
-
-
-def node(name: str, allocatable: dict, labels: Optional[dict] = None, unschedulable: bool = False) -> dict:
-    return {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})},
-                         "creationTimestamp": CREATED},
-            "spec": {"unschedulable": True} if unschedulable else {},
-            "status": {"capacity": dict(allocatable), "allocatable": dict(allocatable)}}
-
-
-def claim(name: str, phase: str, access_modes: list, class_name: str = "nfs-client", created: str = CREATED) -> dict:
-    spec = {"accessModes": access_modes, "storageClassName": class_name, "volumeMode": "Filesystem",
-            "resources": {"requests": {"storage": "20Gi"}}}
-    status = {"phase": phase}
-    if phase == "Bound":  # a bound claim names its volume and reports what it got
-        spec["volumeName"] = f"pvc-{name}"
-        status.update(accessModes=access_modes, capacity={"storage": "20Gi"})
-    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec, "status": status}
-
-
-def secret(name: str, type_: str = "kubernetes.io/dockerconfigjson") -> dict:
-    return {"metadata": {"name": name, "creationTimestamp": CREATED}, "type": type_,
-            "data": {".dockerconfigjson": "e30="}}
-
-
-def event(name: str, kind: str, object_name: str, reason: str, message: str, when: str = CREATED,
-          type_: str = "Warning") -> dict:
-    """A core/v1 Event as the API server lists it: what happened to ``kind`` ``object_name``."""
-    return {"metadata": {"name": name, "creationTimestamp": when}, "type": type_, "reason": reason,
-            "message": message, "lastTimestamp": when, "count": 1,
-            "involvedObject": {"kind": kind, "name": object_name, "apiVersion": "v1"}}
-
-
-def node_pod(trainjob: str, index: int) -> dict:
-    """A TrainJob's node pod as JobSet labels it: job 0 of replicated job node, completion index ``index``."""
-    labels = {"jobset.sigs.k8s.io/jobset-name": trainjob, "jobset.sigs.k8s.io/replicatedjob-name": "node",
-              "batch.kubernetes.io/job-completion-index": str(index)}
-    return {"metadata": {"name": f"{trainjob}-node-0-{index}-abcde", "labels": labels}, "spec": {"containers": [
-        {"name": "node", "image": "mmclf"}]}, "status": {"phase": "Running"}}
-
-
-def training_runtime(name: str = "torch-distributed") -> dict:
-    """A ClusterTrainingRuntime shaped like Trainer v2.3's torch-distributed (manifests/base/runtimes)."""
-    container = {"name": "node", "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}
-    ancestor = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
-    job = {"name": "node", "template": {"metadata": {"labels": ancestor},
-                                        "spec": {"template": {"spec": {"containers": [container]}}}}}
-    labels = {"trainer.kubeflow.org/framework": "torch"}
-    return {"metadata": {"name": name, "labels": labels, "creationTimestamp": CREATED},
-            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}}, "template": {"spec": {"replicatedJobs": [job]}}}}
-
-
-def trainjob_condition(kind: str, reason: str, message: str, status: str = "True") -> dict:
-    return {"type": kind, "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": CREATED, "observedGeneration": 1}
-
-
-def nodes_status(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0) -> dict:
-    """``jobsStatus`` of the ``node`` replicated job (one child Job per node)."""
-    return {"name": "node", "active": active, "ready": ready, "succeeded": succeeded, "failed": failed, "suspended": 0}
-
-
-# A TrainJob's life as Trainer v2.3 reports it: no status, nodes starting, running, then Complete or Failed.
-RUNNING = [{}, {"jobsStatus": [nodes_status(active=2)]}, {"jobsStatus": [nodes_status(active=2, ready=2)]}]
-COMPLETE = RUNNING + [{"conditions": [trainjob_condition("Complete", "AllJobsCompleted",
-                                                         "jobset completed successfully")],
-                       "jobsStatus": [nodes_status(succeeded=2)]}]
-FAILED = RUNNING + [{"conditions": [trainjob_condition("Failed", "FailedJobs", "jobset failed with failed job node-1")],
-                     "jobsStatus": [nodes_status(active=1, failed=1)]}]
 
 
 def write_kubeconfig(path, server: str, token: str, context: str = "fake-cluster",
@@ -126,14 +43,6 @@ def write_kubeconfig(path, server: str, token: str, context: str = "fake-cluster
                   "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester", **named}}]}
     path.write_text(yaml.safe_dump(kubeconfig))
     return str(path)
-
-
-def _status(code: int, reason: str, message: str, details: Optional[dict] = None) -> tuple[int, dict]:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-    if details:
-        body["details"] = details
-    return code, body
 
 
 @dataclass
@@ -196,7 +105,7 @@ class FakeKubernetes(LoopbackServer):
     def handle(self, method: str, path: str, headers: dict, body: Optional[dict] = None, query: str = ""):
         self.requests.append((method, path))
         if headers.get("authorization") != f"Bearer {self.token}":
-            return _status(401, "Unauthorized", "Unauthorized")
+            return status(401, "Unauthorized", "Unauthorized")
         if path.startswith(k8s_kserve.PREFIX):
             return self.kserve.handle(method, path[len(k8s_kserve.PREFIX):], body, query, self.claims_namespace,
                                       self._forbidden_kserve)
@@ -212,14 +121,14 @@ class FakeKubernetes(LoopbackServer):
         if method == "DELETE" and path.startswith(claims):
             return self._delete_claim(path[len(claims):])
         if method != "GET":
-            return _status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
+            return status(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
         logs = f"{_CORE}/namespaces/{self.claims_namespace}/pods/"
         if path.startswith(logs) and path.endswith("/log"):  # text, as the API server answers (follow: to the end)
             name = path[len(logs):-len("/log")]
             if "pods" in self.forbidden:
                 return self._forbidden("pods/log", name, "get", "v1", namespaced=True)
             if name not in self.pod_logs:
-                return _status(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+                return status(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
             return 200, self.pod_logs[name]
         for prefix, resource, kind, api_version, objects in self._routes():
             if path != prefix and not path.startswith(prefix + "/"):
@@ -236,15 +145,15 @@ class FakeKubernetes(LoopbackServer):
                 return 200, {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"},
                              "items": items}
             if name not in objects:
-                return _status(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource})
+                return status(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource})
             return 200, {"apiVersion": api_version, "kind": kind, **objects[name]}
-        return _status(404, "NotFound", "the server could not find the requested resource")
+        return status(404, "NotFound", "the server could not find the requested resource")
 
 
     def _trainer(self, method: str, rest: str, body: Optional[dict], query: dict) -> tuple[int, dict]:
         """trainer.kubeflow.org/v1alpha1: discovery, ClusterTrainingRuntimes, and TrainJobs in claims_namespace."""
         if not self.trainer_installed:
-            return _status(404, "NotFound", "the server could not find the requested resource")
+            return status(404, "NotFound", "the server could not find the requested resource")
         if rest == "" and method == "GET":
             return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": _TRAINER_GV,
                          "resources": [{"name": "trainjobs", "singularName": "trainjob", "namespaced": True,
@@ -259,11 +168,11 @@ class FakeKubernetes(LoopbackServer):
                 return self._forbidden("clustertrainingruntimes", name, "get", "trainer.kubeflow.org/v1alpha1", False)
             runtimes = _by_name(self.training_runtimes)
             if name not in runtimes:
-                return _status(404, "NotFound", f'clustertrainingruntimes.trainer.kubeflow.org "{name}" not found')
+                return status(404, "NotFound", f'clustertrainingruntimes.trainer.kubeflow.org "{name}" not found')
             return 200, {"apiVersion": _TRAINER_GV, "kind": "ClusterTrainingRuntime", **runtimes[name]}
         prefix = f"/namespaces/{self.claims_namespace}/trainjobs"
         if rest != prefix and not rest.startswith(prefix + "/"):
-            return _status(404, "NotFound", "the server could not find the requested resource")
+            return status(404, "NotFound", "the server could not find the requested resource")
         if "trainjobs" in self.forbidden:
             verb = {"POST": "create", "DELETE": "delete"}.get(method, "get")
             return self._forbidden("trainjobs", rest[len(prefix) + 1:], verb, _TRAINER_GV, True)
@@ -276,7 +185,7 @@ class FakeKubernetes(LoopbackServer):
                      if wanted.items() <= (job["metadata"].get("labels") or {}).items()]
             return 200, {"apiVersion": _TRAINER_GV, "kind": "TrainJobList", "metadata": {}, "items": items}
         if name not in self.trainjobs:
-            return _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+            return status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
         if method == "GET":
             reads = self._reads[name] = self._reads.get(name, -1) + 1
             script = self.trainjob_statuses
@@ -285,16 +194,16 @@ class FakeKubernetes(LoopbackServer):
             self.deleted.append(name)
             del self.trainjobs[name]
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
-        return _status(405, "MethodNotAllowed", "the server does not allow this method")
+        return status(405, "MethodNotAllowed", "the server does not allow this method")
 
     def _create_trainjob(self, body: dict, query: dict) -> tuple[int, dict]:
         name = body["metadata"]["name"]
         # Decoding comes first: with Strict, a field the served CRD lacks refuses the create (else it is dropped).
         unknown = k8s_trainer.strict_decoding_error(body, self.trainer_version)
         if unknown and query.get("fieldValidation") == ["Strict"]:
-            return _status(400, "BadRequest", unknown)
+            return status(400, "BadRequest", unknown)
         if name in self.trainjobs:
-            return _status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists',
+            return status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists',
                            {"name": name, "group": "trainer.kubeflow.org", "kind": "trainjobs"})
         if query.get("dryRun") == ["All"]:  # every check a create makes, then nothing stored
             self.dry_runs.append(body)
@@ -310,7 +219,7 @@ class FakeKubernetes(LoopbackServer):
             return self._forbidden("persistentvolumeclaims", name, "delete", "v1", namespaced=True)
         kept = [claim for claim in self.claims if claim["metadata"]["name"] != name]
         if len(kept) == len(self.claims):
-            return _status(404, "NotFound", f'persistentvolumeclaims "{name}" not found')
+            return status(404, "NotFound", f'persistentvolumeclaims "{name}" not found')
         self.claims[:] = kept
         self.deleted_claims.append(name)
         return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
@@ -331,7 +240,7 @@ class FakeKubernetes(LoopbackServer):
         scope = f'in the namespace "{self.claims_namespace}"' if namespaced else "at the cluster scope"
         what = f'{resource} "{name}"' if name else resource
         group = api_version.rpartition("/")[0]
-        return _status(403, "Forbidden", f'{what} is forbidden: User "system:serviceaccount:kubeflow:tester" cannot '
+        return status(403, "Forbidden", f'{what} is forbidden: User "system:serviceaccount:kubeflow:tester" cannot '
                        f'{verb} resource "{resource}" in API group "{group}" {scope}', {"name": name, "kind": resource})
 
 

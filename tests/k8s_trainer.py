@@ -21,6 +21,8 @@ import typing
 from kubeflow_trainer_api import models
 from pydantic import BaseModel
 
+from tests.k8s_objects import CREATED
+
 ANY = object()  # a value the check does not look into
 
 
@@ -80,3 +82,44 @@ def strict_decoding_error(trainjob: dict, version: str) -> str:
         return ""
     return ('TrainJob in version "v1alpha1" cannot be handled as a TrainJob: strict decoding error: '
             + ", ".join(unknown))
+
+
+# --- Trainer's objects as its controller reports them -------------------------------------------
+
+
+def node_pod(trainjob: str, index: int) -> dict:
+    """A TrainJob's node pod as JobSet labels it: job 0 of replicated job node, completion index ``index``."""
+    labels = {"jobset.sigs.k8s.io/jobset-name": trainjob, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+              "batch.kubernetes.io/job-completion-index": str(index)}
+    return {"metadata": {"name": f"{trainjob}-node-0-{index}-abcde", "labels": labels}, "spec": {"containers": [
+        {"name": "node", "image": "mmclf"}]}, "status": {"phase": "Running"}}
+
+
+def training_runtime(name: str = "torch-distributed") -> dict:
+    """A ClusterTrainingRuntime shaped like Trainer v2.3's torch-distributed (manifests/base/runtimes)."""
+    container = {"name": "node", "image": "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"}
+    ancestor = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    job = {"name": "node", "template": {"metadata": {"labels": ancestor},
+                                        "spec": {"template": {"spec": {"containers": [container]}}}}}
+    labels = {"trainer.kubeflow.org/framework": "torch"}
+    return {"metadata": {"name": name, "labels": labels, "creationTimestamp": CREATED},
+            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}}, "template": {"spec": {"replicatedJobs": [job]}}}}
+
+
+def trainjob_condition(kind: str, reason: str, message: str, status: str = "True") -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": CREATED, "observedGeneration": 1}
+
+
+def nodes_status(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0) -> dict:
+    """``jobsStatus`` of the ``node`` replicated job (one child Job per node)."""
+    return {"name": "node", "active": active, "ready": ready, "succeeded": succeeded, "failed": failed, "suspended": 0}
+
+
+# A TrainJob's life as Trainer v2.3 reports it: no status, nodes starting, running, then Complete or Failed.
+RUNNING = [{}, {"jobsStatus": [nodes_status(active=2)]}, {"jobsStatus": [nodes_status(active=2, ready=2)]}]
+COMPLETE = RUNNING + [{"conditions": [trainjob_condition("Complete", "AllJobsCompleted",
+                                                         "jobset completed successfully")],
+                       "jobsStatus": [nodes_status(succeeded=2)]}]
+FAILED = RUNNING + [{"conditions": [trainjob_condition("Failed", "FailedJobs", "jobset failed with failed job node-1")],
+                     "jobsStatus": [nodes_status(active=1, failed=1)]}]

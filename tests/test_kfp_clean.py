@@ -6,7 +6,8 @@ import pytest
 
 from mmclf.errors import ConfigError
 from tests import test_kfp_cluster
-from tests.k8s_server import claim, node_pod, trainjob_condition
+from tests.k8s_objects import claim
+from tests.k8s_trainer import node_pod, trainjob_condition
 from tests.test_kfp_cluster import healthy, run_backend
 
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG

@@ -18,7 +18,8 @@ from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import REPO, closed_port_url, compose_cfg
-from tests.k8s_server import FakeKubernetes, claim, namespace, node, secret, storage_class, write_kubeconfig
+from tests.k8s_objects import claim, namespace, node, secret, storage_class
+from tests.k8s_server import FakeKubernetes, write_kubeconfig
 from tests.kfp_server import FakeKfpServer
 
 NFS = "cluster.local/nfs-subdir-external-provisioner"

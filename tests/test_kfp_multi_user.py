@@ -9,7 +9,7 @@ from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import namespace
+from tests.k8s_objects import namespace
 from tests.kfp_server import FakeKfpServer
 from tests.test_kfp_trainjob import TRAINJOB
 from tests.test_kfp_trainjob_preflight import trainjob_cluster

@@ -21,8 +21,7 @@ from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.steps.__main__ import parse_args
 from tests.conftest import compose_cfg
-from tests.k8s_server import training_runtime
-from tests.k8s_trainer import strict_decoding_error
+from tests.k8s_trainer import strict_decoding_error, training_runtime
 from tests.test_kfp_pipeline import compile_pipeline, executor, inputs_of, k8s_of, tasks_of
 
 TRAINJOB = ["backend.distributed=trainjob", "dist.nnodes=2", "backend.resources.accelerator_count=4"]

@@ -31,7 +31,8 @@ from mmclf.steps.__main__ import load_config
 from mmclf.steps.prepare_data import record_config
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_server import COMPLETE, FAILED, RUNNING, event, node_pod, nodes_status, trainjob_condition
+from tests.k8s_objects import event
+from tests.k8s_trainer import COMPLETE, FAILED, RUNNING, node_pod, nodes_status, trainjob_condition
 from tests.test_kfp_trainjob import RUN_ID, TRAINJOB
 
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG, as on a workstation

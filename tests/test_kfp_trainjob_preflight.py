@@ -6,7 +6,7 @@ import re
 import pytest
 
 from tests import test_kfp_cluster
-from tests.k8s_server import node, storage_class
+from tests.k8s_objects import node, storage_class
 from tests.test_kfp_trainjob import TRAINJOB
 
 NFS = "cluster.local/nfs-subdir-external-provisioner"
