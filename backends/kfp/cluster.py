@@ -45,7 +45,7 @@ class Cluster:
             return method(*args, _request_timeout=(CONNECT_S, READ_S), **options)
         except client.ApiException as exc:
             raise ClusterError(f"the cluster ({self.name}) answered HTTP {exc.status} to reading {what}: "
-                               f"{_status_message(exc)}", exc.status) from exc
+                               f"{api_message(exc)}", exc.status) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise ClusterError(f"cannot reach the cluster ({self.name}) at {self.api.configuration.host} to read "
                                f"{what} ({getattr(exc, 'reason', None) or exc})") from exc
@@ -59,7 +59,7 @@ class Cluster:
         return client.StorageV1Api(self.api)
 
 
-def _status_message(exc: client.ApiException) -> str:
+def api_message(exc: client.ApiException) -> str:
     """The message of the metav1.Status body Kubernetes answers errors with, else the reason."""
     try:
         return json.loads(exc.body)["message"]

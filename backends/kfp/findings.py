@@ -25,6 +25,20 @@ def unanswered(err: ClusterError, what: str) -> Finding:
     return Finding(PROBLEM, f"{what}: {err}")
 
 
+def not_served(cluster: Cluster, group: str, version: str, plural: str, what: str, no_api: str,
+               no_resource: str):
+    """None when the cluster serves ``plural`` in ``group/version`` (API discovery); else the Finding
+    saying so: ``no_api`` when the group version is not served, ``no_resource`` when it lacks ``plural``."""
+    api = client.CustomObjectsApi(cluster.api)
+    try:
+        resources = cluster.ask(f"the {group}/{version} API", api.get_api_resources, group, version)
+    except ClusterError as err:
+        return Finding(PROBLEM, no_api) if err.status == 404 else unanswered(err, what)
+    if plural not in [resource.name for resource in resources.resources]:
+        return Finding(PROBLEM, no_resource)
+    return None
+
+
 def denied_verbs(cluster: Cluster, account: str, group: str, resource: str, verbs: tuple, what: str) -> list[str]:
     """Which of ``verbs`` on ``resource`` in the namespace the service account ``account`` may not use, by a
     SubjectAccessReview naming it (the task's pod runs as that account, not as whoever asks); ClusterError

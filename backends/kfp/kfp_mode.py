@@ -7,6 +7,7 @@ in ``kubeflow`` as ``pipeline-runner``. So with ``multi_user`` the runs' namespa
 and the accounts left at standalone's ``pipeline-runner`` become ``default-editor``.
 """
 import logging
+import os
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +27,8 @@ def context_namespace(kube_context: Optional[str]) -> Optional[str]:
         return None
     from kubernetes import config  # the client: only for a multi-user KFP
 
-    contexts, current = config.list_kube_config_contexts(config_file=kubeconfig_files()[0])
+    # every file $KUBECONFIG lists, merged, as connect() reads them
+    contexts, current = config.list_kube_config_contexts(config_file=os.pathsep.join(kubeconfig_files()))
     chosen = next((c for c in contexts if c["name"] == kube_context), current) if kube_context else current
     return (chosen or {}).get("context", {}).get("namespace")
 

@@ -10,6 +10,7 @@ import threading
 
 from kubernetes import client
 
+from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import NODE
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ NODE_ZERO = "batch.kubernetes.io/job-completion-index=0"
 def node_zero(core: client.CoreV1Api, namespace: str, name: str):
     """The name of the TrainJob ``name``'s node 0 pod, or None while there is none."""
     selector = f"jobset.sigs.k8s.io/jobset-name={name},{NODE_ZERO}"
-    pods = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=(5.0, 30.0)).items
+    pods = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=(CONNECT_S, READ_S)).items
     return pods[0].metadata.name if pods else None
 
 
@@ -31,7 +32,7 @@ def _follow(core: client.CoreV1Api, namespace: str, name: str) -> None:
             log.warning("trainjob %s: node 0's pod is not listed; its log: %s", name, hint)
             return
         answer = core.read_namespaced_pod_log(pod, namespace, container=NODE, follow=True, _preload_content=False,
-                                              _request_timeout=(5.0, None))
+                                              _request_timeout=(CONNECT_S, None))
         for line in _lines(answer):
             log.info("node 0: %s", line)
     except (client.ApiException, OSError) as exc:

@@ -8,11 +8,10 @@ are asked with a SubjectAccessReview naming the account the serve task runs as
 """
 from dataclasses import replace
 
-from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import Cluster, ClusterError
-from backends.kfp.findings import OK, PROBLEM, Finding, denied_verbs, unanswered
+from backends.kfp.findings import OK, PROBLEM, Finding, denied_verbs, not_served, unanswered
 from backends.kfp.serving import GROUP, PLURAL, RBAC_FIX, VERSION
 
 VERBS = ("create", "get", "update")  # what serve_task.py does: create, or read and replace
@@ -20,17 +19,10 @@ VERBS = ("create", "get", "update")  # what serve_task.py does: create, or read 
 
 def check_kserve(cluster: Cluster) -> Finding:
     """The cluster serves the InferenceService API (KServe's CRD is installed)."""
-    api = client.CustomObjectsApi(cluster.api)
-    try:
-        resources = cluster.ask(f"the {GROUP}/{VERSION} API", api.get_api_resources, GROUP, VERSION)
-    except ClusterError as err:
-        if err.status == 404:
-            return Finding(PROBLEM, f"the cluster serves no InferenceService API ({GROUP}/{VERSION}): install KServe, "
-                                    "or set backend.serve.enabled=false")
-        return unanswered(err, "KServe")
-    if PLURAL not in [resource.name for resource in resources.resources]:
-        return Finding(PROBLEM, f"{GROUP}/{VERSION} has no {PLURAL}: install KServe's CRDs")
-    return Finding(OK, f"KServe serves InferenceServices ({GROUP}/{VERSION})")
+    missing = not_served(cluster, GROUP, VERSION, PLURAL, "KServe",
+                         f"the cluster serves no InferenceService API ({GROUP}/{VERSION}): install KServe, or set "
+                         "backend.serve.enabled=false", f"{GROUP}/{VERSION} has no {PLURAL}: install KServe's CRDs")
+    return missing or Finding(OK, f"KServe serves InferenceServices ({GROUP}/{VERSION})")
 
 
 def check_serve_rights(cluster: Cluster, serve: DictConfig) -> Finding:

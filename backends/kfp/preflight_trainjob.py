@@ -11,22 +11,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import Cluster, ClusterError
 from backends.kfp.compile import processes_per_pod
-from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, unanswered
+from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, not_served, unanswered
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 
 
 def check_trainer(cluster: Cluster, trainjob: DictConfig) -> Finding:
     """The cluster serves the TrainJob API, and the runtime the TrainJob names exists."""
+    missing = not_served(cluster, GROUP, VERSION, PLURAL, "Kubeflow Trainer",
+                         f"the cluster serves no TrainJob API ({GROUP}/{VERSION}): install Kubeflow Trainer v2.3, or "
+                         "set backend.distributed=pod",
+                         f"{GROUP}/{VERSION} has no {PLURAL}: install Kubeflow Trainer v2.3")
+    if missing:
+        return missing
     api = client.CustomObjectsApi(cluster.api)
-    try:
-        resources = cluster.ask(f"the {GROUP}/{VERSION} API", api.get_api_resources, GROUP, VERSION)
-    except ClusterError as err:
-        if err.status == 404:
-            return Finding(PROBLEM, f"the cluster serves no TrainJob API ({GROUP}/{VERSION}): install Kubeflow "
-                                    "Trainer v2.3, or set backend.distributed=pod")
-        return unanswered(err, "Kubeflow Trainer")
-    if PLURAL not in [resource.name for resource in resources.resources]:
-        return Finding(PROBLEM, f"{GROUP}/{VERSION} has no {PLURAL}: install Kubeflow Trainer v2.3")
     kind, name = trainjob.runtime_kind, trainjob.runtime
     what = f"{kind} {name}" + (f" in namespace {cluster.namespace}" if kind == "TrainingRuntime" else "")
     try:

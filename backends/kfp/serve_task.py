@@ -13,14 +13,13 @@ run's: one that exists (an earlier try, or an earlier run of the pipeline) is re
 is the custom container component's entry; Python-function components call :func:`serve_in_pod`.
 """
 import argparse
-import json
 import logging
 
 import urllib3
 from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.cluster import connect
+from backends.kfp.cluster import api_message, connect
 from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.serving import (
     GROUP,
@@ -57,17 +56,10 @@ def passes_gate(cfg: DictConfig, metrics: dict) -> tuple[bool, str]:
     return False, f"not deployed: {key}={value:.2f} is below backend.serve.min_metric={gate}"
 
 
-def _message(exc: client.ApiException) -> str:
-    try:
-        return json.loads(exc.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return str(exc.reason)
-
-
 def _refused(manifest: dict, exc: client.ApiException) -> ServeFailed:
     meta = manifest["metadata"]
     what = (f"creating InferenceService {meta['name']} in namespace {meta['namespace']}: HTTP {exc.status} "
-            f"{exc.reason}: {_message(exc)}")
+            f"{exc.reason}: {api_message(exc)}")
     if exc.status == 404:
         return ServeFailed(f"{what}; the cluster serves no InferenceService API ({GROUP}/{VERSION}): install KServe, "
                            "or set backend.serve.enabled=false")

@@ -5,7 +5,6 @@ there is no Running condition), per replicated job counts (``jobsStatus``: activ
 failed, suspended) and, where the runtime reports it, the training's progress (``trainerStatus``:
 progressPercentage, estimatedRemainingSeconds, metrics).
 """
-import json
 from pathlib import Path
 
 from kubernetes import client
@@ -24,14 +23,6 @@ def pod_namespace(backend: DictConfig) -> str:
     if NAMESPACE_FILE.is_file():
         return NAMESPACE_FILE.read_text().strip()
     return backend.namespace or KFP_NAMESPACE
-
-
-def api_message(exc: client.ApiException) -> str:
-    """The message of the metav1.Status body the API server answered with, else the HTTP reason."""
-    try:
-        return json.loads(exc.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return str(exc.reason)
 
 
 class TrainJobs:

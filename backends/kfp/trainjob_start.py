@@ -8,6 +8,8 @@ reason is said to be unknown, with the command that shows it.
 """
 from kubernetes import client
 
+from backends.kfp.endpoint import CONNECT_S, READ_S
+
 
 def started(trainjob: dict) -> bool:
     """Whether a node pod has run: ready, or finished either way (Trainer v2.3's jobsStatus counts)."""
@@ -22,7 +24,7 @@ def why_not_started(core: client.CoreV1Api, namespace: str, name: str, trainjob:
         if cond.get("type") == "Suspended" and cond.get("status") == "True":
             reasons.append(f"Suspended ({cond.get('reason')}: {cond.get('message', '')})")
     try:
-        events = core.list_namespaced_event(namespace, _request_timeout=(5.0, 30.0)).items
+        events = core.list_namespaced_event(namespace, _request_timeout=(CONNECT_S, READ_S)).items
     except client.ApiException as exc:
         events = []
         reasons.append(f"its events could not be read (HTTP {exc.status}; give the run's service account list on "
