@@ -75,8 +75,9 @@ class DeviceLoader:
         flat = self.store.view(-1)
         self.rows = flat.as_strided((flat.numel() - row_bytes + 1, row_bytes), (1, 1))
         self.mean = torch.tensor(augment.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
-        # mmcv.imnormalize multiplies by 1 / std in float64 and rounds to float32: an in-place
-        # multiply of a float32 tensor by a float64 one does the same, so batches are bit-identical.
+        # mmcv.imnormalize multiplies by 1 / std in float64 and rounds to float32 where OpenCV's kernel
+        # for the CPU computes in float64 (AVX2); an in-place multiply of a float32 tensor by a float64
+        # one does the same. On AVX-512 OpenCV rounds 1 / std to float32 first: one float32 step apart.
         self.stdinv = 1 / torch.tensor(augment.std, dtype=torch.float32).double().to(self.device).view(-1, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
