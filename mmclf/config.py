@@ -1,5 +1,6 @@
 """The one bridge from the composed OmegaConf config to an ``mmcv.Config`` for mmcls."""
 import hashlib
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,6 +13,9 @@ from mmclf.zoo import with_num_classes
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
+# DataLoader workers start through this one context, never the process's default: inside a joblib
+# (loky) worker of a parallel sweep the default is loky's, which cannot start torch's worker processes.
+WORKER_START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 # mmclf data keys that mmcls configs keep at their top level: lifted there for readers of the dump.
 LIFTED_DATA_KEYS = ("img_norm_cfg", "train_pipeline", "test_pipeline", "evaluation")
 
@@ -141,6 +145,8 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     if "evaluation" in mm:  # top-5 needs five classes; jobs.scalar_metric_names says the same
         mm["evaluation"].setdefault("metric_options", {"topk": (1, min(5, num_classes))})
     mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
+    if mm["data"].get("workers_per_gpu"):  # mmcls passes cfg.data's other keys to every DataLoader it builds
+        mm["data"]["multiprocessing_context"] = WORKER_START_METHOD
     mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))
     mm.pop("export", None)  # mmclf's export step reads runtime.export from the run's config; mmcls has no such key

@@ -115,9 +115,9 @@ def test_digits_pipeline_pads_by_2_and_never_flips():
 
 @pytest.mark.parametrize("to_rgb", [False, True])
 def test_normalisation_is_within_one_float32_step_of_mmcls_and_predicts_the_same(to_rgb):
-    # mmcls's Normalize is OpenCV's multiply by 1/std, and OpenCV picks its kernel by the CPU: on AVX2
-    # it multiplies in float64 as the device loader does (every value equal), on AVX-512 by 1/std
-    # rounded to float32 (a quarter of the values one float32 step away). What holds on every CPU:
+    # mmcls's Normalize is OpenCV's multiply by 1/std, whose kernel depends on OpenCV's version and the
+    # CPU: by 1/std rounded to float32, as the device loader does (every value equal), or in float64
+    # (a quarter of the values one float32 step away). What holds on every CPU:
     images = np.random.default_rng(0).integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
     norm = dict(compose_cfg().data.img_norm_cfg, to_rgb=to_rgb)  # cifar10's mean and std
     steps = [dict(type="Normalize", **norm), dict(type="ImageToTensor", keys=["img"])]

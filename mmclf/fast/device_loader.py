@@ -75,10 +75,11 @@ class DeviceLoader:
         flat = self.store.view(-1)
         self.rows = flat.as_strided((flat.numel() - row_bytes + 1, row_bytes), (1, 1))
         self.mean = torch.tensor(augment.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
-        # mmcv.imnormalize multiplies by 1 / std in float64 and rounds to float32 where OpenCV's kernel
-        # for the CPU computes in float64 (AVX2); an in-place multiply of a float32 tensor by a float64
-        # one does the same. On AVX-512 OpenCV rounds 1 / std to float32 first: one float32 step apart.
-        self.stdinv = 1 / torch.tensor(augment.std, dtype=torch.float32).double().to(self.device).view(-1, 1, 1)
+        # mmcv.imnormalize multiplies by 1 / std, taken in float64 from mmcls's float32 std; OpenCV's
+        # kernel then rounds it to float32 and multiplies in float32 (OpenCV 5.1 on AVX2 and AVX-512),
+        # or multiplies in float64, by its version and the CPU. float32 here: the same values as the
+        # former, one float32 step at most from the latter, and no float64 arithmetic on a GPU.
+        self.stdinv = (1 / torch.tensor(augment.std, dtype=torch.float32).double()).float().to(self.device).view(-1, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s shuffle, crops and flips from (seed, epoch) alone, so a resumed

@@ -55,7 +55,8 @@ def register_eval_hook(runner, cfg, distributed: bool) -> None:
     val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
     val_loader = build_dataloader(val_dataset, samples_per_gpu=cfg.data.samples_per_gpu,
                                   workers_per_gpu=cfg.data.workers_per_gpu, dist=distributed, shuffle=False,
-                                  round_up=True, persistent_workers=False)
+                                  round_up=True, persistent_workers=False,
+                                  multiprocessing_context=cfg.data.get("multiprocessing_context"))
     eval_cfg = {**cfg.evaluation, "by_epoch": True}
     hook = DistEvalHook if distributed else EvalHook
     runner.register_hook(hook(val_loader, **eval_cfg), priority="LOW")

@@ -34,7 +34,8 @@ def predict(model, data_cfg, mm_cfg):
     dataset = build_dataset(data_cfg, default_args=dict(test_mode=True))
     loader = build_dataloader(
         dataset, samples_per_gpu=mm_cfg.data.samples_per_gpu, workers_per_gpu=mm_cfg.data.workers_per_gpu,
-        dist=False, shuffle=False, round_up=False, persistent_workers=False)
+        dist=False, shuffle=False, round_up=False, persistent_workers=False,
+        multiprocessing_context=mm_cfg.data.get("multiprocessing_context"))
     return dataset, np.vstack(single_gpu_test(model, loader))
 
 
