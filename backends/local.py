@@ -4,9 +4,11 @@ from dataclasses import dataclass
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from mmclf.config import resolve_device
 from mmclf.jobs import JobContext
 from mmclf.rundir import RunDir
 from mmclf.steps import run_all
+from mmclf.sweep_gpus import one_gpu_for
 from mmclf.validate import check_runs_here
 
 
@@ -26,7 +28,13 @@ class LocalBackend:
         return True
 
     def run(self, cfg: DictConfig, run_dir: RunDir, job: JobContext) -> dict:
-        return run_all(cfg, run_dir)
+        if not (job.parallel and resolve_device(cfg.device) == "cuda"):
+            return run_all(cfg, run_dir)
+        import torch
+
+        with one_gpu_for(job.sweep_dir, job.number, torch.cuda.device_count()) as gpu:
+            torch.cuda.set_device(gpu)
+            return run_all(cfg, run_dir)
 
     def remote_run(self, run_dir: RunDir) -> dict:
         return {}

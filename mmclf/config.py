@@ -9,6 +9,7 @@ from mmclf import image_cache
 from mmclf.errors import StepError
 from mmclf.io import read_json
 from mmclf.rundir import RunDir
+from mmclf.sweep_gpus import job_gpu
 from mmclf.zoo import with_num_classes
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
@@ -152,7 +153,7 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     mm.pop("export", None)  # mmclf's export step reads runtime.export from the run's config; mmcls has no such key
     mm["workflow"] = [tuple(stage) for stage in mm.get("workflow", [["train", 1]])]
     device = resolve_device(cfg.device)
-    mm.update(work_dir=str(RunDir(run_dir).work_dir), seed=cfg.seed, device=device, gpu_ids=[0])
+    mm.update(work_dir=str(RunDir(run_dir).work_dir), seed=cfg.seed, device=device, gpu_ids=[job_gpu() or 0])
     # mmcls's own tools (tools/test.py, ...) import this when they load the dumped config, so they
     # find mmclf's dataset types, hooks and runner in mmcls's and mmcv's registries.
     mm["custom_imports"] = dict(imports=["mmclf.setup_env"], allow_failed_imports=False)

@@ -1,13 +1,14 @@
 """mmcv hooks mmclf adds to every training run."""
+import contextlib
 import math
 from typing import Optional
 
 from mmcv.runner import HOOKS, Hook, master_only
 from mmcv.runner.hooks import LoggerHook
 
-from mmclf.errors import StepFailed
+from mmclf.errors import MMClfError, StepFailed
 from mmclf.rundir import RunDir
-from mmclf.tracking import open_run
+from mmclf.tracking import open_run, store_failed, tracking_uri
 
 
 class TrainingDiverged(StepFailed):
@@ -103,13 +104,24 @@ class MlflowRunHook(LoggerHook):
     @master_only  # rank 0 reports for a distributed run, as mmcv's own logger hooks do
     def before_run(self, runner) -> None:
         super().before_run(runner)
-        self.mlflow = open_run(self.run_dir, self.config)
+        with self._store_errors_in_one_line():
+            self.mlflow = open_run(self.run_dir, self.config)
 
     @master_only
     def log(self, runner) -> None:
         tags = self.get_loggable_tags(runner)
         if tags:
-            self.mlflow.log_metrics(tags, step=self.get_iter(runner))
+            with self._store_errors_in_one_line():
+                self.mlflow.log_metrics(tags, step=self.get_iter(runner))
+
+    @contextlib.contextmanager
+    def _store_errors_in_one_line(self):
+        try:
+            yield
+        except MMClfError:
+            raise
+        except Exception as err:
+            raise store_failed(tracking_uri(self.config["logger"]["mlflow"]), err) from None
 
     @master_only
     def after_run(self, runner) -> None:

@@ -26,6 +26,7 @@ class JobContext:
     overrides: tuple[str, ...] = ()
     number: Optional[int] = None  # None: not part of a sweep
     sweep_dir: Optional[Path] = None
+    parallel: bool = False  # run beside the sweep's other jobs (a launcher other than Hydra's basic one)
 
     @property
     def in_sweep(self) -> bool:
@@ -38,6 +39,14 @@ class JobContext:
         if not self.in_sweep:
             return "mmclf"
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(["mmclf", *self.sweep_dir.parts[-2:]]))
+
+
+def parallel_launcher(launcher: DictConfig) -> bool:
+    """Whether a Hydra launcher runs a sweep's jobs side by side: every launcher but the basic one."""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+    from hydra.utils import get_class
+
+    return not issubclass(get_class(launcher._target_), BasicLauncher)
 
 
 def read_record(run_dir) -> dict:

@@ -157,6 +157,9 @@ class SummarizeSweep(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self.started, self.planned = time.time(), planned_jobs(config)
+        # Resolved here, once: a parallel launcher's job gets a copy of its hydra node that resolves
+        # ${now:...} again, into another sweep dir.
+        self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         """Counted from the sweep dir, not kept here: a parallel launcher runs jobs (and this
@@ -164,7 +167,7 @@ class SummarizeSweep(Callback):
         if not hasattr(self, "started"):  # a single run
             return
         hydra = job_return.hydra_cfg.hydra
-        done = [row for row in job_rows(Path(hydra.sweep.dir)) if self._ended_in_this_sweep(row)]
+        done = [row for row in job_rows(self.sweep_dir) if self._ended_in_this_sweep(row)]
         scored = [(row["objective"], row["job"]) for row in done
                   if isinstance(row["objective"], (int, float)) and not math.isnan(row["objective"])]
         record = sweep_job_record(hydra.runtime.output_dir)

@@ -5,6 +5,7 @@ import contextlib
 import errno
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -34,7 +35,8 @@ def hydra_job() -> tuple[Path, jobs.JobContext]:
     hydra = HydraConfig.get()
     in_sweep = hydra.mode == RunMode.MULTIRUN
     context = jobs.JobContext(overrides=tuple(hydra.overrides.task), number=hydra.job.num if in_sweep else None,
-                              sweep_dir=Path(hydra.sweep.dir) if in_sweep else None)
+                              sweep_dir=Path(hydra.sweep.dir) if in_sweep else None,
+                              parallel=in_sweep and jobs.parallel_launcher(hydra.launcher))
     return Path(hydra.runtime.output_dir), context
 
 
@@ -133,6 +135,18 @@ def _record_failure(run_dir: RunDir, cfg: DictConfig, err: Exception) -> None:
         log.warning("could not record the failure in %s (%s)", run_dir.job_record, record_err)
 
 
+def traceback_to_log_file(err: Exception) -> str:
+    """Write an unexpected error's traceback to the job's own log file (Hydra's), not to the sweep's
+    output, where one line says what failed; the file's path."""
+    files = [handler for handler in logging.getLogger().handlers
+             if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull]
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "the job failed:", (), (type(err), err,
+                                                                                         err.__traceback__))
+    for handler in files:
+        handler.handle(record)
+    return files[0].baseFilename if files else "no log file: Hydra's job logging is off"
+
+
 def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     """``run``, and when it fails (``run`` recorded it): go on with the sweep (a NaN objective),
     or stop: one line and exit status 2 for a user error, the traceback for anything else. A
@@ -147,8 +161,9 @@ def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     except Exception as err:
         if job.in_sweep:
             if not cfg.sweep.fail_fast:
-                log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s",
-                          job.number, err, exc_info=not isinstance(err, MMClfError))
+                where = "" if isinstance(err, MMClfError) else f" (traceback in {traceback_to_log_file(err)})"
+                log.error("job %s failed and the sweep goes on (sweep.fail_fast=true stops it): %s%s",
+                          job.number, err, where)
                 return math.nan  # Optuna records a NaN objective as a failed trial
             summary.write_summary(job.sweep_dir)  # Hydra's multirun-end callback will not run
         if isinstance(err, MMClfError):

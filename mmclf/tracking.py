@@ -23,6 +23,8 @@ from mmclf.rundir import RunDir
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # no server: a SQLite file where the command runs
 ARTIFACTS_BESIDE_DB = "mlflow-artifacts"  # a SQLite store's artifact folder, next to the file
+SQLITE_WAIT_S = 120  # how long a job waits for another's write to a SQLite store
+_SQLITE_WAIT = f"?timeout={SQLITE_WAIT_S}"  # SQLAlchemy hands it to sqlite3.connect
 _PARAMS_PER_CALL = 100  # MLflow's limit on params per log_params batch
 _MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
 
@@ -40,7 +42,38 @@ def logger_hooks(cfg: DictConfig, run_dir: RunDir, interval: int) -> list[dict]:
 
 
 def tracking_uri(mlflow_cfg) -> str:
-    return mlflow_cfg["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The store the user chose. MLflow exports the URI it opens (``store_uri``) to MLFLOW_TRACKING_URI."""
+    uri = mlflow_cfg["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return uri.removesuffix(_SQLITE_WAIT)
+
+
+def store_uri(uri: str) -> str:
+    """The URI MLflow opens: a SQLite store's writers wait up to SQLITE_WAIT_S for one another (the
+    parallel jobs of a sweep) instead of failing after SQLite's default 5 s."""
+    if uri.startswith("sqlite:///") and "?" not in uri:
+        return uri + _SQLITE_WAIT
+    return uri
+
+
+def store_failed(uri: str, err: Exception) -> MMClfError:
+    """One line for a tracking store that cannot be written, naming the key and the fix."""
+    return MMClfError(f"logger.mlflow.tracking_uri={uri}: the tracking store failed ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); fix the store or choose another (or set "
+                      "logger=text) and run the same command again: the run dir keeps what finished")
+
+
+def create_store(mlflow_cfg) -> None:
+    """Create a SQLite store, or bring its schema up to date, once before a sweep's jobs start: jobs
+    that each found a new file would all run MLflow's schema migration on it at once."""
+    uri = tracking_uri(mlflow_cfg)
+    if not uri.startswith("sqlite:///"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(store_uri(uri)).search_experiments(max_results=1)
+    except Exception as err:
+        raise store_failed(uri, err) from None
 
 
 def _local_store(uri: str) -> Optional[Path]:
@@ -103,7 +136,7 @@ def open_run(run_dir: RunDir, config: dict):
 
     mlflow_cfg = config["logger"]["mlflow"]
     uri = tracking_uri(mlflow_cfg)
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(store_uri(uri))
     if mlflow.active_run() is not None:  # left open by a job of this process that failed
         mlflow.end_run("FAILED")
     record = read_record(run_dir.mlflow_run)
@@ -140,7 +173,7 @@ def end_recorded_run(cfg: DictConfig, run_dir: RunDir, status: str) -> None:
     from mlflow.tracking import MlflowClient
 
     try:
-        MlflowClient(record["tracking_uri"]).set_terminated(record["run_id"], status)
+        MlflowClient(store_uri(record["tracking_uri"])).set_terminated(record["run_id"], status)
     except Exception as err:
         log.warning("could not mark MLflow run %s %s (%s)", record["run_id"], status, err)
 
@@ -164,6 +197,6 @@ def report_results(cfg: DictConfig, run_dir: RunDir, result: dict) -> Optional[s
         return run_id
     except Exception as err:
         end_failed_run()
-        raise MMClfError(f"logger.mlflow: reporting to {tracking_uri(config['logger']['mlflow'])} failed "
+        raise MMClfError(f"logger.mlflow.tracking_uri={tracking_uri(config['logger']['mlflow'])}: reporting failed "
                          f"({type(err).__name__}: {err}); fix the tracking store (or set logger=text) and run the "
                          "same command again: only this last step runs again") from None

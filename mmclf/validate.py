@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from mmclf import tracking, world
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
-from mmclf.jobs import scalar_metric_names
+from mmclf.jobs import parallel_launcher, scalar_metric_names
 from mmclf.rundir_checks import check_run_dir
+from mmclf.sweep_gpus import check_parallel_jobs
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -242,6 +243,18 @@ def check_sweep(config: DictConfig) -> None:
                           "use backend=local, backend.mode=local, or backend.mode=submit with backend.wait=true")
 
 
+def check_parallel_sweep(config: DictConfig) -> None:
+    """A parallel launcher on this machine's GPUs: no more jobs at once than GPUs, one each."""
+    if config.backend.get("mode", "local") != "local" or not parallel_launcher(config.hydra.launcher):
+        return
+    from mmclf.config import resolve_device
+
+    if resolve_device(config.device) == "cuda":
+        import torch
+
+        check_parallel_jobs(config.hydra.launcher.get("n_jobs", 1), torch.cuda.device_count())
+
+
 class ValidateBeforeRun(Callback):
     """Hydra callback: validate the composed config before Hydra creates any output folder.
 
@@ -258,5 +271,8 @@ class ValidateBeforeRun(Callback):
         with one_line_errors(os_errors=True):
             validate(config)
             check_sweep(config)
+            check_parallel_sweep(config)
             check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir)
+            if config.logger.mlflow is not None and config.backend.get("mode", "local") == "local":
+                tracking.create_store(config.logger.mlflow)  # jobs on this machine: once, before they open it
 

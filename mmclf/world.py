@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
+from mmclf.sweep_gpus import job_gpu
 
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 
@@ -53,7 +54,7 @@ def processes_per_node(cfg: DictConfig) -> int:
         return int(nproc)
     from mmclf.config import resolve_device
 
-    if resolve_device(cfg.device) != "cuda":
+    if resolve_device(cfg.device) != "cuda" or job_gpu() is not None:  # a parallel sweep's job: its one GPU
         return 1
     import torch
 

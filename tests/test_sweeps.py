@@ -143,3 +143,67 @@ def test_kfp_submit_sweep_creates_one_run_per_job_in_one_experiment(tmp_path, da
     assert [r["status"] for r in rows] == ["kfp submitted"] * 3
     assert all(r["kfp_run_id"] and r["kfp_url"].startswith(server.url) for r in rows)
     assert all(math.isnan(float(r["objective"] or "nan")) for r in rows), "no objective without waiting"
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_with_dataloader_workers_on_both_loaders_into_one_fresh_mlflow_store(tmp_path, data_root):
+    # Hydra's joblib launcher (loky processes): DataLoader workers start inside them, and three jobs at
+    # once open one MLflow SQLite store that does not exist yet.
+    sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = run_cli("-m", *tiny_overrides(data_root), "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+                     "data.loader=mmcls,device", "seed=1,2", "data.workers_per_gpu=1", "runtime.export.onnx=false",
+                     "logger=mlflow", f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert sorted((r["data.loader"], r["seed"], r["status"]) for r in rows) == [
+        (loader, seed, "succeeded") for loader in ("device", "mmcls") for seed in ("1", "2")]
+    assert len([line for line in result.stdout.splitlines() if line.startswith("sweep: job")]) == 4
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"mmclf-{tmp_path.name}-sweep").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" and "val_accuracy_top-1" in r.data.metrics for r in runs)
+
+
+def test_each_parallel_job_claims_a_gpu_of_its_own_by_number_and_frees_it(tmp_path, monkeypatch):
+    from mmclf import world
+    from mmclf.errors import ConfigError, StepFailed
+    from mmclf.sweep_gpus import check_parallel_jobs, claim, one_gpu_for
+    from tests.conftest import compose_cfg
+
+    held = {number: claim(tmp_path, number, gpus=2) for number in (1, 2)}  # job 2 finds GPU 0 free
+    assert {number: index for number, (index, _) in held.items()} == {1: 1, 2: 0}
+    with pytest.raises(StepFailed, match="all 2 GPUs are held"):
+        claim(tmp_path, 3, gpus=2)
+    held[1][1].close()  # job 1 ends: job 3 gets its GPU
+    assert claim(tmp_path, 3, gpus=2)[0] == 1
+    monkeypatch.setattr("mmclf.config.resolve_device", lambda device: "cuda")
+    with one_gpu_for(tmp_path / "other-sweep", 5, gpus=4) as gpu:
+        assert gpu == 1 and world.processes_per_node(compose_cfg()) == 1  # nproc_per_node=auto: its one GPU
+    with pytest.raises(ConfigError, match=r"hydra.launcher.n_jobs=3: 2 GPU\(s\) visible here"):
+        check_parallel_jobs(3, gpus=2)
+
+
+def test_an_unexpected_failure_is_one_line_in_the_sweep_and_its_traceback_in_the_jobs_log(tmp_path, monkeypatch,
+                                                                                         caplog):
+    import logging
+
+    from mmclf import task
+    from mmclf.jobs import JobContext
+    from tests.conftest import compose_cfg
+
+    def broken(cfg, run_dir, job):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(task, "run", broken)
+    job_log = logging.FileHandler(tmp_path / "mmclf.log")
+    logging.getLogger().addHandler(job_log)
+    try:
+        objective = task.run_job(compose_cfg(), tmp_path / "0", JobContext(number=0, sweep_dir=tmp_path))
+    finally:
+        logging.getLogger().removeHandler(job_log)
+        job_log.close()
+    assert math.isnan(objective)
+    [line] = [r.getMessage() for r in caplog.records if "failed and the sweep goes on" in r.getMessage()]
+    assert line.endswith(f"a bug (traceback in {tmp_path / 'mmclf.log'})")
+    assert "Traceback (most recent call last)" in (tmp_path / "mmclf.log").read_text()
+    assert not any(r.exc_info for r in caplog.records), "no traceback beside the one line"

@@ -79,7 +79,8 @@ class DeviceLoader:
         # kernel then rounds it to float32 and multiplies in float32 (OpenCV 5.1 on AVX2 and AVX-512),
         # or multiplies in float64, by its version and the CPU. float32 here: the same values as the
         # former, one float32 step at most from the latter, and no float64 arithmetic on a GPU.
-        self.stdinv = (1 / torch.tensor(augment.std, dtype=torch.float32).double()).float().to(self.device).view(-1, 1, 1)
+        stdinv = 1 / torch.tensor(augment.std, dtype=torch.float32).double()
+        self.stdinv = stdinv.float().to(self.device).view(-1, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s shuffle, crops and flips from (seed, epoch) alone, so a resumed
