@@ -69,9 +69,9 @@ def killed_copy(reference, tmp_path, keep_epochs):
 @pytest.mark.slow
 def test_sigkill_in_the_last_epoch_resumes_trains_exactly_max_epochs_and_ends_bit_identical(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    # Full width, 20 iterations an epoch: killed after epoch 2's first, the other 19 take ~1 s.
-    args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root, narrow=False), "data.num_train=320",
-            "data.samples_per_gpu=16", "schedule.runner.max_epochs=2", f"hydra.run.dir={run_dir}"]
+    # 144 iterations an epoch of 2 images: killed after epoch 2's first, the other 143 take ~1 s.
+    args = [sys.executable, "-m", "mmclf", *tiny_overrides(data_root), "data.num_train=320",
+            "data.samples_per_gpu=2", "schedule.runner.max_epochs=2", f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_log_entry(run_dir / "work_dir", epoch=2, timeout=240)  # an iteration of epoch 2 is done
     first.send_signal(signal.SIGKILL)
