@@ -5,7 +5,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import image_cache
 from mmclf.errors import StepError
 from mmclf.io import read_json
 from mmclf.rundir import RunDir
@@ -113,6 +112,8 @@ def _own_images(data: dict, run_dir) -> dict:
     """``data`` with the splits of your own images (ImageFolderCache) pointed at the run's data manifest,
     and pipelines chosen by ``data.image_size`` where the config leaves them null."""
     if "image_size" in data:
+        from mmclf import image_cache  # numpy: not on the path that only composes and compiles
+
         chosen = image_cache.default_pipelines(data["image_size"], data["img_norm_cfg"])
         for key, pipeline in zip(("train_pipeline", "test_pipeline"), chosen, strict=True):
             if data.get(key) is None:

@@ -15,12 +15,9 @@ import numpy as np
 
 from mmclf.errors import ConfigError, StepError, one_line_errors
 from mmclf.rundir import RunDir
+from mmclf.v2_protocol import INPUT, MODEL_NAME, OUTPUT
 
 log = logging.getLogger(__name__)
-INPUT, OUTPUT = "images", "scores"
-# The model's name in /v2/models/<name>/: here by default, and on Kubeflow always (backend.serve names
-# the Triton model folder so), so that one client works against both.
-MODEL_NAME = "mmclf"
 
 
 def load_session(run_dir: RunDir):

@@ -17,7 +17,7 @@ from mmclf.io import remove_stale_temps
 from mmclf.lock import run_dir_lock
 from mmclf.rundir import RunDir
 from mmclf.rundir_checks import refuse_foreign_run
-from mmclf.validate import backend_of, validate
+from mmclf.validate import ValidateBeforeRun, backend_of, validate
 
 log = logging.getLogger("mmclf")
 SINGLE_RUN = jobs.JobContext()  # a run outside a sweep, and outside Hydra (tests, notebooks)
@@ -40,7 +40,7 @@ def hydra_job() -> tuple[Path, jobs.JobContext]:
     return Path(hydra.runtime.output_dir), context
 
 
-def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional[float]:
+def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN, validated: bool = False) -> Optional[float]:
     """Validate, run the configured backend and return the objective ``cfg.optimized_metric``.
 
     One job per run dir at a time (a lock). A run dir holding another recipe's checkpoints, or
@@ -49,7 +49,8 @@ def run(cfg: DictConfig, run_dir, job: jobs.JobContext = SINGLE_RUN) -> Optional
     compiling, or submitting without waiting)."""
     run_dir = RunDir(run_dir)
     try:
-        validate(cfg)
+        if not validated:  # Hydra's callback validated this very config (one run, not a sweep's job)
+            validate(cfg)
     except MMClfError as err:
         if not run_dir.job_record.exists():  # a sweep job's own values: say why in its record
             _record_failure(run_dir, cfg, err)
@@ -153,7 +154,7 @@ def run_job(cfg: DictConfig, run_dir, job: jobs.JobContext) -> Optional[float]:
     signal stops the job and the sweep: one line, exit status 128 + the signal's number."""
     try:
         with stop_on_signals():
-            return run(cfg, run_dir, job)
+            return run(cfg, run_dir, job, validated=ValidateBeforeRun.validated_run and not job.in_sweep)
     except JobStopped as stop:
         if job.in_sweep:
             summary.write_summary(job.sweep_dir)

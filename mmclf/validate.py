@@ -261,11 +261,14 @@ class ValidateBeforeRun(Callback):
     Hydra turns an exception raised in a callback into a warning and carries on, so every error
     ends the process here (one line, exit 2) instead of being raised."""
 
+    validated_run = False  # this process's single run (not a sweep's jobs): its task need not validate again
+
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         with one_line_errors(os_errors=True):
             validate(config)
             check_writable_dir("hydra.run.dir", config.hydra.run.dir)
             check_run_dir(config, config.hydra.run.dir)  # before Hydra writes .hydra/ into it
+        ValidateBeforeRun.validated_run = True
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         with one_line_errors(os_errors=True):

@@ -96,3 +96,18 @@ def test_the_mmcls_config_names_data_from_the_root_so_tools_run_from_anywhere(tm
     mm = to_mmcv_config(compose_cfg([f"data={data}", "data.root=datasets"]), tmp_path / "run")
     for split in ("train", "val", "test"):
         assert mm.data[split].data_prefix.startswith(str(tmp_path / "datasets")), mm.data[split].data_prefix
+
+
+def test_the_groups_the_entry_point_trusts_never_set_a_run_mode(tmp_path):
+    # python -m mmclf composes the config once where no override can set hydra.mode (mmclf/__main__.py).
+    from mmclf.__main__ import GROUPS_WITHOUT_MODE, may_set_mode
+
+    for group in GROUPS_WITHOUT_MODE:
+        for option in group_options(group):
+            cfg = compose_cfg([f"{group}={option}", *required_keys(f"{group}={option}", tmp_path)],
+                              return_hydra_config=True)
+            assert cfg.hydra.mode is None, f"{group}={option} sets hydra.mode"
+    assert compose_cfg(["hparams_search=optuna"], return_hydra_config=True).hydra.mode.name == "MULTIRUN"
+    assert [may_set_mode(o) for o in ("backend=kfp", "schedule.optimizer.lr=0.1", "hydra.run.dir=x",
+                                      "hparams_search=optuna", "+experiment=mine", "hydra.mode=MULTIRUN",
+                                      "hydra/launcher=joblib")] == [False, False, False, True, True, True, True]

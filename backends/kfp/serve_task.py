@@ -36,7 +36,7 @@ from mmclf.errors import StepFailed, one_line_errors
 from mmclf.io import read_json, write_text_atomic
 from mmclf.jobs import objective
 from mmclf.rundir import RunDir
-from mmclf.serve import MODEL_NAME
+from mmclf.v2_protocol import MODEL_NAME
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from backends.kfp.trainjob import (
 from backends.kfp.volume_layout import VolumeLayout
 from mmclf.io import write_text_atomic
 from mmclf.rundir import RunDir
-from mmclf.serve import INPUT, MODEL_NAME, OUTPUT
+from mmclf.v2_protocol import INPUT, MODEL_NAME, OUTPUT
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
