@@ -22,7 +22,7 @@ from typing import Optional, Protocol, runtime_checkable
 from omegaconf import DictConfig
 
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 
 
 @runtime_checkable

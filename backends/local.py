@@ -6,9 +6,9 @@ from omegaconf import DictConfig
 
 from mmclf.config import resolve_device
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
+from mmclf.run.sweep_gpus import one_gpu_for
 from mmclf.steps import run_all
-from mmclf.sweep_gpus import one_gpu_for
 from mmclf.validate import check_runs_here
 
 

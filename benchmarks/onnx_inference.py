@@ -33,7 +33,7 @@ from PIL import Image
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf import image_folder
 from mmclf.predict import OnnxPredictor, Predictor
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import run_step
 
 REPO = Path(__file__).resolve().parent.parent

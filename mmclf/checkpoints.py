@@ -24,8 +24,8 @@ from mmcv.runner import RUNNERS, EpochBasedRunner
 from mmcv.runner.checkpoint import CheckpointLoader
 
 from mmclf.errors import ConfigError, MMClfError, RunDirRefused, StepFailed
-from mmclf.io import write_text_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_text_atomic
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pth$")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mmclf.errors import DataError
-from mmclf.io import write_bytes_atomic
+from mmclf.run.io import write_bytes_atomic
 
 META_FILE = "batches.meta"
 TEST_FILE = "test_batch"

@@ -6,9 +6,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import StepError
-from mmclf.io import read_json
-from mmclf.rundir import RunDir
-from mmclf.sweep_gpus import job_gpu
+from mmclf.run.io import read_json
+from mmclf.run.rundir import RunDir
+from mmclf.run.sweep_gpus import job_gpu
 from mmclf.zoo import with_num_classes
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.

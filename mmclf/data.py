@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from mmclf import cifar_format, image_cache
 from mmclf.errors import DataError
-from mmclf.io import preparers_lock, remove_stale_temps
+from mmclf.run.io import preparers_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 CIFAR10_FOLDER = "cifar-10-batches-py"

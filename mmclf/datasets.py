@@ -13,7 +13,7 @@ from mmcls.datasets import CIFAR10, DATASETS, BaseDataset
 
 from mmclf import image_cache
 from mmclf.cifar_format import read_split
-from mmclf.io import read_json
+from mmclf.run.io import read_json
 from mmclf.sample_seeds import SeededSamples
 from mmclf.splits import stratified_holdout
 

@@ -7,7 +7,7 @@ from mmcv.runner import HOOKS, Hook, master_only
 from mmcv.runner.hooks import LoggerHook
 
 from mmclf.errors import MMClfError, StepFailed
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.tracking import open_run, store_failed, tracking_uri
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmclf.errors import DataError
 from mmclf.image_folder import Listing, decode, scan
-from mmclf.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
+from mmclf.run.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf.config import run_fingerprint
 from mmclf.errors import MMClfError
-from mmclf.io import read_record as read_json_record
-from mmclf.io import write_json_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_record as read_json_record
+from mmclf.run.io import write_json_atomic
+from mmclf.run.rundir import RunDir
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmclf import world
 from mmclf.errors import ConfigError, StepError, StepFailed, stop_on_signals
 from mmclf.lifeline import die_with
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import entry_point
 from mmclf.world import processes_per_node
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from mmclf import image_folder
 from mmclf.errors import ConfigError, DataError, StepError, one_line_errors
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 CIFAR_SIZE = 32  # datasets without data.image_size (cifar10) hold 32x32 images

@@ -7,9 +7,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mmclf.io import write_figure_atomic, write_text_atomic  # noqa: E402
 from mmclf.jobs import shown  # noqa: E402
-from mmclf.rundir import RunDir  # noqa: E402
+from mmclf.run.io import write_figure_atomic, write_text_atomic  # noqa: E402
+from mmclf.run.rundir import RunDir  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

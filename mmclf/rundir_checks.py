@@ -7,8 +7,8 @@ and by the task inside the run-dir lock (sweep jobs, whose folders Hydra names o
 """
 from omegaconf import DictConfig
 
-from mmclf.lock import refuse_if_busy
-from mmclf.rundir import RunDir
+from mmclf.run.lock import refuse_if_busy
+from mmclf.run.rundir import RunDir
 
 
 def refuse_foreign_run(cfg: DictConfig, run_dir: RunDir) -> None:

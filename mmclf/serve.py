@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mmclf.errors import ConfigError, StepError, one_line_errors
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.v2_protocol import INPUT, MODEL_NAME, OUTPUT
 
 log = logging.getLogger(__name__)

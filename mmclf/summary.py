@@ -16,9 +16,9 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from mmclf.errors import ConfigError, StepFailed, exit_with
-from mmclf.io import remove_stale_temps, write_figure_atomic, write_text_atomic
 from mmclf.jobs import sweep_job_record
-from mmclf.rundir import RunDir
+from mmclf.run.io import remove_stale_temps, write_figure_atomic, write_text_atomic
+from mmclf.run.rundir import RunDir
 
 OPTUNA_RESULT = "optimization_results.yaml"  # written by Hydra's Optuna sweeper
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from mmclf import jobs, summary
 from mmclf.errors import JobStopped, MMClfError, StepFailed, exit_stopped, exit_with, stop_on_signals
-from mmclf.io import remove_stale_temps
-from mmclf.lock import run_dir_lock
-from mmclf.rundir import RunDir
+from mmclf.run.io import remove_stale_temps
+from mmclf.run.lock import run_dir_lock
+from mmclf.run.rundir import RunDir
 from mmclf.rundir_checks import refuse_foreign_run
 from mmclf.validate import ValidateBeforeRun, backend_of, validate
 

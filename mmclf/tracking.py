@@ -16,9 +16,9 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ConfigError, MMClfError
-from mmclf.io import read_record, write_json_atomic
 from mmclf.jobs import scalars
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_record, write_json_atomic
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # no server: a SQLite file where the command runs

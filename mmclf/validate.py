@@ -14,8 +14,8 @@ from mmclf import tracking, world
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
 from mmclf.jobs import parallel_launcher, scalar_metric_names
+from mmclf.run.sweep_gpus import check_parallel_jobs
 from mmclf.rundir_checks import check_run_dir
-from mmclf.sweep_gpus import check_parallel_jobs
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mmclf.errors import ConfigError
-from mmclf.sweep_gpus import job_gpu
+from mmclf.run.sweep_gpus import job_gpu
 
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 

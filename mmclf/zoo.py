@@ -176,7 +176,7 @@ def check_trainable(model: dict, image_size: int, num_classes: int, key: str = "
     Checkpoints the model would load (``Pretrained`` init_cfgs) are left out of the check."""
     import mmcls.models  # noqa: F401  (before mmcls_logger: see below)
 
-    from mmclf.logs import mmcls_logger
+    from mmclf.run.logs import mmcls_logger
 
     # Importing mmcls.models sets up mmcv's logger, raising the root logger's console handlers to ERROR:
     # mmcls_logger lowers them back. In that order, as the train step does: mmcv logs its init tables to

@@ -103,7 +103,7 @@ def uninterrupted(request, tmp_path_factory, data_root):
 @pytest.fixture(scope="session")
 def two_epoch_run(finished_run, tmp_path_factory, data_root):
     """``finished_run`` trained one epoch more: epoch_1.pth and epoch_2.pth, finished; tests only read it."""
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
     from mmclf.task import run
 
     run_dir = shutil.copytree(finished_run, tmp_path_factory.mktemp("two-epochs") / "run", symlinks=True)
@@ -114,7 +114,7 @@ def two_epoch_run(finished_run, tmp_path_factory, data_root):
 @pytest.fixture
 def copy_of_two_epoch_run(two_epoch_run, tmp_path):
     """A private copy of ``two_epoch_run`` (a RunDir), for a test that damages or runs into it."""
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
 
     return RunDir(shutil.copytree(two_epoch_run.path, tmp_path / "run", symlinks=True))
 

@@ -14,7 +14,7 @@ import pytest
 from mmclf.checkpoints import record_hash, resume_checkpoint
 from mmclf.config import weights_fingerprint
 from mmclf.errors import StepError
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.steps.train import train
 from mmclf.task import finished_metrics, run

@@ -3,7 +3,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from mmclf.config import MMCLS_DATA_KEYS, class_count, to_mmcv_config
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import prepare_data
 from tests.conftest import CONF_DIR, compose_cfg, write_image_folder
 

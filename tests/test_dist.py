@@ -18,7 +18,7 @@ import pytest
 from mmclf import launch, world
 from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.launch import DistributedTrainingFailed
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import record_config
 from mmclf.task import run
 from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from mmclf.errors import ExportError
 from mmclf.jobs import ONNX_METRICS
 from mmclf.predict import OnnxPredictor, Predictor, predict
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import export as export_step
 from mmclf.steps import run_step
 from tests.conftest import REPO, compose_cfg, folder_overrides, tiny_overrides, write_image_folder

@@ -23,8 +23,8 @@ from mmclf.fast import runner as fast_runner
 from mmclf.fast.augment import Augment, parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
-from mmclf.io import read_json
 from mmclf.report import read_log
+from mmclf.run.io import read_json
 from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
 

@@ -7,7 +7,7 @@ import torch
 
 from mmclf.config import to_mmcv_config
 from mmclf.errors import ConfigError
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import prepare_data
 from mmclf.task import run
 from mmclf.validate import validate

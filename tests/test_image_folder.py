@@ -199,7 +199,7 @@ def test_mmcls_pipelines_run_on_cached_images_at_64_px(images, tmp_path):
     from mmcls.datasets import build_dataset
 
     from mmclf.config import to_mmcv_config
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
     from mmclf.steps.prepare_data import prepare_data
 
     cfg = compose_cfg([*folder_overrides(images), "data.image_size=64"])
@@ -220,7 +220,7 @@ def test_a_cache_dir_elsewhere_leaves_the_data_folder_untouched(images, tmp_path
 
 def test_a_pipeline_of_your_own_replaces_the_size_chosen_one(images, tmp_path):
     from mmclf.config import to_mmcv_config
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
     from mmclf.steps.prepare_data import prepare_data
 
     cfg = compose_cfg(folder_overrides(images))

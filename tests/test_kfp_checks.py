@@ -8,7 +8,7 @@ from backends.kfp.backend import KfpBackend
 from backends.kfp.endpoint import host_from_config
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg
 from tests.test_kfp_pipeline import compile_pipeline
 

@@ -15,7 +15,7 @@ from backends.kfp.backend import KfpBackend
 from backends.kfp.preflight import PreflightFailed
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import REPO, closed_port_url, compose_cfg
 from tests.k8s_objects import claim, namespace, node, secret, storage_class

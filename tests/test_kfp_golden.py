@@ -19,7 +19,7 @@ import pytest
 from backends.kfp import naming
 from backends.kfp.backend import KfpBackend
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -17,7 +17,7 @@ from backends.kfp.kfp_local import run_local
 from backends.kfp.pod import main as pod_main
 from mmclf.errors import ConfigError, StepError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg, tiny_overrides
 
 # Files a run dir holds whatever the backend; Hydra's own and kfp.local's outputs are not among them.

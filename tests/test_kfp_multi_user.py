@@ -6,7 +6,7 @@ import pytest
 from backends.kfp.backend import KfpBackend
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
 from tests.k8s_objects import namespace

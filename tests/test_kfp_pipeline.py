@@ -17,7 +17,7 @@ from backends.kfp.naming import run_names
 from backends.kfp.parameters import apply_parameters
 from mmclf.errors import MMClfError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests.conftest import closed_port_url, compose_cfg
 
 STEP_TASKS = ["prepare-data", "train", "test", "export", "produce-metrics"]

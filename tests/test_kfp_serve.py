@@ -18,7 +18,7 @@ from backends.kfp.serving import MAX_NAME, inference_service, service_name, trit
 from mmclf import serve as local_serve
 from mmclf.errors import ConfigError
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
 from tests.k8s_kserve import kserve_problems

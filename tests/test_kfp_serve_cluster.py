@@ -10,7 +10,7 @@ import yaml
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.serve_task import serve_in_pod
 from backends.kfp.serving import inference_service
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
 from tests.k8s_kserve import FakeKServe, kserve_problems

@@ -25,7 +25,7 @@ from backends.kfp.parameters import apply_parameters
 from backends.kfp.pod import run_in_pod
 from backends.kfp.trainjob import trainjob_name
 from backends.kfp.trainjob_api import condition
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import record_step
 from mmclf.steps.__main__ import load_config
 from mmclf.steps.prepare_data import record_config

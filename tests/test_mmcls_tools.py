@@ -9,7 +9,7 @@ import sys
 import mmcls
 import pytest
 
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides
 

@@ -11,7 +11,7 @@ import torch
 
 from mmclf import pretrained, zoo
 from mmclf.errors import ConfigError, DataError
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from tests.conftest import closed_port_url
 from tests.loopback import LoopbackServer
 

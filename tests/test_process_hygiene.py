@@ -13,8 +13,8 @@ import pytest
 
 from mmclf import launch, world
 from mmclf.errors import ConfigError, RunDirRefused
-from mmclf.lock import refuse_if_busy, run_dir_lock
-from mmclf.rundir import RunDir
+from mmclf.run.lock import refuse_if_busy, run_dir_lock
+from mmclf.run.rundir import RunDir
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
 from tests.test_dist import prepared, wait_for, workers
 from tests.test_refusals import lock_holder
@@ -87,8 +87,8 @@ HOLD_WITH_LOADER_WORKERS = """
 import sys, time
 import torch
 from torch.utils.data import DataLoader, Dataset
-from mmclf.lock import run_dir_lock
-from mmclf.rundir import RunDir
+from mmclf.run.lock import run_dir_lock
+from mmclf.run.rundir import RunDir
 
 class Slow(Dataset):
     def __len__(self):
@@ -146,8 +146,8 @@ def test_a_process_cannot_take_or_test_its_own_run_dir_lock_again(tmp_path):
             refuse_if_busy(run_dir)
         with pytest.raises(RunDirRefused, match="this process"), run_dir_lock(run_dir):
             pass
-        elsewhere = subprocess.run([sys.executable, "-c", "from mmclf.lock import refuse_if_busy\n"
-                                    f"from mmclf.rundir import RunDir\nrefuse_if_busy(RunDir({str(run_dir)!r}))"],
+        elsewhere = subprocess.run([sys.executable, "-c", "from mmclf.run.lock import refuse_if_busy\n"
+                                    f"from mmclf.run.rundir import RunDir\nrefuse_if_busy(RunDir({str(run_dir)!r}))"],
                                    cwd=REPO, capture_output=True, text=True, timeout=60)
         assert f"pid {os.getpid()} on host" in elsewhere.stderr, "still held"
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from mmclf.errors import RunDirRefused
-from mmclf.lock import refuse_if_busy, run_dir_lock
-from mmclf.rundir import RunDir
+from mmclf.run.lock import refuse_if_busy, run_dir_lock
+from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
 
@@ -27,7 +27,7 @@ def snapshot(folder) -> dict:
 def lock_holder(run_dir: RunDir) -> subprocess.Popen:
     """Another process holding ``run_dir``'s lock, as a running job does, once it says so."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom mmclf.lock import run_dir_lock\nfrom mmclf.rundir import RunDir\n"
+        "import sys, time\nfrom mmclf.run.lock import run_dir_lock\nfrom mmclf.run.rundir import RunDir\n"
         f"with run_dir_lock(RunDir({str(run_dir.path)!r})):\n    print('held', flush=True)\n    time.sleep(600)\n")],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

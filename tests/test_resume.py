@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mmclf.checkpoints import epoch_checkpoints
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import REPO, compose_cfg, tiny_overrides, two_epochs
 from tests.test_end_to_end import assert_complete_run_dir

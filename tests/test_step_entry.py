@@ -3,8 +3,8 @@
 in one line with exit status 2, a failure in one line with exit status 1."""
 import json
 
-from mmclf.io import write_json_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_json_atomic
+from mmclf.run.rundir import RunDir
 from tests.conftest import run_cli, tiny_overrides
 
 

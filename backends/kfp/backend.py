@@ -26,7 +26,7 @@ from backends.kfp.volume_layout import VolumeLayout
 from mmclf import jobs
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.jobs import JobContext
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.validate import check_runs_here
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from backends.kfp.mlmd import read_metrics
 from backends.kfp.naming import volume_description
 from backends.kfp.run_record import write_run_record
 from backends.kfp.volume_layout import run_folder
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

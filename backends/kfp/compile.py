@@ -9,8 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.naming import STORAGE_CLASS_PARAMETER
 from backends.kfp.parameters import PARAMETER_KEYS
 from mmclf.errors import ConfigError
-from mmclf.io import write_text_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_text_atomic
+from mmclf.run.rundir import RunDir
 
 MAX_PARAMETER_CHARS = 10_000  # KFP's limit on a pipeline parameter value
 

@@ -11,7 +11,7 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model, Output
 
 from backends.kfp.parameters import RUN_PARAMETERS
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import STEP_NAMES
 
 # Python-function components: KFP embeds each function's source in pipeline.yaml and runs it in

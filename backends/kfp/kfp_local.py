@@ -13,8 +13,8 @@ from backends.kfp.compile import pod_config_yaml
 from backends.kfp.parameters import parameter_defaults
 from backends.kfp.pipeline import build_pipeline
 from mmclf.errors import ConfigError, StepError
-from mmclf.io import read_json
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_json
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from backends.kfp.trainjob_api import TrainJobs, condition, pod_namespace, state
 from backends.kfp.trainjob_start import started, why_not_started
 from backends.kfp.volume_layout import run_folder
 from mmclf.errors import MMClfError, StepFailed
-from mmclf.io import read_record
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_record
+from mmclf.run.rundir import RunDir
 from mmclf.steps import recorded, step_named
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 
 from backends.kfp.naming import model_name
 from mmclf.config import class_count
-from mmclf.io import read_json
 from mmclf.jobs import scalars, shown
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_json
+from mmclf.run.rundir import RunDir
 
 
 def export_model(cfg: DictConfig, run_dir: RunDir, path: str) -> dict:

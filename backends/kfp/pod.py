@@ -20,7 +20,7 @@ from backends.kfp.parameters import RUN_PARAMETERS, apply_parameters
 from backends.kfp.volume import VolumeNotWritable
 from backends.kfp.volume_layout import VolumeLayout, run_folder
 from mmclf.errors import one_line_errors
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 from mmclf.steps import STEP_NAMES, run_step
 
 

@@ -1,6 +1,6 @@
 """``kfp_run.json``: the KFP run a run dir belongs to (id, UI link, experiment, name, final state)."""
-from mmclf.io import read_record, write_json_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_record, write_json_atomic
+from mmclf.run.rundir import RunDir
 
 
 def write_run_record(run_dir: RunDir, record: dict) -> None:

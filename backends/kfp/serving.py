@@ -32,8 +32,8 @@ from backends.kfp.trainjob import (
     RUN_ID_PLACEHOLDER,
 )
 from backends.kfp.volume_layout import VolumeLayout
-from mmclf.io import write_text_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_text_atomic
+from mmclf.run.rundir import RunDir
 from mmclf.v2_protocol import INPUT, MODEL_NAME, OUTPUT
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -139,7 +139,7 @@ def triton_config(model_onnx: bytes, max_batch_size: int) -> str:
 
 def write_model_repository(folder: RunDir, max_batch_size: int) -> None:
     """The Triton model repository in ``folder/serving``: the run's model.onnx as version 1 of ``mmclf``."""
-    from mmclf.io import write_bytes_atomic
+    from mmclf.run.io import write_bytes_atomic
 
     model = folder.onnx_model.read_bytes()
     repository = folder.serving / MODEL_NAME

@@ -21,8 +21,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.volume_layout import VolumeLayout, run_folder
-from mmclf.io import write_text_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_text_atomic
+from mmclf.run.rundir import RunDir
 from mmclf.steps import entry_point
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"

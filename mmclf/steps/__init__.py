@@ -22,9 +22,9 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from mmclf.config import run_fingerprint
-from mmclf.io import read_json, read_record, write_json_atomic
-from mmclf.logs import mmcls_logger
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_json, read_record, write_json_atomic
+from mmclf.run.logs import mmcls_logger
+from mmclf.run.rundir import RunDir
 from mmclf.world import is_rank_zero, world_size
 
 log = logging.getLogger(__name__)

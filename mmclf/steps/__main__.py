@@ -36,7 +36,7 @@ def load_config(run_dir, config=None):
     from omegaconf import OmegaConf
 
     from mmclf.errors import StepError
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
 
     path = Path(config) if config else RunDir(run_dir).config
     if not path.is_file():
@@ -49,7 +49,7 @@ def run_as_rank(name: str, run_dir: str) -> None:
     """One torchrun worker: join the process group, run the step's function on this rank, leave."""
     from mmclf.config import resolve_device
     from mmclf.errors import MMClfError
-    from mmclf.rundir import RunDir
+    from mmclf.run.rundir import RunDir
     from mmclf.steps import step_named
 
     try:

@@ -20,10 +20,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ExportError
-from mmclf.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mmclf.jobs import ONNX_METRICS
 from mmclf.predict import ONNX_INPUT, ONNX_OUTPUT, OnnxPredictor, Predictor
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 OPSET = 17

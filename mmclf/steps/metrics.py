@@ -7,9 +7,9 @@ from omegaconf import DictConfig
 
 from mmclf import report, tracking
 from mmclf.errors import StepError
-from mmclf.io import read_json, write_json_atomic
 from mmclf.jobs import ONNX_METRICS
-from mmclf.rundir import RunDir
+from mmclf.run.io import read_json, write_json_atomic
+from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

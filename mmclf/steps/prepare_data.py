@@ -4,8 +4,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf import data
 from mmclf.config import pretrained_cache
-from mmclf.io import write_json_atomic, write_text_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_json_atomic, write_text_atomic
+from mmclf.run.rundir import RunDir
 
 
 def prepare_data(cfg: DictConfig, run_dir: RunDir) -> None:

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 from mmclf import report
 from mmclf.config import to_mmcv_config
 from mmclf.errors import StepError
-from mmclf.io import write_json_atomic
-from mmclf.rundir import RunDir
+from mmclf.run.io import write_json_atomic
+from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules
 
 log = logging.getLogger(__name__)

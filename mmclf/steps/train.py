@@ -11,8 +11,8 @@ from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.launch import launch
-from mmclf.logs import mmcls_logger
-from mmclf.rundir import RunDir
+from mmclf.run.logs import mmcls_logger
+from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules
 from mmclf.tracking import end_failed_run, logger_hooks
 from mmclf.world import broadcast_from_rank_zero, is_worker, world_size

@@ -39,7 +39,7 @@ class RunDir:
     # records
     STEPS = "steps.json"  # which steps finished, for which config
     JOB = "job.json"  # the job's status, for sweeps and re-runs
-    LOCK = ".lock"  # held by the one process running a job here (mmclf/lock.py)
+    LOCK = ".lock"  # held by the one process running a job here (mmclf/run/lock.py)
     # logger=tensorboard / mlflow
     TENSORBOARD = "tensorboard"  # event files (the default logger.tensorboard.log_dir)
     MLFLOW_RUN = "mlflow_run.json"  # which MLflow run this run dir reports to

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from mmclf.errors import RunDirRefused
-from mmclf.rundir import RunDir
+from mmclf.run.rundir import RunDir
 
 _FLOCK = "hhqqi"  # Linux's struct flock: l_type, l_whence, l_start, l_len, l_pid
 _held: set[Path] = set()  # run dirs whose lock this process holds
