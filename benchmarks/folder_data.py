@@ -43,7 +43,7 @@ from mmcls.utils import get_root_logger
 from omegaconf import OmegaConf
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf import image_cache, image_folder
+from mmclf.data import image_cache, image_folder
 from mmclf.fast.augment import parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 
@@ -314,8 +314,8 @@ def main(argv=None) -> dict:
              "ru_maxrss_mib": {"build": max(build["ru_maxrss_kib"] for build in builds) / 1024,
                                "baseline": baseline["ru_maxrss_kib"] / 1024},
              "measured": "peak RSS: VmHWM (/proc/self/status) of a fresh child process (subprocess, python -c) that "
-                         "imports numpy, Pillow, omegaconf and mmclf.image_cache and then runs image_cache.prepare "
-                         "(decode threads included; the max over rounds), against a child that only imports them. "
+                         "imports numpy, Pillow, omegaconf and mmclf.data.image_cache and then runs "
+                         "image_cache.prepare (decode threads included; the max over rounds), against a child that only imports them. "
                          "ru_maxrss_mib is the same children's getrusage(RUSAGE_SELF).ru_maxrss, kept for contrast: "
                          "Linux carries it over fork + exec, so it shows this benchmark's own peak. seconds: "
                          "prepare() alone (scan, decode, write), imports excluded, median over rounds"}

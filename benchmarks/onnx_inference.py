@@ -31,7 +31,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf import image_folder
+from mmclf.data import image_folder
 from mmclf.predict import OnnxPredictor, Predictor
 from mmclf.run.rundir import RunDir
 

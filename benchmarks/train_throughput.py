@@ -39,8 +39,8 @@ from mmcls.utils import get_root_logger
 from mmcv.runner import HOOKS, Hook, build_optimizer
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf import data, datasets  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
 from mmclf.config import to_mmcv_config
+from mmclf.data import datasets, sources  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf
 from mmclf.fast.runner import train_model as fast_train_model
@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     get_root_logger(log_level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="mmclf-bench-") as tmp:
         cfg = compose_config(size, Path(tmp) / "data", args.overrides)
-        data.prepare(cfg.data)
+        sources.prepare(cfg.data)
         mm_cfg = to_mmcv_config(cfg, Path(tmp) / "run")
         dataset = build_dataset(mm_cfg.data.train)
         results = measure(mm_cfg, dataset, size, args.rounds, Path(tmp))

@@ -112,7 +112,7 @@ def _own_images(data: dict, run_dir) -> dict:
     """``data`` with the splits of your own images (ImageFolderCache) pointed at the run's data manifest,
     and pipelines chosen by ``data.image_size`` where the config leaves them null."""
     if "image_size" in data:
-        from mmclf import image_cache  # numpy: not on the path that only composes and compiles
+        from mmclf.data import image_cache  # numpy: not on the path that only composes and compiles
 
         chosen = image_cache.default_pipelines(data["image_size"], data["img_norm_cfg"])
         for key, pipeline in zip(("train_pipeline", "test_pipeline"), chosen, strict=True):

@@ -82,7 +82,7 @@ def seed_data_loader(loader, seed: int) -> None:
     Its workers' base seed comes from a generator of its own: from torch's global one, it would
     be drawn only when workers start (each epoch, or the first of a persistent loader's), which
     shifts the shuffle drawn after it with persistent_workers and the run's start. A dataset with
-    ``set_epoch_seed`` (mmclf.sample_seeds) draws each sample's augmentation from ``seed`` and the
+    ``set_epoch_seed`` (mmclf.data.sample_seeds) draws each sample's augmentation from ``seed`` and the
     sample's index: the same on every rank, wherever the sample is loaded."""
     import torch
 

@@ -1,7 +1,7 @@
 """Classify new images with a finished run: ``python -m mmclf.predict RUN_DIR IMAGE_OR_FOLDER...``.
 
 The run's own resolved config (``config.yaml``) and final checkpoint: each image is decoded as
-prepare-data decodes a folder split (mmclf/image_folder.py: RGB, EXIF-rotated, resized square to
+prepare-data decodes a folder split (mmclf/data/image_folder.py: RGB, EXIF-rotated, resized square to
 ``data.image_size``), then goes through the run's test pipeline, so predicting a run's own test
 images reproduces its ``predictions.json``. With ``--onnx``, the run's exported ``model.onnx`` (the test
 pipeline inside it) and ``labels.txt`` under onnxruntime instead, without torch or mmcls. Prints the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from mmclf import image_folder
+from mmclf.data import image_folder
 from mmclf.errors import ConfigError, DataError, StepError, one_line_errors
 from mmclf.run.rundir import RunDir
 

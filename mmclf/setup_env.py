@@ -10,7 +10,7 @@ def register_all_modules() -> None:
     EpochSeed, the logger group's), runner (SafeEpochBasedRunner) and model wrapper (AutocastModel), and
     give mmcls's ``train_model`` the DDP wrapper that works on the CPU and with PyTorch 2 (mmclf/ddp.py).
     Idempotent: a module registers its classes when it is first imported."""
-    from mmclf import checkpoints, datasets, hooks  # noqa: F401  (each registers its classes when imported)
+    from mmclf import checkpoints, hooks  # noqa: F401  (each registers its classes when imported)
     from mmclf.ddp import wrap_models_in_mmcls
     from mmclf.fast import precision  # noqa: F401
 

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mmclf import cifar_format, data
-from mmclf.datasets import CifarFormat
+from mmclf.data import cifar_format, sources
+from mmclf.data.datasets import CifarFormat
 from mmclf.errors import DataError
 from tests.conftest import closed_port_url, compose_cfg
 
 
 def test_digits_conversion_is_the_real_1797_images_split_stratified():
-    (train_x, train_y), (test_x, test_y) = data.digits_arrays(image_size=16, test_fraction=0.2)
+    (train_x, train_y), (test_x, test_y) = sources.digits_arrays(image_size=16, test_fraction=0.2)
     assert len(train_x) + len(test_x) == 1797
     assert (len(train_x), len(test_x)) == (1437, 360)
     assert train_x.shape[1:] == (16, 16, 3) and train_x.dtype == np.uint8
@@ -22,23 +22,23 @@ def test_digits_conversion_is_the_real_1797_images_split_stratified():
     # stratified: every class keeps its share of the test split (within one image)
     full = np.bincount(np.concatenate([train_y, test_y]))
     assert np.all(np.abs(np.bincount(test_y) - full * 0.2) <= 1)
-    again = data.digits_arrays(image_size=16, test_fraction=0.2)
+    again = sources.digits_arrays(image_size=16, test_fraction=0.2)
     assert np.array_equal(again[1][0], test_x), "the split must be fixed"
 
 
 def test_prepare_digits_writes_once_and_reads_back(tmp_path):
     cfg = compose_cfg(["data=digits", f"data.root={tmp_path}"])
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     folder = tmp_path / "digits_16px_test0.2"
     stamp = (folder / "data_batch_1").stat().st_mtime_ns
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     assert (folder / "data_batch_1").stat().st_mtime_ns == stamp, "prepared data must be reused"
     images, labels, names = cifar_format.read_split(folder, test_mode=True)
     assert images.shape == (360, 16, 16, 3) and names == [str(d) for d in range(10)]
 
 
 def test_dataset_class_reads_a_cifar_format_folder(tmp_path):
-    train, test = data.synthetic_arrays(num_classes=3, image_size=8, num_train=12, num_test=6)
+    train, test = sources.synthetic_arrays(num_classes=3, image_size=8, num_train=12, num_test=6)
     cifar_format.write_folder(tmp_path, train, test, ["a", "b", "c"])
     dataset = CifarFormat(data_prefix=str(tmp_path), pipeline=[], test_mode=True)
     assert dataset.CLASSES == ["a", "b", "c"] and len(dataset) == 6
@@ -48,7 +48,7 @@ def test_dataset_class_reads_a_cifar_format_folder(tmp_path):
 
 @pytest.fixture
 def folder(tmp_path):
-    train, test = data.synthetic_arrays(num_classes=3, image_size=8, num_train=12, num_test=6)
+    train, test = sources.synthetic_arrays(num_classes=3, image_size=8, num_train=12, num_test=6)
     cifar_format.write_folder(tmp_path, train, test, ["a", "b", "c"])
     return tmp_path
 
@@ -94,7 +94,7 @@ def test_cifar10_offline_names_data_root_and_the_folder_to_place(tmp_path, monke
     monkeypatch.setattr(CIFAR10, "url", f"{closed_port_url()}/cifar-10-python.tar.gz")
     cfg = compose_cfg([f"data.root={tmp_path}"])
     with pytest.raises(DataError) as err:
-        data.prepare(cfg.data)
+        sources.prepare(cfg.data)
     message = str(err.value)
     assert "data.root" in message and "cifar-10-batches-py" in message and str(tmp_path / "cifar10") in message
 
@@ -102,20 +102,20 @@ def test_cifar10_offline_names_data_root_and_the_folder_to_place(tmp_path, monke
 def test_data_root_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="data.root"):
-        data.prepare(OmegaConf.create({"root": str(tmp_path / "file"), "name": "synthetic"}))
+        sources.prepare(OmegaConf.create({"root": str(tmp_path / "file"), "name": "synthetic"}))
 
 
 def test_num_classes_must_match_the_folder(tmp_path):
     cfg = compose_cfg(["data=synthetic", "data.num_train=20", "data.num_test=10", f"data.root={tmp_path}"])
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     cfg.data.name, cfg.data.num_classes = "mine", 5  # a folder of one's own, as the README shows
     cfg.data.train.data_prefix = str(next(tmp_path.glob("synthetic_*")))
     with pytest.raises(DataError, match=r"data.num_classes=5 but .*batches.meta names 10 classes"):
-        data.prepare(cfg.data)
+        sources.prepare(cfg.data)
 
 
 def test_image_size_must_match_the_folder(folder, tmp_path):
     cfg = compose_cfg(["data=synthetic", "data.name=mine", "data.num_classes=3", "data.image_size=16",
                        f"data.root={tmp_path}", f"data.train.data_prefix={folder}"])
     with pytest.raises(DataError, match=r"data.image_size=16 but .*batches.meta says 8x8 images; set .*=8"):
-        data.prepare(cfg.data)
+        sources.prepare(cfg.data)

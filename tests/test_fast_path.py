@@ -16,8 +16,9 @@ from mmcv.parallel import is_module_wrapper
 from mmcv.runner import epoch_based_runner
 from omegaconf import OmegaConf
 
-from mmclf import data, fast
+from mmclf import fast
 from mmclf.config import to_mmcv_config
+from mmclf.data import sources
 from mmclf.errors import ConfigError
 from mmclf.fast import runner as fast_runner
 from mmclf.fast.augment import Augment, parse_pipeline
@@ -225,7 +226,7 @@ def test_fast_train_model_runs_schedule_fast_with_mmcv_hooks_and_no_epoch_pause(
     # 8 iterations: mmcv's OneCycle needs pct_start * iterations > 1
     cfg = compose_cfg([*tiny_overrides(data_root), "data.image_size=8", "schedule=fast",
                        "data.samples_per_gpu=16", "schedule.runner.max_epochs=2"])
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     mm_cfg = to_mmcv_config(cfg, tmp_path)
     pauses = []
     monkeypatch.setattr(epoch_based_runner.time, "sleep", pauses.append)

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from mmclf import data
 from mmclf.checkpoints import CheckpointWriteError, resume_checkpoint
 from mmclf.config import weights_fingerprint
+from mmclf.data import sources
 from mmclf.errors import DataError
 from mmclf.hooks import TrainingDiverged
 from mmclf.task import run
@@ -23,7 +23,7 @@ def test_nan_loss_stops_training_at_once(tmp_path, data_root):
 
 def test_corrupt_dataset_batch_fails_in_the_data_step(tmp_path):
     cfg = compose_cfg(tiny_overrides(tmp_path / "data"))
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     batch = next((tmp_path / "data").glob("synthetic_*/data_batch_1"))
     batch.write_bytes(batch.read_bytes()[:500])
     with pytest.raises(DataError, match=f"{batch}: not a readable CIFAR-format pickle"):
@@ -75,8 +75,8 @@ def test_a_full_disk_while_preparing_data_is_one_line(small_disk):
 
 def test_stale_temp_files_in_the_data_folder_are_removed(tmp_path):
     cfg = compose_cfg(tiny_overrides(tmp_path / "data"))
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     folder = next((tmp_path / "data").glob("synthetic_*"))
     (folder / ".data_batch_1.x1y2z3.tmp").write_bytes(b"half a batch")
-    data.prepare(cfg.data)
+    sources.prepare(cfg.data)
     assert not list(folder.glob(".*.tmp"))

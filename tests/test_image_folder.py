@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmclf import image_cache, image_folder
+from mmclf.data import image_cache, image_folder
+from mmclf.data.splits import stratified_holdout
 from mmclf.errors import DataError
-from mmclf.splits import stratified_holdout
 from tests.conftest import compose_cfg, folder_overrides, write_image_folder
 
 
@@ -166,7 +166,7 @@ def test_holdout_is_stratified_disjoint_and_fixed_by_the_seed():
 
 
 def test_the_validation_split_is_held_out_of_train_or_is_the_val_folder(images):
-    from mmclf.datasets import ImageFolderCache
+    from mmclf.data.datasets import ImageFolderCache
 
     manifest_path = images / "data.json"
     manifest_path.write_text(json.dumps(image_cache.prepare(data_cfg(images))))

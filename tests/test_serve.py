@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from mmclf import image_folder
+from mmclf.data import image_folder
 from mmclf.serve import main
 from mmclf.v2_protocol import MODEL_NAME
 from tests.conftest import REPO

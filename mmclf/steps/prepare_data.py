@@ -2,8 +2,8 @@
 the pretrained checkpoint ``model.pretrained`` names, downloaded once beside the data."""
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import data
 from mmclf.config import pretrained_cache
+from mmclf.data import sources
 from mmclf.run.io import write_json_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
 
@@ -12,7 +12,7 @@ def prepare_data(cfg: DictConfig, run_dir: RunDir) -> None:
     """Prepare the dataset (and the pretrained checkpoint), then record the resolved config this run
     uses as ``config.yaml`` and, for your own images, the data manifest ``data.json`` (after: data
     the run cannot use leaves the run dir as it was)."""
-    manifest = data.prepare(cfg.data)
+    manifest = sources.prepare(cfg.data)
     if cfg.model.get("pretrained"):
         from mmclf import pretrained
 

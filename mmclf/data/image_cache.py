@@ -1,4 +1,4 @@
-"""Your own images decoded once: each split of a folder (mmclf/image_folder.py) as a uint8 array cache.
+"""Your own images decoded once: each split of a folder (mmclf/data/image_folder.py) as a uint8 array cache.
 
 prepare-data decodes each split once (any format Pillow reads, any mode, EXIF-rotated, resized to
 ``image_size`` x ``image_size`` RGB) into ``<data.cache_dir>/<split>-<key>.npy`` with a ``.json``
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmclf.data.image_folder import Listing, decode, scan
 from mmclf.errors import DataError
-from mmclf.image_folder import Listing, decode, scan
 from mmclf.run.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
 
 log = logging.getLogger(__name__)

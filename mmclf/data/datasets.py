@@ -1,7 +1,7 @@
-"""mmclf's datasets in mmcls's DATASETS, each with a validation split of its own (mmclf/splits.py):
+"""mmclf's datasets in mmcls's DATASETS, each with a validation split of its own (mmclf/data/splits.py):
 ``CifarFormat`` (any folder in CIFAR's python format), ``CIFAR10Split`` (mmcls's CIFAR10) and
-``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/image_cache.py). Each
-draws a sample's augmentation from (seed, epoch, index) in any DataLoader worker (mmclf/sample_seeds.py).
+``ImageFolderCache`` (your own images, decoded once by prepare-data: mmclf/data/image_cache.py). Each
+draws a sample's augmentation from (seed, epoch, index) in any DataLoader worker (mmclf/data/sample_seeds.py).
 
 Registered when this module is imported (the train and test steps, and mmcls's own tools through
 the ``custom_imports`` of the dumped config).
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from mmcls.datasets import CIFAR10, DATASETS, BaseDataset
 
-from mmclf import image_cache
-from mmclf.cifar_format import read_split
+from mmclf.data import image_cache
+from mmclf.data.cifar_format import read_split
+from mmclf.data.sample_seeds import SeededSamples
+from mmclf.data.splits import stratified_holdout
 from mmclf.run.io import read_json
-from mmclf.sample_seeds import SeededSamples
-from mmclf.splits import stratified_holdout
 
 
 class HeldOutSplit:

@@ -1,4 +1,4 @@
-"""CIFAR's python batch format, for any image folder: read (validated) and write; mmclf/datasets.py
+"""CIFAR's python batch format, for any image folder: read (validated) and write; mmclf/data/datasets.py
 makes it an mmcls dataset. No torch or mmcls here: the data step (a pod of its own) stays light.
 
 A folder holds ``data_batch_*`` (train), ``test_batch`` (test) and ``batches.meta``. Each batch

@@ -2,7 +2,7 @@
 
 cifar10 is mmcls's own ``CIFAR10`` (downloaded and md5-checked by mmcls); digits and synthetic
 are generated once in CIFAR's python format and reused by later runs; your own images (folder)
-are decoded once into a cache (mmclf/image_cache.py).
+are decoded once into a cache (mmclf/data/image_cache.py).
 """
 import logging
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import cifar_format, image_cache
+from mmclf.data import cifar_format, image_cache
 from mmclf.errors import DataError
 from mmclf.run.io import preparers_lock, remove_stale_temps
 

@@ -1,5 +1,5 @@
 """Your own images: what a folder of class folders (or mmcls annotation lists) holds, and how one file
-is decoded. mmclf/image_cache.py decodes each split once into a cache.
+is decoded. mmclf/data/image_cache.py decodes each split once into a cache.
 
 Layout (mmcls's CustomDataset convention): ``<data.root>/train/<class>/<image>``, ``test/<class>/...``
 and optionally ``val/<class>/...``; class names are train/'s sorted folder names unless
