@@ -11,6 +11,7 @@ def register_all_modules() -> None:
     give mmcls's ``train_model`` the DDP wrapper that works on the CPU and with PyTorch 2 (mmclf/ddp.py).
     Idempotent: a module registers its classes when it is first imported."""
     from mmclf import checkpoints, hooks  # noqa: F401  (each registers its classes when imported)
+    from mmclf.data import datasets  # noqa: F401
     from mmclf.ddp import wrap_models_in_mmcls
     from mmclf.fast import precision  # noqa: F401
 
