@@ -313,12 +313,13 @@ def main(argv=None) -> dict:
              "baseline_rss_mib": baseline["peak_rss_kib"] / 1024, "npy_mib": npy_bytes / 2**20,
              "ru_maxrss_mib": {"build": max(build["ru_maxrss_kib"] for build in builds) / 1024,
                                "baseline": baseline["ru_maxrss_kib"] / 1024},
-             "measured": "peak RSS: VmHWM (/proc/self/status) of a fresh child process (subprocess, python -c) that "
-                         "imports numpy, Pillow, omegaconf and mmclf.data.image_cache and then runs "
-                         "image_cache.prepare (decode threads included; the max over rounds), against a child that only "
-                         "imports them. ru_maxrss_mib is the same children's getrusage(RUSAGE_SELF).ru_maxrss, kept for contrast: "
-                         "Linux carries it over fork + exec, so it shows this benchmark's own peak. seconds: "
-                         "prepare() alone (scan, decode, write), imports excluded, median over rounds"}
+             "measured": "peak RSS: VmHWM (/proc/self/status) of a fresh child process (subprocess, python -c) "
+                         "that imports numpy, Pillow, omegaconf and mmclf.data.image_cache and then runs "
+                         "image_cache.prepare (decode threads included; the max over rounds), against a child that"
+                         " only imports them. ru_maxrss_mib is the same children's "
+                         "getrusage(RUSAGE_SELF).ru_maxrss, kept for contrast: Linux carries it over fork + exec, "
+                         "so it shows this benchmark's own peak. seconds: prepare() alone (scan, decode, write), "
+                         "imports excluded, median over rounds"}
     suffixes = sorted({path.suffix.lower() for path in files})
     setup = {"root": "generated" if generated else str(root), "images": results["device"]["images"],
              "classes": len(manifest["classes"]),
