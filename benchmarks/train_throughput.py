@@ -39,11 +39,11 @@ from mmcls.utils import get_root_logger
 from mmcv.runner import HOOKS, Hook, build_optimizer
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
-from mmclf.config import to_mmcv_config
 from mmclf.data import datasets, sources  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
 from mmclf.fast import device_loader
 from mmclf.fast.precision import prepare_model, resolve_perf
 from mmclf.fast.runner import train_model as fast_train_model
+from mmclf.models.config import to_mmcv_config
 
 REPO = Path(__file__).resolve().parent.parent
 # Per size: synthetic images, side, batch, training epochs, data-path epochs, DataLoader workers

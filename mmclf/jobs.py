@@ -11,8 +11,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.config import run_fingerprint
 from mmclf.errors import MMClfError
+from mmclf.models.config import run_fingerprint
 from mmclf.run.io import read_record as read_json_record
 from mmclf.run.io import write_json_atomic
 from mmclf.run.rundir import RunDir

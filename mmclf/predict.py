@@ -69,7 +69,7 @@ class Predictor:
         from mmcls.models import build_classifier
         from mmcv.runner import load_checkpoint
 
-        from mmclf.config import resolve_device, to_mmcv_config
+        from mmclf.models.config import resolve_device, to_mmcv_config
 
         cfg, checkpoint = load_run(run_dir)
         self.device = resolve_device(device)

@@ -106,7 +106,7 @@ def check_runs_here(cfg: DictConfig) -> None:
         tracking.check_store(cfg.logger.mlflow)
     if cfg.resume not in ("auto", "never"):
         from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
-        from mmclf.config import weights_fingerprint
+        from mmclf.models.config import weights_fingerprint
 
         resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
                           world.world_size(cfg))
@@ -169,14 +169,14 @@ def _check_model(cfg: DictConfig) -> None:
     a local checkpoint exists, ``zoo`` names a checkpoint (a URL is fetched by prepare-data)."""
     zoo_config, source = cfg.model.get("config"), cfg.model.get("pretrained")
     if zoo_config is not None or "config" in cfg.model:
-        from mmclf import zoo
-        from mmclf.config import model_dict
+        from mmclf.models import zoo
+        from mmclf.models.config import model_dict
 
         num_classes = cfg.data.get("num_classes") or 2  # from the data: any count builds the same model
         zoo.check_trainable(model_dict(cfg, num_classes), cfg.data.image_size, num_classes,
                             key=f"model.config={zoo_config}")
     if source:
-        from mmclf import pretrained
+        from mmclf.models import pretrained
 
         pretrained.resolve_source(source, zoo_config)  # zoo: the config must name a checkpoint
 
@@ -247,7 +247,7 @@ def check_parallel_sweep(config: DictConfig) -> None:
     """A parallel launcher on this machine's GPUs: no more jobs at once than GPUs, one each."""
     if config.backend.get("mode", "local") != "local" or not parallel_launcher(config.hydra.launcher):
         return
-    from mmclf.config import resolve_device
+    from mmclf.models.config import resolve_device
 
     if resolve_device(config.device) == "cuda":
         import torch

@@ -32,7 +32,7 @@ def check_fits_here(cfg: DictConfig) -> None:
     nproc = cfg.dist.nproc_per_node
     if nproc == "auto":
         return
-    from mmclf.config import resolve_device
+    from mmclf.models.config import resolve_device
 
     if resolve_device(cfg.device) == "cuda":
         import torch
@@ -52,7 +52,7 @@ def processes_per_node(cfg: DictConfig) -> int:
     nproc = cfg.dist.nproc_per_node
     if nproc != "auto":
         return int(nproc)
-    from mmclf.config import resolve_device
+    from mmclf.models.config import resolve_device
 
     if resolve_device(cfg.device) != "cuda" or job_gpu() is not None:  # a parallel sweep's job: its one GPU
         return 1

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from mmclf.checkpoints import record_hash, resume_checkpoint
-from mmclf.config import weights_fingerprint
 from mmclf.errors import StepError
+from mmclf.models.config import weights_fingerprint
 from mmclf.run.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.steps.train import train

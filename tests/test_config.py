@@ -2,7 +2,7 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from mmclf.config import MMCLS_DATA_KEYS, class_count, to_mmcv_config
+from mmclf.models.config import MMCLS_DATA_KEYS, class_count, to_mmcv_config
 from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import prepare_data
 from tests.conftest import CONF_DIR, compose_cfg, write_image_folder
@@ -83,7 +83,7 @@ def test_mmcv_config_dump_reloads(tmp_path):
 
 
 def test_where_the_cache_lives_is_not_part_of_the_recipe_but_the_validation_split_is():
-    from mmclf.config import weights_fingerprint
+    from mmclf.models.config import weights_fingerprint
 
     base = weights_fingerprint(compose_cfg(["data=digits"]))
     assert weights_fingerprint(compose_cfg(["data=digits", "data.cache_dir=/elsewhere"])) == base

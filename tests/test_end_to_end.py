@@ -66,7 +66,7 @@ def test_flip_tta_averages_the_scores_of_each_image_and_its_mirror(tmp_path, dat
     from mmcls.models import build_classifier
     from mmcv.runner import load_checkpoint
 
-    from mmclf.config import to_mmcv_config
+    from mmclf.models.config import to_mmcv_config
     from mmclf.steps.test import FLIP, predict
 
     cfg = compose_cfg([*tiny_overrides(data_root), "schedule.flip_tta=true"])

@@ -17,13 +17,13 @@ from mmcv.runner import epoch_based_runner
 from omegaconf import OmegaConf
 
 from mmclf import fast
-from mmclf.config import to_mmcv_config
 from mmclf.data import sources
 from mmclf.errors import ConfigError
 from mmclf.fast import runner as fast_runner
 from mmclf.fast.augment import Augment, parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
+from mmclf.models.config import to_mmcv_config
 from mmclf.report import read_log
 from mmclf.run.io import read_json
 from mmclf.task import run

@@ -6,10 +6,10 @@ import subprocess
 import pytest
 
 from mmclf.checkpoints import CheckpointWriteError, resume_checkpoint
-from mmclf.config import weights_fingerprint
 from mmclf.data import sources
 from mmclf.errors import DataError
 from mmclf.hooks import TrainingDiverged
+from mmclf.models.config import weights_fingerprint
 from mmclf.task import run
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 

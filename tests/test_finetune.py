@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from mmclf.config import to_mmcv_config
 from mmclf.errors import ConfigError
+from mmclf.models.config import to_mmcv_config
 from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import prepare_data
 from mmclf.task import run

@@ -198,7 +198,7 @@ def test_pipelines_follow_the_image_size():
 def test_mmcls_pipelines_run_on_cached_images_at_64_px(images, tmp_path):
     from mmcls.datasets import build_dataset
 
-    from mmclf.config import to_mmcv_config
+    from mmclf.models.config import to_mmcv_config
     from mmclf.run.rundir import RunDir
     from mmclf.steps.prepare_data import prepare_data
 
@@ -219,7 +219,7 @@ def test_a_cache_dir_elsewhere_leaves_the_data_folder_untouched(images, tmp_path
 
 
 def test_a_pipeline_of_your_own_replaces_the_size_chosen_one(images, tmp_path):
-    from mmclf.config import to_mmcv_config
+    from mmclf.models.config import to_mmcv_config
     from mmclf.run.rundir import RunDir
     from mmclf.steps.prepare_data import prepare_data
 

@@ -1,4 +1,4 @@
-"""mmclf.pretrained with real parts: a loopback HTTP server serving checkpoints named as mmcls's zoo names
+"""mmclf.models.pretrained with real parts: a loopback HTTP server serving checkpoints named as mmcls's zoo names
 them, mmcls classifiers built and saved by mmcv, and mmcv's own Pretrained init_cfg loading them."""
 import hashlib
 import threading
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmclf import pretrained, zoo
 from mmclf.errors import ConfigError, DataError
+from mmclf.models import pretrained, zoo
 from mmclf.run.rundir import RunDir
 from tests.conftest import closed_port_url
 from tests.loopback import LoopbackServer
@@ -228,7 +228,7 @@ def test_an_mmclf_run_checkpoint_loads_into_a_backbone(finished_run):
 
 def test_prepare_data_downloads_model_pretrained_beside_the_data_and_training_uses_it(server, source, tmp_path,
                                                                                         data_root):
-    from mmclf.config import to_mmcv_config
+    from mmclf.models.config import to_mmcv_config
     from mmclf.steps.prepare_data import prepare_data
     from tests.conftest import compose_cfg, tiny_overrides
 

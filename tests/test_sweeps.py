@@ -170,7 +170,7 @@ def test_each_parallel_job_claims_a_gpu_of_its_own_by_number_and_frees_it(tmp_pa
         claim(tmp_path, 3, gpus=2)
     held[1][1].close()  # job 1 ends: job 3 gets its GPU
     assert claim(tmp_path, 3, gpus=2)[0] == 1
-    monkeypatch.setattr("mmclf.config.resolve_device", lambda device: "cuda")
+    monkeypatch.setattr("mmclf.models.config.resolve_device", lambda device: "cuda")
     with one_gpu_for(tmp_path / "other-sweep", 5, gpus=4) as gpu:
         assert gpu == 1 and world.processes_per_node(compose_cfg()) == 1  # nproc_per_node=auto: its one GPU
     with pytest.raises(ConfigError, match=r"hydra.launcher.n_jobs=3: 2 GPU\(s\) visible here"):

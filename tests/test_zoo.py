@@ -1,10 +1,10 @@
-"""mmclf.zoo against the configs and model index mmcls 0.25 really ships: names, checkpoint URLs, the
+"""mmclf.models.zoo against the configs and model index mmcls 0.25 really ships: names, checkpoint URLs, the
 model dicts with their classes set, one training step per family at the sizes it allows, and the CLI."""
 
 import pytest
 
-from mmclf import zoo
 from mmclf.errors import ConfigError
+from mmclf.models import zoo
 from tests.conftest import run_cli
 
 RESNET50 = "resnet/resnet50_8xb32_in1k"

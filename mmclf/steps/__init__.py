@@ -21,7 +21,7 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from mmclf.config import run_fingerprint
+from mmclf.models.config import run_fingerprint
 from mmclf.run.io import read_json, read_record, write_json_atomic
 from mmclf.run.logs import mmcls_logger
 from mmclf.run.rundir import RunDir

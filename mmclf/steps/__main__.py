@@ -47,8 +47,8 @@ def load_config(run_dir, config=None):
 
 def run_as_rank(name: str, run_dir: str) -> None:
     """One torchrun worker: join the process group, run the step's function on this rank, leave."""
-    from mmclf.config import resolve_device
     from mmclf.errors import MMClfError
+    from mmclf.models.config import resolve_device
     from mmclf.run.rundir import RunDir
     from mmclf.steps import step_named
 

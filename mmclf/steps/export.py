@@ -42,7 +42,7 @@ def test_split(cfg: DictConfig, run_dir: RunDir) -> tuple[list, np.ndarray]:
     """(decoded images, labels) of the test split, as the test step's dataset holds them."""
     from mmcls.datasets import build_dataset
 
-    from mmclf.config import to_mmcv_config
+    from mmclf.models.config import to_mmcv_config
     from mmclf.setup_env import register_all_modules
 
     register_all_modules()

@@ -2,8 +2,8 @@
 the pretrained checkpoint ``model.pretrained`` names, downloaded once beside the data."""
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf.config import pretrained_cache
 from mmclf.data import sources
+from mmclf.models.config import pretrained_cache
 from mmclf.run.io import write_json_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
 
@@ -14,7 +14,7 @@ def prepare_data(cfg: DictConfig, run_dir: RunDir) -> None:
     the run cannot use leaves the run dir as it was)."""
     manifest = sources.prepare(cfg.data)
     if cfg.model.get("pretrained"):
-        from mmclf import pretrained
+        from mmclf.models import pretrained
 
         source = pretrained.resolve_source(cfg.model.pretrained, cfg.model.get("config"))
         pretrained.fetch(source, pretrained_cache(cfg))

@@ -7,8 +7,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mmclf import report
-from mmclf.config import to_mmcv_config
 from mmclf.errors import StepError
+from mmclf.models.config import to_mmcv_config
 from mmclf.run.io import write_json_atomic
 from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules

@@ -7,10 +7,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mmclf.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
-from mmclf.config import to_mmcv_config, weights_fingerprint
 from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.launch import launch
+from mmclf.models.config import to_mmcv_config, weights_fingerprint
 from mmclf.run.logs import mmcls_logger
 from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules
@@ -81,7 +81,7 @@ def train_this_process(cfg: DictConfig, run_dir: RunDir) -> None:
         model.init_weights()  # loads model.pretrained's backbone weights (mmcv's Pretrained init_cfg)
         init_cfg = mm_cfg.model.get("backbone", {}).get("init_cfg") or {}
         if init_cfg.get("type") == "Pretrained":
-            from mmclf.pretrained import describe_load
+            from mmclf.models.pretrained import describe_load
 
             log.info("%s", describe_load(model, Path(init_cfg["checkpoint"])))
         model.CLASSES = dataset.CLASSES

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from mmclf import zoo
 from mmclf.errors import ConfigError, DataError
+from mmclf.models import zoo
 
 log = logging.getLogger(__name__)
 ZOO = "zoo"

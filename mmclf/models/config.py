@@ -6,10 +6,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import StepError
+from mmclf.models.zoo import with_num_classes
 from mmclf.run.io import read_json
 from mmclf.run.rundir import RunDir
 from mmclf.run.sweep_gpus import job_gpu
-from mmclf.zoo import with_num_classes
 
 # Keys of the data node that mmcls reads inside ``cfg.data``; the others are mmclf's.
 MMCLS_DATA_KEYS = ("samples_per_gpu", "workers_per_gpu", "persistent_workers", "train", "val", "test")
@@ -89,14 +89,14 @@ def model_dict(cfg: DictConfig, num_classes: int) -> dict:
     node = OmegaConf.to_container(cfg.model, resolve=True)
     zoo_config, source = node.pop("config", None), node.pop("pretrained", None)
     if zoo_config:
-        from mmclf import zoo  # reads mmcls's config files (mmcv): only for the models that come from them
+        from mmclf.models import zoo  # reads mmcls's config files (mmcv): only for the models that come from them
 
         # A fine-tuning config's own checkpoint URL would be fetched by mmcv past mmclf's cache and hash
         # check: only model.pretrained loads weights (the README says to name that URL there).
         node = zoo.without_pretrained(merged(zoo.model_dict(zoo_config, num_classes), node))
     model = with_num_classes(node, num_classes)
     if source:
-        from mmclf import pretrained
+        from mmclf.models import pretrained
 
         path = pretrained.local_path(pretrained.resolve_source(source, zoo_config), pretrained_cache(cfg))
         model["backbone"]["init_cfg"] = pretrained.init_cfg(path)
