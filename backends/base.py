@@ -21,7 +21,7 @@ from typing import Optional, Protocol, runtime_checkable
 
 from omegaconf import DictConfig
 
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from mmclf.jobs import JobContext
 from mmclf.models.config import resolve_device
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from mmclf.run.sweep_gpus import one_gpu_for
 from mmclf.steps import run_all

@@ -7,8 +7,8 @@ from mmcv.runner import HOOKS, Hook, master_only
 from mmcv.runner.hooks import LoggerHook
 
 from mmclf.errors import MMClfError, StepFailed
+from mmclf.reports.tracking import open_run, store_failed, tracking_uri
 from mmclf.run.rundir import RunDir
-from mmclf.tracking import open_run, store_failed, tracking_uri
 
 
 class TrainingDiverged(StepFailed):

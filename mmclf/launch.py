@@ -71,7 +71,7 @@ def launch(cfg: DictConfig, run_dir) -> None:
         result = subprocess.run(command, env=env, preexec_fn=lambda: die_with(launcher, signal.SIGTERM))
         if result.returncode == 0:
             return
-        from mmclf.tracking import end_recorded_run  # rank 0, ended by torchrun, may not have ended it
+        from mmclf.reports.tracking import end_recorded_run  # rank 0, ended by torchrun, may not have ended it
 
         end_recorded_run(cfg, RunDir(run_dir), "FAILED")
         reported = sorted(Path(errors).glob("rank-*.txt"), key=lambda path: int(path.stem.split("-")[1]))

@@ -16,7 +16,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from mmclf.errors import ConfigError, StepFailed, exit_with
-from mmclf.jobs import sweep_job_record
+from mmclf.reports.jobs import sweep_job_record
 from mmclf.run.io import remove_stale_temps, write_figure_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
 

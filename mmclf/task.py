@@ -11,8 +11,9 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from mmclf import jobs, summary
+from mmclf import summary
 from mmclf.errors import JobStopped, MMClfError, StepFailed, exit_stopped, exit_with, stop_on_signals
+from mmclf.reports import jobs
 from mmclf.run.io import remove_stale_temps
 from mmclf.run.lock import run_dir_lock
 from mmclf.run.rundir import RunDir

@@ -10,10 +10,11 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import tracking, world
+from mmclf import world
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.fast import uses_device_loader
-from mmclf.jobs import parallel_launcher, scalar_metric_names
+from mmclf.reports import tracking
+from mmclf.reports.jobs import parallel_launcher, scalar_metric_names
 from mmclf.run.sweep_gpus import check_parallel_jobs
 from mmclf.rundir_checks import check_run_dir
 

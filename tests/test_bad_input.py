@@ -8,7 +8,7 @@ import torch
 
 from mmclf import validate as validate_module
 from mmclf.errors import ConfigError
-from mmclf.jobs import scalar_metric_names
+from mmclf.reports.jobs import scalar_metric_names
 from mmclf.validate import validate
 from tests.conftest import compose_cfg, run_cli
 

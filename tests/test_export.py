@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from mmclf.errors import ExportError
-from mmclf.jobs import ONNX_METRICS
 from mmclf.predict import OnnxPredictor, Predictor, predict
+from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.rundir import RunDir
 from mmclf.steps import export as export_step
 from mmclf.steps import run_step

@@ -24,7 +24,7 @@ from mmclf.fast.augment import Augment, parse_pipeline
 from mmclf.fast.device_loader import DeviceLoader
 from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
 from mmclf.models.config import to_mmcv_config
-from mmclf.report import read_log
+from mmclf.reports.report import read_log
 from mmclf.run.io import read_json
 from mmclf.task import run
 from tests.conftest import compose_cfg, tiny_overrides

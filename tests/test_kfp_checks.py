@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from backends.kfp.backend import KfpBackend
 from backends.kfp.endpoint import host_from_config
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg
 from tests.test_kfp_pipeline import compile_pipeline

@@ -14,7 +14,7 @@ import yaml
 from backends.kfp.backend import KfpBackend
 from backends.kfp.preflight import PreflightFailed
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import REPO, closed_port_url, compose_cfg

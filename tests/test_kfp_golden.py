@@ -18,7 +18,7 @@ import pytest
 
 from backends.kfp import naming
 from backends.kfp.backend import KfpBackend
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg
 

@@ -16,7 +16,7 @@ from backends.kfp.compile import pod_config_yaml
 from backends.kfp.kfp_local import run_local
 from backends.kfp.pod import main as pod_main
 from mmclf.errors import ConfigError, StepError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg, tiny_overrides
 

@@ -5,7 +5,7 @@ import pytest
 
 from backends.kfp.backend import KfpBackend
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg

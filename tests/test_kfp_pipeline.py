@@ -16,7 +16,7 @@ from backends.kfp.backend import KfpBackend
 from backends.kfp.naming import run_names
 from backends.kfp.parameters import apply_parameters
 from mmclf.errors import MMClfError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests.conftest import closed_port_url, compose_cfg
 

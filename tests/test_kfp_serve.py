@@ -17,7 +17,7 @@ from backends.kfp.serve_task import passes_gate
 from backends.kfp.serving import MAX_NAME, inference_service, service_name, triton_config
 from mmclf import serve as local_serve
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg

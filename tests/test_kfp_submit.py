@@ -19,7 +19,7 @@ from backends.kfp.endpoint import KfpError
 from backends.kfp.mlmd import MetricsNotReadBack
 from backends.kfp.schema import KfpBackendConfig
 from mmclf.errors import ConfigError, ResultNotHere
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.task import run_job
 from tests.conftest import closed_port_url, compose_cfg
 from tests.kfp_server import DEFAULT_METRICS, FakeKfpServer

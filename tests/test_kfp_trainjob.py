@@ -17,7 +17,7 @@ from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.trainjob import NODE, PATCH_MANAGER, trainjob_manifest, trainjob_name
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from mmclf.steps.__main__ import parse_args
 from tests.conftest import compose_cfg

@@ -10,7 +10,7 @@ import yaml
 
 from backends.kfp.backend import KfpBackend
 from mmclf.errors import ConfigError
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from mmclf.task import run
 from tests.conftest import compose_cfg, folder_overrides, run_cli, write_image_folder

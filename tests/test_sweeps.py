@@ -182,7 +182,7 @@ def test_an_unexpected_failure_is_one_line_in_the_sweep_and_its_traceback_in_the
     import logging
 
     from mmclf import task
-    from mmclf.jobs import JobContext
+    from mmclf.reports.jobs import JobContext
     from tests.conftest import compose_cfg
 
     def broken(cfg, run_dir, job, validated=False):

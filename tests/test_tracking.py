@@ -9,12 +9,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mmclf.jobs import JobContext
-from mmclf.report import read_log
+from mmclf.reports.jobs import JobContext
+from mmclf.reports.report import read_log
+from mmclf.reports.tracking import end_recorded_run, open_run, tracking_uri
 from mmclf.run.rundir import RunDir
 from mmclf.summary import SummarizeSweep
 from mmclf.task import run
-from mmclf.tracking import end_recorded_run, open_run, tracking_uri
 from tests.conftest import compose_cfg, tiny_overrides
 
 
@@ -128,7 +128,7 @@ def test_a_killed_ranks_mlflow_run_is_ended_failed_by_its_launcher(tmp_path, dat
     # rank 0 opens the run dir's MLflow run, then torchrun ends it (another rank failed): nothing ends the run
     config = {"logger": {"mlflow": {"tracking_uri": uri, "experiment": "mmclf"}}}
     opened = subprocess.run([sys.executable, "-c", (
-        "import os, signal\nfrom mmclf.run.rundir import RunDir\nfrom mmclf.tracking import open_run\n"
+        "import os, signal\nfrom mmclf.run.rundir import RunDir\nfrom mmclf.reports.tracking import open_run\n"
         f"open_run(RunDir({str(run_dir.path)!r}), {config!r})\nos.kill(os.getpid(), signal.SIGKILL)\n")])
     assert opened.returncode == -9
     run_id = json.loads(run_dir.mlflow_run.read_text())["run_id"]

@@ -23,9 +23,9 @@ from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
 from backends.kfp.volume_layout import VolumeLayout
-from mmclf import jobs
 from mmclf.errors import ConfigError, ResultNotHere
-from mmclf.jobs import JobContext
+from mmclf.reports import jobs
+from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from mmclf.validate import check_runs_here
 

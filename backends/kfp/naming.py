@@ -8,7 +8,7 @@ import time
 
 from omegaconf import DictConfig
 
-from mmclf.jobs import JobContext
+from mmclf.reports.jobs import JobContext
 
 # The pipeline parameter create-volume's StorageClass comes from when it was not known when compiling.
 STORAGE_CLASS_PARAMETER = "storage_class"

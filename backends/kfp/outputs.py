@@ -13,8 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from backends.kfp.naming import model_name
-from mmclf.jobs import scalars, shown
 from mmclf.models.config import class_count
+from mmclf.reports.jobs import scalars, shown
 from mmclf.run.io import read_json
 from mmclf.run.rundir import RunDir
 

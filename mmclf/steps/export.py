@@ -20,8 +20,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ExportError
-from mmclf.jobs import ONNX_METRICS
 from mmclf.predict import ONNX_INPUT, ONNX_OUTPUT, OnnxPredictor, Predictor
+from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
 

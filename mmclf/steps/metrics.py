@@ -5,9 +5,9 @@ import logging
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import report, tracking
 from mmclf.errors import StepError
-from mmclf.jobs import ONNX_METRICS
+from mmclf.reports import report, tracking
+from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.io import read_json, write_json_atomic
 from mmclf.run.rundir import RunDir
 

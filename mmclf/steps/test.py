@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mmclf import report
 from mmclf.errors import StepError
 from mmclf.models.config import to_mmcv_config
+from mmclf.reports import report
 from mmclf.run.io import write_json_atomic
 from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules

@@ -11,10 +11,10 @@ from mmclf.fast import uses_device_loader
 from mmclf.fast.runner import train_model as device_train_model
 from mmclf.launch import launch
 from mmclf.models.config import to_mmcv_config, weights_fingerprint
+from mmclf.reports.tracking import end_failed_run, logger_hooks
 from mmclf.run.logs import mmcls_logger
 from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules
-from mmclf.tracking import end_failed_run, logger_hooks
 from mmclf.world import broadcast_from_rank_zero, is_worker, world_size
 
 log = logging.getLogger(__name__)

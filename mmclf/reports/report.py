@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mmclf.jobs import shown  # noqa: E402
+from mmclf.reports.jobs import shown  # noqa: E402
 from mmclf.run.io import write_figure_atomic, write_text_atomic  # noqa: E402
 from mmclf.run.rundir import RunDir  # noqa: E402
 

@@ -16,7 +16,7 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ConfigError, MMClfError
-from mmclf.jobs import scalars
+from mmclf.reports.jobs import scalars
 from mmclf.run.io import read_record, write_json_atomic
 from mmclf.run.rundir import RunDir
 
