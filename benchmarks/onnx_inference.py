@@ -1,7 +1,7 @@
 """Inference on this CPU side by side in one run, on the same decoded images: (a) PyTorch, the run's
-mmcls model through its test pipeline as the test step runs it (``mmclf.predict.Predictor``), against
+mmcls model through its test pipeline as the test step runs it (``mmclf.deploy.predict.Predictor``), against
 (b) onnxruntime on the run's exported ``model.onnx``, the same pipeline inside the graph
-(``mmclf.predict.OnnxPredictor``), at each ``--batches`` size; and the largest score difference between them.
+(``mmclf.deploy.predict.OnnxPredictor``), at each ``--batches`` size; and the largest score difference between them.
 
     python benchmarks/onnx_inference.py                      # trains a 1-epoch ResNet-18 first, about a minute
     python benchmarks/onnx_inference.py --run-dir RUN        # a finished run of yours (with model.onnx)
@@ -9,7 +9,7 @@ mmcls model through its test pipeline as the test step runs it (``mmclf.predict.
 Without ``--run-dir`` a run is set up first (not timed): a generated image folder in a temp dir and one
 epoch of mmclf's default model (mmcls's ResNet-18 for CIFAR, full width) at ``--image-size`` px; extra
 arguments are mmclf overrides for that run (e.g. a narrower model). Either way the benchmarked images
-are the generated folder's, decoded once to the run's image size as ``mmclf.predict`` decodes them.
+are the generated folder's, decoded once to the run's image size as ``mmclf.deploy.predict`` decodes them.
 Each batch is timed alone (the first batch of each path and size, before the rounds, is left out); a
 path's img/s at a batch size is the median over every batch of ``--rounds`` interleaved rounds.
 Prints a table with ratios and writes JSON.
@@ -32,7 +32,7 @@ from PIL import Image
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_folder
-from mmclf.predict import OnnxPredictor, Predictor
+from mmclf.deploy.predict import OnnxPredictor, Predictor
 from mmclf.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from mmclf.deploy.predict import OnnxPredictor, Predictor, predict
 from mmclf.errors import ExportError
-from mmclf.predict import OnnxPredictor, Predictor, predict
 from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.rundir import RunDir
 from mmclf.steps import export as export_step
@@ -57,7 +57,7 @@ def test_onnxruntime_gives_pytorchs_scores_on_uint8_batches_of_any_size(run, req
 def test_the_in_graph_resize_is_opencvs_to_the_bit(size):
     import torch
 
-    from mmclf.onnx_graph import CvResize
+    from mmclf.deploy.onnx_graph import CvResize
 
     target = round(size * 256 / 224)  # the folder test pipeline's Resize from 64 px
     images = np.random.default_rng(size).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
@@ -125,7 +125,7 @@ def test_a_parity_failure_is_one_line_and_keeps_the_training_results(broken, cop
 
 def test_predict_onnx_gives_predicts_classes_without_torch_or_mmcls(folder_run, images):
     expected = list(predict(folder_run, [images / "test"], device="cpu", k=3))
-    script = ("import json, sys\nfrom mmclf.predict import main\nmain(sys.argv[1:])\n"
+    script = ("import json, sys\nfrom mmclf.deploy.predict import main\nmain(sys.argv[1:])\n"
               "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mmcv', 'mmcls'))))\n")
     result = subprocess.run([sys.executable, "-c", script, str(folder_run), str(images / "test"), "--onnx", "--json",
                              "--top-k", "3"], cwd=REPO, capture_output=True, text=True, timeout=120)

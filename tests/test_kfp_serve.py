@@ -15,7 +15,7 @@ from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.serve_task import passes_gate
 from backends.kfp.serving import MAX_NAME, inference_service, service_name, triton_config
-from mmclf import serve as local_serve
+from mmclf.deploy import serve as local_serve
 from mmclf.errors import ConfigError
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir

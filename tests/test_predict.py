@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from mmclf.predict import main, predict
+from mmclf.deploy.predict import main, predict
 from tests.conftest import run_cli
 
 

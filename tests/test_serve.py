@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mmclf.data import image_folder
-from mmclf.serve import main
-from mmclf.v2_protocol import MODEL_NAME
+from mmclf.deploy.protocol import MODEL_NAME
+from mmclf.deploy.serve import main
 from tests.conftest import REPO
 
 MODEL = MODEL_NAME  # the default name, which the InferenceService's Triton model has too

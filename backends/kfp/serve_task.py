@@ -32,11 +32,11 @@ from backends.kfp.serving import (
 )
 from backends.kfp.trainjob_api import pod_namespace
 from backends.kfp.volume_layout import run_folder
+from mmclf.deploy.protocol import MODEL_NAME
 from mmclf.errors import StepFailed, one_line_errors
 from mmclf.reports.jobs import objective
 from mmclf.run.io import read_json, write_text_atomic
 from mmclf.run.rundir import RunDir
-from mmclf.v2_protocol import MODEL_NAME
 
 log = logging.getLogger(__name__)
 

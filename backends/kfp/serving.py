@@ -32,9 +32,9 @@ from backends.kfp.trainjob import (
     RUN_ID_PLACEHOLDER,
 )
 from backends.kfp.volume_layout import VolumeLayout
+from mmclf.deploy.protocol import INPUT, MODEL_NAME, OUTPUT
 from mmclf.run.io import write_text_atomic
 from mmclf.run.rundir import RunDir
-from mmclf.v2_protocol import INPUT, MODEL_NAME, OUTPUT
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"

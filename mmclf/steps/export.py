@@ -2,8 +2,8 @@
 
 The graph takes what a client has, uint8 RGB images (N, S, S, 3) at ``data.image_size`` as
 ``mmclf.data.image_folder.decode`` makes them, and returns softmax scores (N, classes): the run's test
-pipeline is inside it (mmclf/onnx_graph.py). Before anything is written, onnxruntime (on the CPU) and
-PyTorch (the run's model through its test pipeline: mmclf.predict's Predictor, as the test step runs it)
+pipeline is inside it (mmclf/deploy/onnx_graph.py). Before anything is written, onnxruntime (on the CPU) and
+PyTorch (the run's model through its test pipeline: mmclf.deploy.predict's Predictor, as the test step runs it)
 score every test image the test step scored; the model is kept only when their top-1 accuracies are
 within MAX_TOP1_DIFF points and no score differs by more than MAX_SCORE_DIFF. ``export.json`` records
 the figures. ``runtime.export.onnx=false``: nothing is exported.
@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from mmclf.deploy.predict import ONNX_INPUT, ONNX_OUTPUT, OnnxPredictor, Predictor
 from mmclf.errors import ExportError
-from mmclf.predict import ONNX_INPUT, ONNX_OUTPUT, OnnxPredictor, Predictor
 from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
@@ -52,10 +52,10 @@ def test_split(cfg: DictConfig, run_dir: RunDir) -> tuple[list, np.ndarray]:
 
 
 def to_onnx(predictor: Predictor) -> bytes:
-    """The predictor's model with its test pipeline in front (mmclf/onnx_graph.py), as ONNX, batch dynamic."""
+    """The predictor's model with its test pipeline in front (mmclf/deploy/onnx_graph.py), as ONNX, batch dynamic."""
     import torch
 
-    from mmclf.onnx_graph import ExportedClassifier
+    from mmclf.deploy.onnx_graph import ExportedClassifier
 
     module = ExportedClassifier(predictor.model, predictor.pipeline.transforms, predictor.image_size).eval()
     example = torch.zeros((TRACED_BATCH, predictor.image_size, predictor.image_size, 3), dtype=torch.uint8)
