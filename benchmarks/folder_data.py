@@ -44,8 +44,8 @@ from omegaconf import OmegaConf
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_cache, image_folder
-from mmclf.fast.augment import parse_pipeline
-from mmclf.fast.device_loader import DeviceLoader
+from mmclf.training.fast.augment import parse_pipeline
+from mmclf.training.fast.device_loader import DeviceLoader
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 5.0  # the target: the cached device path >= 5x mmcls's reference path, at 32 px, on this CPU

@@ -1,6 +1,6 @@
 """Training throughput side by side in one process: the same model, data and batch size on
 (a) mmcls's reference path (``mmcls.apis.train_model``: DataLoader + numpy pipeline),
-(b) mmclf's fast path (``mmclf.fast.train_model``: device loader, ``runtime.perf``), and
+(b) mmclf's fast path (``mmclf.training.fast.train_model``: device loader, ``runtime.perf``), and
 (c) a hand-written PyTorch loop over pre-augmented device tensors (the practical limit);
 then the data paths alone (mmcls's DataLoader vs the device loader).
 
@@ -40,10 +40,10 @@ from mmcv.runner import HOOKS, Hook, build_optimizer
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import datasets, sources  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
-from mmclf.fast import device_loader
-from mmclf.fast.precision import prepare_model, resolve_perf
-from mmclf.fast.runner import train_model as fast_train_model
 from mmclf.models.config import to_mmcv_config
+from mmclf.training.fast import device_loader
+from mmclf.training.fast.precision import prepare_model, resolve_perf
+from mmclf.training.fast.runner import train_model as fast_train_model
 
 REPO = Path(__file__).resolve().parent.parent
 # Per size: synthetic images, side, batch, training epochs, data-path epochs, DataLoader workers

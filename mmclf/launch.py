@@ -4,7 +4,7 @@ PyTorch's own launcher does the work: the train step runs torchrun (``python -m 
 the step entry point, ``-m mmclf.steps train --run-dir DIR``, as each worker (one rank of the train
 step, reading the run dir's config.yaml). On several nodes torchrun takes the rendezvous from the
 environment Kubeflow Trainer sets on each node (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``,
-``PET_MASTER_PORT``). How many processes, and which one this is: mmclf/world.py.
+``PET_MASTER_PORT``). How many processes, and which one this is: mmclf/training/world.py.
 """
 import logging
 import os
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import world
 from mmclf.errors import ConfigError, StepError, StepFailed, stop_on_signals
 from mmclf.lifeline import die_with
 from mmclf.run.rundir import RunDir
 from mmclf.steps import entry_point
-from mmclf.world import processes_per_node
+from mmclf.training import world
+from mmclf.training.world import processes_per_node
 
 log = logging.getLogger(__name__)
 RANK_ERRORS = "MMCLF_RANK_ERRORS"  # the launch's temp folder: the ranks' user errors, torchrun's logs

@@ -15,9 +15,9 @@ def refuse_foreign_run(cfg: DictConfig, run_dir: RunDir) -> None:
     """Raise RunDirRefused if ``run_dir`` holds checkpoints that ``cfg`` would not resume."""
     if cfg.resume != "auto" or not any(run_dir.work_dir.glob("epoch_*.pth")):
         return
-    from mmclf.checkpoints import resume_checkpoint  # torch: only when there are checkpoints to read
     from mmclf.models.config import weights_fingerprint
-    from mmclf.world import world_size
+    from mmclf.training.checkpoints import resume_checkpoint  # torch: only when there are checkpoints to read
+    from mmclf.training.world import world_size
 
     resume_checkpoint("auto", run_dir.work_dir, weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
                       world_size(cfg))

@@ -10,13 +10,13 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mmclf import world
 from mmclf.errors import ConfigError, one_line_errors
-from mmclf.fast import uses_device_loader
 from mmclf.reports import tracking
 from mmclf.reports.jobs import parallel_launcher, scalar_metric_names
 from mmclf.run.sweep_gpus import check_parallel_jobs
 from mmclf.rundir_checks import check_run_dir
+from mmclf.training import world
+from mmclf.training.fast import uses_device_loader
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -106,8 +106,8 @@ def check_runs_here(cfg: DictConfig) -> None:
     if cfg.logger.get("mlflow") is not None:
         tracking.check_store(cfg.logger.mlflow)
     if cfg.resume not in ("auto", "never"):
-        from mmclf.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
         from mmclf.models.config import weights_fingerprint
+        from mmclf.training.checkpoints import resume_checkpoint  # torch: only for a named checkpoint
 
         resume_checkpoint(cfg.resume, Path(), weights_fingerprint(cfg), cfg.schedule.runner.max_epochs,
                           world.world_size(cfg))

@@ -11,13 +11,13 @@ import subprocess
 
 import pytest
 
-from mmclf.checkpoints import record_hash, resume_checkpoint
 from mmclf.errors import StepError
 from mmclf.models.config import weights_fingerprint
 from mmclf.run.rundir import RunDir
 from mmclf.steps import test as test_module
 from mmclf.steps.train import train
 from mmclf.task import finished_metrics, run
+from mmclf.training.checkpoints import record_hash, resume_checkpoint
 from tests.conftest import compose_cfg, tiny_overrides, two_epochs
 from tests.test_resume import assert_same_weights
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import launch, world
+from mmclf import launch
 from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.launch import DistributedTrainingFailed
 from mmclf.run.rundir import RunDir
 from mmclf.steps.prepare_data import record_config
 from mmclf.task import run
+from mmclf.training import world
 from tests.conftest import NARROW_MODEL, REPO, compose_cfg, run_cli
 from tests.test_end_to_end import assert_complete_run_dir
 from tests.test_resume import assert_same_weights
@@ -163,7 +164,7 @@ def test_a_run_dir_trained_on_2_processes_is_not_resumed_on_1(two_processes_devi
 def test_the_device_loader_shares_each_epoch_out_between_ranks():
     import torch
 
-    from mmclf.fast.device_loader import shard
+    from mmclf.training.fast.device_loader import shard
 
     order = torch.randperm(11)
     shares = [shard(order, rank, 3) for rank in range(3)]

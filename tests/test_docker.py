@@ -13,7 +13,7 @@ BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "cmake", "git")
 # What `pip install .` reads from the build context.
 NEEDED = ["pyproject.toml", "constraints.txt", "README.md", "mmclf/__main__.py", "backends/kfp/pod.py",
           "backends/kfp/backend.py", "backends/kfp/components.py", "conf/config.yaml", "conf/backend/kfp.yaml",
-          "conf/data/cifar10.yaml", "mmclf/fast/runner.py"]  # conf/data: the "data" rule must spare it
+          "conf/data/cifar10.yaml", "mmclf/training/fast/runner.py"]  # conf/data: the "data" rule must spare it
 
 
 def instructions(text: str) -> list[tuple[str, str]]:

@@ -16,17 +16,17 @@ from mmcv.parallel import is_module_wrapper
 from mmcv.runner import epoch_based_runner
 from omegaconf import OmegaConf
 
-from mmclf import fast
 from mmclf.data import sources
 from mmclf.errors import ConfigError
-from mmclf.fast import runner as fast_runner
-from mmclf.fast.augment import Augment, parse_pipeline
-from mmclf.fast.device_loader import DeviceLoader
-from mmclf.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
 from mmclf.models.config import to_mmcv_config
 from mmclf.reports.report import read_log
 from mmclf.run.io import read_json
 from mmclf.task import run
+from mmclf.training import fast
+from mmclf.training.fast import runner as fast_runner
+from mmclf.training.fast.augment import Augment, parse_pipeline
+from mmclf.training.fast.device_loader import DeviceLoader
+from mmclf.training.fast.precision import DEFAULTS, AutocastModel, Perf, prepare_model, resolve_perf
 from tests.conftest import compose_cfg, tiny_overrides
 
 SIDE, PAD = 6, 2

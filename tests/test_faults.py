@@ -5,12 +5,12 @@ import subprocess
 
 import pytest
 
-from mmclf.checkpoints import CheckpointWriteError, resume_checkpoint
 from mmclf.data import sources
 from mmclf.errors import DataError
-from mmclf.hooks import TrainingDiverged
 from mmclf.models.config import weights_fingerprint
 from mmclf.task import run
+from mmclf.training.checkpoints import CheckpointWriteError, resume_checkpoint
+from mmclf.training.hooks import TrainingDiverged
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
 

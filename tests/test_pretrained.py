@@ -178,7 +178,7 @@ def assert_backbone_is(model, expected_state: dict):
 def test_init_cfg_loads_the_backbone_and_leaves_the_head_fresh(source):
     from mmcv.runner.checkpoint import CheckpointLoader
 
-    from mmclf.checkpoints import load_from_local_weights_only
+    from mmclf.training.checkpoints import load_from_local_weights_only
 
     model, path = source
     # mmcv's Pretrained init reads the file through mmclf's weights-only loader

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import launch, world
+from mmclf import launch
 from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.run.lock import refuse_if_busy, run_dir_lock
 from mmclf.run.rundir import RunDir
+from mmclf.training import world
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
 from tests.test_dist import prepared, wait_for, workers
 from tests.test_refusals import lock_holder

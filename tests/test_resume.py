@@ -14,9 +14,9 @@ import time
 import pytest
 import torch
 
-from mmclf.checkpoints import epoch_checkpoints
 from mmclf.run.rundir import RunDir
 from mmclf.task import run
+from mmclf.training.checkpoints import epoch_checkpoints
 from tests.conftest import REPO, compose_cfg, tiny_overrides, two_epochs
 from tests.test_end_to_end import assert_complete_run_dir
 

@@ -159,9 +159,9 @@ def test_parallel_jobs_train_with_dataloader_workers_into_one_fresh_mlflow_store
 
 
 def test_each_parallel_job_claims_a_gpu_of_its_own_by_number_and_frees_it(tmp_path, monkeypatch):
-    from mmclf import world
     from mmclf.errors import ConfigError, StepFailed
     from mmclf.run.sweep_gpus import check_parallel_jobs, claim, one_gpu_for
+    from mmclf.training import world
     from tests.conftest import compose_cfg
 
     held = {number: claim(tmp_path, number, gpus=2) for number in (1, 2)}  # job 2 finds GPU 0 free

@@ -4,7 +4,7 @@
 gives for ``model.config``). A URL is downloaded once into a cache folder and checked against the
 sha256 prefix its file name carries (``name_<date>-<hex>.pth``, the convention of mmcls's zoo and of
 torch.hub). The backbone then loads it through mmcv's own ``Pretrained`` init_cfg, which reads it with
-mmcv's local checkpoint loader: mmclf/checkpoints.py's weights-only one wherever that module is imported
+mmcv's local checkpoint loader: mmclf/training/checkpoints.py's weights-only one wherever that module is imported
 (the train step imports it), torch's own ``weights_only=True`` default elsewhere.
 """
 import hashlib

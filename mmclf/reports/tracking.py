@@ -1,7 +1,7 @@
 """The ``logger`` group: TensorBoard and MLflow beside mmcv's text log.
 
 TensorBoard is mmcv's own TensorboardLoggerHook, writing into the run dir. MLflow is a hook of
-mmclf's own, ``mmclf.hooks.MlflowRunHook``, on mmcv's LoggerHook (the same tags: ``train/loss``,
+mmclf's own, ``mmclf.training.hooks.MlflowRunHook``, on mmcv's LoggerHook (the same tags: ``train/loss``,
 ``learning_rate``, ``val/accuracy_top-1``), because mmcv's MlflowLoggerHook falls short here: it never
 names or ends its MLflow run, so the jobs of an in-process sweep would all log into one run and
 a resumed run would start a second one. Here each run dir reports to one MLflow run, recorded in

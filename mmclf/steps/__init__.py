@@ -25,7 +25,7 @@ from mmclf.models.config import run_fingerprint
 from mmclf.run.io import read_json, read_record, write_json_atomic
 from mmclf.run.logs import mmcls_logger
 from mmclf.run.rundir import RunDir
-from mmclf.world import is_rank_zero, world_size
+from mmclf.training.world import is_rank_zero, world_size
 
 log = logging.getLogger(__name__)
 

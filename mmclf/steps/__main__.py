@@ -89,7 +89,7 @@ def _report(err) -> None:
 def main(argv=None) -> None:
     from mmclf.errors import one_line_errors
     from mmclf.steps import run_step
-    from mmclf.world import is_rank_zero, is_worker
+    from mmclf.training.world import is_rank_zero, is_worker
 
     args = parse_args(argv)
     # A process of its own starts with no logging config; without one, the step's progress is silent.

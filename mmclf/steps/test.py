@@ -57,7 +57,7 @@ def test(cfg: DictConfig, run_dir: RunDir) -> None:
     from mmcls.utils import wrap_non_distributed_model
     from mmcv.runner import load_checkpoint
 
-    from mmclf.checkpoints import verify
+    from mmclf.training.checkpoints import verify
 
     register_all_modules()
     mm_cfg = to_mmcv_config(cfg, run_dir)

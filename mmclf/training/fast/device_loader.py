@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mmclf.errors import ConfigError
-from mmclf.fast.augment import Augment, parse_pipeline
+from mmclf.training.fast.augment import Augment, parse_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class DeviceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s shuffle, crops and flips from (seed, epoch) alone, so a resumed
-        run repeats them (mmclf.hooks.EpochSeedHook calls this at every epoch start)."""
-        from mmclf.hooks import epoch_seed
+        run repeats them (mmclf.training.hooks.EpochSeedHook calls this at every epoch start)."""
+        from mmclf.training.hooks import epoch_seed
 
         self.epoch = epoch
         self.generator.manual_seed(epoch_seed(self.seed, epoch))
@@ -97,7 +97,7 @@ class DeviceLoader:
         # One shuffle of the whole split, the same on every rank (seeded by seed and epoch alone)...
         order = torch.randperm(self.count, device=self.device, generator=self.generator)
         if self.world_size > 1:
-            from mmclf.hooks import epoch_seed
+            from mmclf.training.hooks import epoch_seed
 
             order = shard(order, self.rank, self.world_size)
             # ...and crops and flips of each rank's own (a 1-process run draws them as it always has).

@@ -1,10 +1,10 @@
 """mmcls's ``train_model`` for the device loader: the same optimizer, hooks, logs and checkpoints."""
 from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer, get_dist_info
 
-from mmclf.checkpoints import NoEpochPause
 from mmclf.errors import ConfigError
-from mmclf.fast import device_loader
-from mmclf.fast.precision import prepare_model, resolve_perf
+from mmclf.training.checkpoints import NoEpochPause
+from mmclf.training.fast import device_loader
+from mmclf.training.fast.precision import prepare_model, resolve_perf
 
 
 def device_runner_class(runner_type: str) -> type:

@@ -12,8 +12,8 @@ import torch
 from mmcv.parallel import MODULE_WRAPPERS
 from torch import nn
 
-from mmclf.ddp import wrap_distributed_model
 from mmclf.errors import ConfigError
+from mmclf.training.ddp import wrap_distributed_model
 
 KEY = "runtime.perf"
 # Mirrors conf/runtime/default.yaml, for mmcv configs that have no ``perf`` (plain mmcls users).
