@@ -62,7 +62,7 @@ CHILD = """
 import json, resource, sys, time
 import numpy, PIL.Image, PIL.ImageOps
 from omegaconf import OmegaConf
-from mmclf import image_cache
+from mmclf.data import image_cache
 report = {}
 if len(sys.argv) > 1:
     started = time.perf_counter()

@@ -27,7 +27,7 @@ class Device(StrEnum):
 
 @dataclass
 class DistConfig:
-    """Data-parallel training of the train step (mmclf/launch.py): torchrun's processes per node and nodes."""
+    """Data-parallel training of the train step (mmclf/steps/launch.py): torchrun's processes per node and nodes."""
 
     # auto: one process per visible GPU (1 without a GPU); or a number (several gloo processes on the CPU)
     nproc_per_node: Any = "auto"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import launch
 from mmclf.errors import ConfigError, RunDirRefused
-from mmclf.launch import DistributedTrainingFailed
 from mmclf.run.rundir import RunDir
+from mmclf.steps import launch
+from mmclf.steps.launch import DistributedTrainingFailed
 from mmclf.steps.prepare_data import record_config
 from mmclf.task import run
 from mmclf.training import world

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mmclf import launch
 from mmclf.errors import ConfigError, RunDirRefused
 from mmclf.run.lock import refuse_if_busy, run_dir_lock
 from mmclf.run.rundir import RunDir
+from mmclf.steps import launch
 from mmclf.training import world
 from tests.conftest import REPO, compose_cfg, run_cli, tiny_overrides
 from tests.test_dist import prepared, wait_for, workers

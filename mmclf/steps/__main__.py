@@ -5,7 +5,7 @@ What a Kubeflow Trainer node and each torchrun rank run (backend=local and a Kub
 resolved, with a Kubeflow run's parameters applied, so the config travels once and is validated
 once, by the process that started the job. ``--config`` gives it for a run dir that has none yet.
 
-In a torchrun worker (``RANK`` set) the process is tied to torchrun's life first (mmclf/lifeline.py),
+In a torchrun worker (``RANK`` set) the process is tied to torchrun's life first (mmclf/steps/lifeline.py),
 then joins the process group (NCCL on GPUs, gloo on the CPU) and runs the step's function as one rank:
 the process that started torchrun records the step, not its ranks. A user error ends in one line and
 exit status 2 (a refusal) or 1 (a failure); a rank's goes to the launcher's error folder
@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mmclf.lifeline import AGENT_PID, die_with
+from mmclf.steps.lifeline import AGENT_PID, die_with
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,7 +76,7 @@ def _join_process_group(device: str):
 def _report(err) -> None:
     """A rank's user error: into the launcher's error folder, and one line on the console from rank 0
     (the others' are most often the same line)."""
-    from mmclf.launch import RANK_ERRORS
+    from mmclf.steps.launch import RANK_ERRORS
 
     rank = os.environ["RANK"]
     if RANK_ERRORS in os.environ:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mmclf.launch import launch
 from mmclf.models.config import to_mmcv_config, weights_fingerprint
 from mmclf.reports.tracking import end_failed_run, logger_hooks
 from mmclf.run.logs import mmcls_logger
 from mmclf.run.rundir import RunDir
 from mmclf.setup_env import register_all_modules
+from mmclf.steps.launch import launch
 from mmclf.training.checkpoints import SafeEpochBasedRunner, checkpoint_meta, resume_checkpoint, tidy_work_dir
 from mmclf.training.fast import uses_device_loader
 from mmclf.training.fast.runner import train_model as device_train_model

@@ -2,7 +2,7 @@
 
 Light (no torch at the top): validation checks ``dist.*`` with it, the step table records the world
 size with it, and each rank asks it whether it writes the run dir. Global rank 0 alone writes the run
-dir (checkpoints, logs, records); every rank reads it. The launch itself is mmclf/launch.py.
+dir (checkpoints, logs, records); every rank reads it. The launch itself is mmclf/steps/launch.py.
 """
 import os
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""torchrun as mmclf starts it (``python -m mmclf.torchrun <torchrun's options>``): PyTorch's own,
-with its pid in the environment it hands its workers, so that each can die with it (mmclf/lifeline.py).
+"""torchrun as mmclf starts it (``python -m mmclf.steps.torchrun <torchrun's options>``): PyTorch's own,
+with its pid in the environment it hands its workers, so that each can die with it (mmclf/steps/lifeline.py).
 
 A launcher killed outright (kill -9, the OOM killer) removes nothing; torchrun, stopped by its
 parent-death signal, outlives it long enough to stop its workers and remove the launch's temp
@@ -7,8 +7,8 @@ folder (torchrun's logs, the ranks' errors), which no one else would."""
 import os
 import shutil
 
-from mmclf.launch import RANK_ERRORS
-from mmclf.lifeline import AGENT_PID
+from mmclf.steps.launch import RANK_ERRORS
+from mmclf.steps.lifeline import AGENT_PID
 
 if __name__ == "__main__":
     launcher = os.getppid()

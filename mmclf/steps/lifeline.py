@@ -1,4 +1,4 @@
-"""A process's life tied to its parent's: torchrun's to mmclf's launcher (mmclf/launch.py), each worker's to
+"""A process's life tied to its parent's: torchrun's to mmclf's launcher (mmclf/steps/launch.py), each worker's to
 torchrun's (mmclf/steps/__main__.py).
 
 A killed launcher must leave nothing training behind the next command's back. Linux sends a
@@ -6,7 +6,7 @@ process a chosen signal when its parent dies once the process asks (``prctl(PR_S
 but the asking comes after the process started: a parent killed in between has already handed
 the process to another, and the signal never comes. So a process asks before any heavy import
 (a rank: before torch), then checks that its parent is still the one that started it, known by pid: torchrun
-writes its own into its workers' environment (``AGENT_PID``, mmclf/torchrun.py), mmclf's launcher
+writes its own into its workers' environment (``AGENT_PID``, mmclf/steps/torchrun.py), mmclf's launcher
 knows torchrun's. Only the standard library here, so that asking comes first.
 """
 import ctypes

@@ -1,6 +1,6 @@
 """Data-parallel training's launch: the train step on N processes per node, M nodes, through torchrun.
 
-PyTorch's own launcher does the work: the train step runs torchrun (``python -m mmclf.torchrun``) with
+PyTorch's own launcher does the work: the train step runs torchrun (``python -m mmclf.steps.torchrun``) with
 the step entry point, ``-m mmclf.steps train --run-dir DIR``, as each worker (one rank of the train
 step, reading the run dir's config.yaml). On several nodes torchrun takes the rendezvous from the
 environment Kubeflow Trainer sets on each node (``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``,
@@ -17,9 +17,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ConfigError, StepError, StepFailed, stop_on_signals
-from mmclf.lifeline import die_with
 from mmclf.run.rundir import RunDir
 from mmclf.steps import entry_point
+from mmclf.steps.lifeline import die_with
 from mmclf.training import world
 from mmclf.training.world import processes_per_node
 
@@ -39,7 +39,7 @@ def torchrun_command(cfg: DictConfig, run_dir) -> list[str]:
         raise ConfigError(f"dist.nnodes={cfg.dist.nnodes}: several nodes need a rendezvous that something starting "
                           "every node provides (PET_MASTER_ADDR, PET_NODE_RANK); run them as a Kubeflow TrainJob "
                           "with backend=kfp backend.distributed=trainjob, or set dist.nnodes=1")
-    return [sys.executable, "-m", "mmclf.torchrun", *nodes, f"--nproc-per-node={processes_per_node(cfg)}",
+    return [sys.executable, "-m", "mmclf.steps.torchrun", *nodes, f"--nproc-per-node={processes_per_node(cfg)}",
             "--max-restarts=0", *entry_point("train", run_dir)]
 
 
