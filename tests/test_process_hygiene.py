@@ -188,7 +188,7 @@ LAUNCH_IDLE_RANKS = """
 import sys
 from pathlib import Path
 
-from mmclf import launch
+from mmclf.steps import launch
 from tests.conftest import compose_cfg, tiny_overrides
 from tests.test_dist import prepared
 

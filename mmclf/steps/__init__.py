@@ -11,7 +11,10 @@ the table, not torch.
 re-running into the same run dir (after a kill, or a Kubeflow retry on the same volume) skips the
 steps already done for that config. backend=local and a Kubeflow pod call it in process; a process
 of its own (a Kubeflow Trainer node, a torchrun rank) runs ``python -m mmclf.steps NAME --run-dir DIR``
-(__main__.py).
+(__main__.py). The train step runs on several processes through torchrun (launch.py starts it,
+torchrun.py is the command it runs, lifeline.py ties each rank to it).
+
+Above mmclf.training, mmclf.deploy and everything beneath them; below only the task and its checks.
 """
 import importlib
 import logging
