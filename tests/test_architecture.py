@@ -1,5 +1,5 @@
 """The layout's promises, checked by reading the code: the core knows no orchestrator, no module imports
-itself through others, backends/kfp's index names every module, both backends keep the contract, the
+itself through others, each backends/kfp package's index names its modules, both backends keep the contract, the
 Kubeflow components follow the step table, and compiling a pipeline never imports torch, mmcv or mmcls."""
 import ast
 import json
@@ -122,18 +122,24 @@ def test_the_cycle_check_sees_a_cycle_closed_by_an_import_inside_a_function(tmp_
 
 
 def indexed_modules(package: Path) -> set[str]:
-    """The modules ``package``'s docstring indexes: the first word of each line after its summary that
-    starts in the first column (an indented line continues the one above)."""
+    """The modules and subpackages ``package``'s docstring indexes: the first word of each line after its
+    summary that starts in the first column (an indented line continues the one above); ``name/`` is a
+    subpackage."""
     lines = ast.get_docstring(ast.parse((package / "__init__.py").read_text())).splitlines()[2:]
-    return {line.split()[0] for line in lines if line[:1].strip()}
+    return {line.split()[0].rstrip("/") for line in lines if line[:1].strip()}
 
 
-def test_the_kfp_index_names_every_module_of_backends_kfp():
-    package = REPO / "backends" / "kfp"
+KFP_PACKAGES = sorted(init.parent for init in (REPO / "backends" / "kfp").rglob("__init__.py"))
+
+
+@pytest.mark.parametrize("package", KFP_PACKAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_each_kfp_package_indexes_its_modules_and_subpackages(package):
     modules = {path.stem for path in package.glob("*.py")} - {"__init__"}
+    modules |= {init.parent.name for init in package.glob("*/__init__.py")}
     indexed = indexed_modules(package)
-    assert not modules - indexed, f"backends/kfp/__init__.py's index misses {sorted(modules - indexed)}"
-    assert not indexed - modules, f"backends/kfp/__init__.py's index names no such module: {sorted(indexed - modules)}"
+    index = package.relative_to(REPO) / "__init__.py"
+    assert not modules - indexed, f"{index}'s index misses {sorted(modules - indexed)}"
+    assert not indexed - modules, f"{index}'s index names no such module: {sorted(indexed - modules)}"
 
 
 @pytest.mark.parametrize("backend", [LocalBackend(), KfpBackend()], ids=type)

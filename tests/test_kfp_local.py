@@ -1,5 +1,5 @@
 """backend=kfp, mode=local: the pipeline executed for real through kfp.local; and what the pods run:
-backends.kfp.pod (the steps) and backends.kfp.volume (the volume-permissions task)."""
+backends.kfp.pod (the steps) and backends.kfp.volume.permissions (the volume-permissions task)."""
 import base64
 import json
 import os
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from backends.kfp import volume
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compile import pod_config_yaml
 from backends.kfp.kfp_local import run_local
 from backends.kfp.pod import main as pod_main
+from backends.kfp.volume import permissions
 from mmclf.errors import ConfigError, StepError
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
@@ -181,20 +181,20 @@ def test_volume_permissions_leaves_a_writable_folder_alone_and_opens_a_foreign_o
     (tmp_path / "runs").mkdir()
     os.chmod(tmp_path, 0o755)
     os.chmod(tmp_path / "runs", 0o755)
-    assert volume.writable_for(tmp_path, *mine) and not volume.writable_for(tmp_path, *stranger)
-    volume.main([str(tmp_path), *map(str, mine)])
+    assert permissions.writable_for(tmp_path, *mine) and not permissions.writable_for(tmp_path, *stranger)
+    permissions.main([str(tmp_path), *map(str, mine)])
     assert "already writable" in capsys.readouterr().out
-    volume.main([str(tmp_path), *map(str, stranger)])
+    permissions.main([str(tmp_path), *map(str, stranger)])
     out = capsys.readouterr().out
     # As root, chown; otherwise (or without CAP_CHOWN, as in KFP >= 2.16 pods) the owner's chmod.
     assert out.count("chown") + out.count("chmod a+rwx") == 2, out
-    assert volume.writable_for(tmp_path, *stranger) and volume.writable_for(tmp_path / "runs", *stranger)
+    assert permissions.writable_for(tmp_path, *stranger) and permissions.writable_for(tmp_path / "runs", *stranger)
 
 
 def test_volume_permissions_without_chown_opens_the_folder_by_chmod(tmp_path, monkeypatch):
     os.chmod(tmp_path, 0o755)
     monkeypatch.setattr(os, "chown", refuse_chown)  # KFP >= 2.16 drops every capability: CAP_CHOWN too
-    assert volume.make_writable(tmp_path, os.getuid() + 4242, os.getgid() + 4242) == "chmod a+rwx"
+    assert permissions.make_writable(tmp_path, os.getuid() + 4242, os.getgid() + 4242) == "chmod a+rwx"
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o777
 
 
@@ -203,7 +203,7 @@ def test_volume_permissions_that_cannot_help_fails_in_one_line(tmp_path, monkeyp
     monkeypatch.setattr(os, "chown", refuse_chown)
     monkeypatch.setattr(os, "chmod", refuse_chown)  # not the owner: an NFS export with root squashed, say
     with pytest.raises(SystemExit) as ended:
-        volume.main([str(tmp_path), "4242", "4242"])
+        permissions.main([str(tmp_path), "4242", "4242"])
     assert ended.value.code == 2, "a volume this task cannot change is a refusal"
     (message,) = capsys.readouterr().err.splitlines()
     assert message.startswith(f"mmclf: error: {tmp_path} is owned by uid {os.getuid()}")

@@ -5,7 +5,7 @@ import pytest
 from kfp import dsl
 from omegaconf import OmegaConf
 
-from backends.kfp.volume_layout import WORKSPACE_MOUNT_PATH
+from backends.kfp.volume.layout import WORKSPACE_MOUNT_PATH
 from tests.test_kfp_pipeline import POD_TASKS, STEP_TASKS, compile_pipeline, executor, inputs_of, k8s_of, tasks_of
 
 pytestmark = pytest.mark.usefixtures("no_cluster_access")  # tests/conftest.py
@@ -50,7 +50,7 @@ def test_an_unknown_storage_class_is_a_required_pipeline_parameter_never_the_dri
 def test_volume_permissions_runs_first_as_root_and_the_steps_as_the_images_user(tmp_path):
     _, spec, kubernetes = compile_pipeline(tmp_path, "backend.run_as_user=2000", "backend.run_as_group=3000")
     _, container = executor(spec, "volume-permissions")
-    assert container["command"] == ["python", "-m", "backends.kfp.volume"]
+    assert container["command"] == ["python", "-m", "backends.kfp.volume.permissions"]
     assert container["args"] == ["{{$.inputs.parameters['mount_path']}}", "{{$.inputs.parameters['uid']}}",
                                  "{{$.inputs.parameters['gid']}}"]
     constants = {key: value["runtimeValue"]["constant"] for key, value in inputs_of(spec, "volume-permissions").items()}

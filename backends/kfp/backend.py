@@ -22,7 +22,7 @@ from backends.kfp.kfp_mode import follow_kfp_mode
 from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
-from backends.kfp.volume_layout import VolumeLayout
+from backends.kfp.volume.layout import VolumeLayout
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.reports import jobs
 from mmclf.reports.jobs import JobContext

@@ -11,7 +11,7 @@ from backends.kfp.cluster_access import cluster_access
 from backends.kfp.compile import is_own_images, pod_config
 from backends.kfp.endpoint import host_from_config, read_token, target_from_config
 from backends.kfp.paths import check_pod_paths
-from backends.kfp.volume_layout import VolumeLayout
+from backends.kfp.volume.layout import VolumeLayout
 from mmclf.errors import ConfigError
 
 # Kubernetes quantities, narrowed to what both Kubernetes and the kfp SDK's own checks accept.

@@ -24,7 +24,7 @@ from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError, KfpRunFailed, Tar
 from backends.kfp.mlmd import read_metrics
 from backends.kfp.naming import volume_description
 from backends.kfp.run_record import write_run_record
-from backends.kfp.volume_layout import run_folder
+from backends.kfp.volume.layout import run_folder
 from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)

@@ -184,11 +184,11 @@ def clean_up_component(style: str, image: str):
 
 
 def volume_permissions_component(image: str):
-    """A task running ``python -m backends.kfp.volume`` (volume.py) on the project image."""
+    """A task running ``python -m backends.kfp.volume.permissions`` (volume/permissions.py) on the project image."""
 
     def volume_permissions(mount_path: str, uid: int, gid: int):
         """Make the shared volume's root writable for the step pods' uid and gid."""
-        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.volume"],
+        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.volume.permissions"],
                                  args=[mount_path, uid, gid])
 
     return dsl.container_component(volume_permissions)

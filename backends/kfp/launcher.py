@@ -31,7 +31,7 @@ from backends.kfp.node_logs import follow_node_zero
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 from backends.kfp.trainjob_api import TrainJobs, condition, pod_namespace, state_line
 from backends.kfp.trainjob_start import started, why_not_started
-from backends.kfp.volume_layout import run_folder
+from backends.kfp.volume.layout import run_folder
 from mmclf.errors import MMClfError, StepFailed
 from mmclf.run.io import read_record
 from mmclf.run.rundir import RunDir

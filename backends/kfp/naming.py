@@ -1,4 +1,4 @@
-"""Names of a job on Kubeflow: the run's name (its folder on the volume: volume_layout.py) and display
+"""Names of a job on Kubeflow: the run's name (its folder on the volume: volume/layout.py) and display
 name (the experiment is the job's own, ``JobContext.experiment``, shared with MLflow).
 
 Imported by the pods too (pod.py): no kfp here.

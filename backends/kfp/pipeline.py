@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from backends.kfp.components import clean_up_component, make_components, serve_component, volume_permissions_component
 from backends.kfp.naming import STORAGE_CLASS_PARAMETER
 from backends.kfp.parameters import RUN_PARAMETERS
-from backends.kfp.volume_layout import VolumeLayout, claim_access_modes
+from backends.kfp.volume.layout import VolumeLayout, claim_access_modes
 from mmclf.steps import STEPS
 
 PIPELINE_NAME = "mmclf"
@@ -100,7 +100,7 @@ def _on_cluster(task, backend: DictConfig, claim) -> None:
 
 
 def _volume_permissions(backend: DictConfig, claim):
-    """The first task on the volume: as root, make its root writable for the step pods' user (volume.py)."""
+    """The first task on the volume: as root, make its root writable for the step pods' user (volume/permissions.py)."""
     task = volume_permissions_component(backend.image)(
         mount_path=VolumeLayout.of(backend.volume).root, uid=backend.run_as_user, gid=backend.run_as_group)
     task.set_caching_options(False)

@@ -4,7 +4,7 @@ Python-function components call :func:`run_in_pod` from their body; custom conta
 ``python -m backends.kfp.pod NAME --config-yaml YAML --run-dir DIR [--run-id ID] [parameters]``. Either
 way the pod rebuilds the config from its YAML parameter, applies the typed pipeline parameters
 (parameters.py) and calls the same step function as ``backend=local``, in the run's own folder
-(``<run dir>-<KFP run id>``, volume_layout.run_folder). A user error ends in one line and exit status 2.
+(``<run dir>-<KFP run id>``, volume/layout.py: run_folder). A user error ends in one line and exit status 2.
 """
 import argparse
 import contextlib
@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.outputs import export_model, write_html_report
 from backends.kfp.parameters import RUN_PARAMETERS, apply_parameters
-from backends.kfp.volume import VolumeNotWritable
-from backends.kfp.volume_layout import VolumeLayout, run_folder
+from backends.kfp.volume.layout import VolumeLayout, run_folder
+from backends.kfp.volume.permissions import VolumeNotWritable
 from mmclf.errors import one_line_errors
 from mmclf.run.rundir import RunDir
 from mmclf.steps import STEP_NAMES, run_step

@@ -64,7 +64,7 @@ class VolumeConfig:
     claim_name: Optional[str] = None  # required for mode=existing
     size: str = "20Gi"
     storage_class: Optional[str] = None  # null: the cluster's default class (cluster.py)
-    access_modes: Optional[list[str]] = None  # null: what the run needs (volume_layout.claim_access_modes)
+    access_modes: Optional[list[str]] = None  # null: what the run needs (volume/layout.py: claim_access_modes)
     mount_path: str = "/mnt/mmclf"
     pvc_name_suffix: str = "-mmclf"  # mode=create: the claim is named <uuid><suffix>
     delete_after: bool = False

@@ -31,7 +31,7 @@ from backends.kfp.serving import (
     write_model_repository,
 )
 from backends.kfp.trainjob_api import pod_namespace
-from backends.kfp.volume_layout import run_folder
+from backends.kfp.volume.layout import run_folder
 from mmclf.deploy.protocol import MODEL_NAME
 from mmclf.errors import StepFailed, one_line_errors
 from mmclf.reports.jobs import objective

@@ -31,7 +31,7 @@ from backends.kfp.trainjob import (
     RUN_ID_LABEL,
     RUN_ID_PLACEHOLDER,
 )
-from backends.kfp.volume_layout import VolumeLayout
+from backends.kfp.volume.layout import VolumeLayout
 from mmclf.deploy.protocol import INPUT, MODEL_NAME, OUTPUT
 from mmclf.run.io import write_text_atomic
 from mmclf.run.rundir import RunDir

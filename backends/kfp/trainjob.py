@@ -20,7 +20,7 @@ import re
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.volume_layout import VolumeLayout, run_folder
+from backends.kfp.volume.layout import VolumeLayout, run_folder
 from mmclf.run.io import write_text_atomic
 from mmclf.run.rundir import RunDir
 from mmclf.steps import entry_point

@@ -1,6 +1,6 @@
 """The volume-permissions task: make a fresh volume's root writable for the step pods' user.
 
-    python -m backends.kfp.volume MOUNT_PATH UID GID      (the task runs it as root, before prepare-data)
+    python -m backends.kfp.volume.permissions MOUNT_PATH UID GID      (the task runs it as root, before prepare-data)
 
 A freshly provisioned volume's root often belongs to root with mode 0755 (every block-disk class,
 some file classes), while the step pods run as the image's user (uid 1000). kfp-kubernetes 2.17 can
@@ -15,7 +15,7 @@ import stat
 import sys
 from pathlib import Path
 
-from backends.kfp.volume_layout import VolumeLayout
+from backends.kfp.volume.layout import VolumeLayout
 from mmclf.errors import MMClfError, one_line_errors
 
 
