@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.kfp import naming
 from backends.kfp.backend import KfpBackend
+from backends.kfp.compiling import naming
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir
 from tests.conftest import compose_cfg

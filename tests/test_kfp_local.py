@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.compile import pod_config_yaml
+from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.kfp_local import run_local
 from backends.kfp.pod import main as pod_main
 from backends.kfp.volume import permissions

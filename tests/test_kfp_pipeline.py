@@ -13,8 +13,8 @@ from kfp import components, dsl
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.naming import run_names
-from backends.kfp.parameters import apply_parameters
+from backends.kfp.compiling.naming import run_names
+from backends.kfp.compiling.parameters import apply_parameters
 from mmclf.errors import MMClfError
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir

@@ -12,7 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.compile import pod_config_yaml
+from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.serve_task import passes_gate
 from backends.kfp.serving import MAX_NAME, inference_service, service_name, triton_config
 from mmclf.deploy import serve as local_serve

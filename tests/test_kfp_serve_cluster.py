@@ -7,7 +7,7 @@ import logging
 import pytest
 import yaml
 
-from backends.kfp.compile import pod_config_yaml
+from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.serve_task import serve_in_pod
 from backends.kfp.serving import inference_service
 from mmclf.run.rundir import RunDir

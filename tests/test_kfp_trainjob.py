@@ -14,7 +14,7 @@ from kfp import dsl
 from kubeflow_trainer_api import models
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.compile import pod_config_yaml
+from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.trainjob import NODE, PATCH_MANAGER, trainjob_manifest, trainjob_name
 from mmclf.errors import ConfigError
 from mmclf.reports.jobs import JobContext

@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 
 from backends.kfp import launcher
 from backends.kfp.cleanup_task import clean_up_in_pod
-from backends.kfp.compile import pod_config_yaml
+from backends.kfp.compiling.compile import pod_config_yaml
+from backends.kfp.compiling.parameters import apply_parameters
 from backends.kfp.launcher import Stopped
-from backends.kfp.parameters import apply_parameters
 from backends.kfp.pod import run_in_pod
 from backends.kfp.trainjob import trainjob_name
 from backends.kfp.trainjob_api import condition

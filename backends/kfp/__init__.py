@@ -2,16 +2,13 @@
 
 schema     the typed ``backend.*`` options (registered in Hydra's ConfigStore on import)
 checks     value checks, before anything is compiled
-paths      config paths the pods cannot see (outside the volume), refused before compiling
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
-naming     run names and display names, the model's name, which claim holds a run
+compiling/ beneath the DAG: the config parameter and pipeline.yaml (compile), the typed parameters,
+           the KFP UI's outputs, run names, the pods' paths
 volume/    the shared volume: its folders (layout), its root made writable for the steps (permissions)
-parameters the typed pipeline parameters (learning rate, epochs, batch size, seed) and how pods apply them
-compile    the pods' config parameter, pipeline.yaml and its task graph
 pipeline   the DAG: volume tasks, step tasks, Kubernetes settings
 components the step components (Python-function and custom container) and volume-permissions
 pod        what every step pod runs: one step, rebuilt from its config parameter
-outputs    the KFP UI's artifacts: Model, Metrics, ClassificationMetrics, HTML report
 kfp_local  the pipeline on this machine through kfp.local
 cluster_access  whether this process can reach a cluster (a kubeconfig, a pod's account), without the client
 cluster    the Kubernetes API through the kubernetes client: connecting, the default StorageClass

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster_access import cluster_access
+from backends.kfp.compiling.naming import run_names
 from backends.kfp.endpoint import host_from_config
 from backends.kfp.kfp_mode import follow_kfp_mode
-from backends.kfp.naming import run_names
 from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
 from backends.kfp.volume.layout import VolumeLayout
@@ -155,8 +155,8 @@ def _refuse_unknown_class(backend: DictConfig, storage_class: Optional[str]) -> 
 
 
 def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, storage_class: Optional[str]):
-    from backends.kfp.compile import compile_pipeline, pod_config_yaml, print_how_to_run
-    from backends.kfp.parameters import parameter_defaults
+    from backends.kfp.compiling.compile import compile_pipeline, pod_config_yaml, print_how_to_run
+    from backends.kfp.compiling.parameters import parameter_defaults
     from backends.kfp.pipeline import build_pipeline
 
     backend = cfg.backend

@@ -10,7 +10,7 @@ parameters of parameters.py.
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model, Output
 
-from backends.kfp.parameters import RUN_PARAMETERS
+from backends.kfp.compiling.parameters import RUN_PARAMETERS
 from mmclf.run.rundir import RunDir
 from mmclf.steps import STEP_NAMES
 
@@ -51,7 +51,7 @@ def export(config_yaml: str, run_dir: str, run_id: str, learning_rate: float, ep
            seed: int, model: Output[Model]):
     """Export the model to ONNX (model.onnx, labels.txt; parity with PyTorch measured); the final checkpoint,
     its mmcls config and the ONNX model to the model artifact."""
-    from backends.kfp.outputs import export_model
+    from backends.kfp.compiling.outputs import export_model
     from backends.kfp.pod import run_in_pod
 
     cfg, folder = run_in_pod("export", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,
@@ -63,7 +63,7 @@ def produce_metrics(config_yaml: str, run_dir: str, run_id: str, learning_rate: 
                     seed: int, metrics: Output[Metrics], classification: Output[ClassificationMetrics],
                     report: Output[HTML]):
     """Write metrics.json, plots and report.md; show them in the KFP UI."""
-    from backends.kfp.outputs import log_kfp_metrics, write_html_report
+    from backends.kfp.compiling.outputs import log_kfp_metrics, write_html_report
     from backends.kfp.pod import run_in_pod
 
     _, folder = run_in_pod("metrics", config_yaml, run_dir, run_id, learning_rate=learning_rate, epochs=epochs,

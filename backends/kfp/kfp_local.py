@@ -9,8 +9,8 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from backends.kfp.compile import pod_config_yaml
-from backends.kfp.parameters import parameter_defaults
+from backends.kfp.compiling.compile import pod_config_yaml
+from backends.kfp.compiling.parameters import parameter_defaults
 from backends.kfp.pipeline import build_pipeline
 from mmclf.errors import ConfigError, StepError
 from mmclf.run.io import read_json

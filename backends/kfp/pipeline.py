@@ -18,9 +18,9 @@ from typing import Optional
 from kfp import dsl, kubernetes
 from omegaconf import DictConfig
 
+from backends.kfp.compiling.naming import STORAGE_CLASS_PARAMETER
+from backends.kfp.compiling.parameters import RUN_PARAMETERS
 from backends.kfp.components import clean_up_component, make_components, serve_component, volume_permissions_component
-from backends.kfp.naming import STORAGE_CLASS_PARAMETER
-from backends.kfp.parameters import RUN_PARAMETERS
 from backends.kfp.volume.layout import VolumeLayout, claim_access_modes
 from mmclf.steps import STEPS
 

@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.outputs import export_model, write_html_report
-from backends.kfp.parameters import RUN_PARAMETERS, apply_parameters
+from backends.kfp.compiling.outputs import export_model, write_html_report
+from backends.kfp.compiling.parameters import RUN_PARAMETERS, apply_parameters
 from backends.kfp.volume.layout import VolumeLayout, run_folder
 from backends.kfp.volume.permissions import VolumeNotWritable
 from mmclf.errors import one_line_errors

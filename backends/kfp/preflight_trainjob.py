@@ -10,7 +10,7 @@ from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import Cluster, ClusterError
-from backends.kfp.compile import processes_per_pod
+from backends.kfp.compiling.compile import processes_per_pod
 from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, not_served, unanswered
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 

@@ -6,8 +6,8 @@ from pathlib import PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.naming import STORAGE_CLASS_PARAMETER
-from backends.kfp.parameters import PARAMETER_KEYS
+from backends.kfp.compiling.naming import STORAGE_CLASS_PARAMETER
+from backends.kfp.compiling.parameters import PARAMETER_KEYS
 from mmclf.errors import ConfigError
 from mmclf.run.io import write_text_atomic
 from mmclf.run.rundir import RunDir

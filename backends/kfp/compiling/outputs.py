@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from backends.kfp.naming import model_name
+from backends.kfp.compiling.naming import model_name
 from mmclf.models.config import class_count
 from mmclf.reports.jobs import scalars, shown
 from mmclf.run.io import read_json
