@@ -1,5 +1,5 @@
 """A loopback fake of a KFP 2.x server for tests: the v2beta1 REST calls kfp.Client makes, and the two
-ML Metadata gRPC-web calls that read a run's metrics back (backends/kfp/mlmd.py).
+ML Metadata gRPC-web calls that read a run's metrics back (backends/kfp/submitting/mlmd.py).
 
 It is a real HTTP server on 127.0.0.1 (a random free port) in a background thread. Responses use the
 JSON field names of the kfp_server_api models (V2beta1Run: run_id, display_name, experiment_id, state,

@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
-from backends.kfp.endpoint import host_from_config
+from backends.kfp.submitting.endpoint import host_from_config
 from mmclf.errors import ConfigError
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir

@@ -1,4 +1,4 @@
-"""backends.kfp.client.submit against a loopback fake KFP server (tests/kfp_server.py).
+"""backends.kfp.submitting.client.submit against a loopback fake KFP server (tests/kfp_server.py).
 
 The pipeline is a tiny real one compiled by kfp's compiler here, with a kfp-kubernetes PVC mount so
 the package carries a platform spec; it does not depend on backends/kfp/backend.py.
@@ -14,10 +14,10 @@ import yaml
 from kfp import compiler, dsl, kubernetes
 from omegaconf import OmegaConf
 
-from backends.kfp.client import submit
-from backends.kfp.endpoint import KfpError
-from backends.kfp.mlmd import MetricsNotReadBack
 from backends.kfp.schema import KfpBackendConfig
+from backends.kfp.submitting.client import submit
+from backends.kfp.submitting.endpoint import KfpError
+from backends.kfp.submitting.mlmd import MetricsNotReadBack
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.reports.jobs import JobContext
 from mmclf.task import run_job

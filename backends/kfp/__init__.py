@@ -5,6 +5,8 @@ checks     value checks, before anything is compiled
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
 compiling/ beneath the DAG: the config parameter and pipeline.yaml (compile), the typed parameters,
            the KFP UI's outputs, run names, the pods' paths
+submitting/  a KFP API server: the endpoint, submitting and following a run, its metrics from MLMD,
+           kfp_run.json
 volume/    the shared volume: its folders (layout), its root made writable for the steps (permissions)
 pipeline   the DAG: volume tasks, step tasks, Kubernetes settings
 components the step components (Python-function and custom container) and volume-permissions
@@ -15,11 +17,7 @@ cluster    the Kubernetes API through the kubernetes client: connecting, the def
 preflight  backend.mode=check: what would make a run stall, one line each
 clean      backend.mode=clean: the claims and TrainJobs earlier runs left, old ones deleted when asked
 findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
-endpoint   which KFP server, how to authenticate, KfpError
 kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow
-client     submit, experiments, waiting for a run (REST)
-mlmd       a finished run's metric values from ML Metadata (gRPC-web)
-run_record kfp_run.json: the KFP run a run dir belongs to
 trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
 cleanup_task  the exit handler's task with a TrainJob: delete it however the run ended

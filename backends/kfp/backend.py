@@ -18,10 +18,10 @@ from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, 
 from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster_access import cluster_access
 from backends.kfp.compiling.naming import run_names
-from backends.kfp.endpoint import host_from_config
 from backends.kfp.kfp_mode import follow_kfp_mode
-from backends.kfp.run_record import read_run_record, remote_run
 from backends.kfp.schema import KfpMode
+from backends.kfp.submitting.endpoint import host_from_config
+from backends.kfp.submitting.run_record import read_run_record, remote_run
 from backends.kfp.volume.layout import VolumeLayout
 from mmclf.errors import ConfigError, ResultNotHere
 from mmclf.reports import jobs
@@ -94,8 +94,8 @@ def _metrics_not_yet_read_back(cfg: DictConfig, run_dir: RunDir) -> Optional[dic
     if record.get("status") != ResultNotHere.job_status or remote.get("state") != "SUCCEEDED" or \
             not jobs.same_job(cfg, record):
         return None
-    from backends.kfp.endpoint import target_from_config
-    from backends.kfp.mlmd import read_metrics
+    from backends.kfp.submitting.endpoint import target_from_config
+    from backends.kfp.submitting.mlmd import read_metrics
 
     log.info("KFP run %s already SUCCEEDED: reading its metrics again, not submitting it again", remote["run_id"])
     target = target_from_config(run_dir.pipeline, cfg.backend)
@@ -177,7 +177,7 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
         class_needed = backend.volume.mode == "create" and not storage_class
         print_how_to_run(run_dir, backend.image, volume_run_dir, class_needed)
         return None
-    from backends.kfp.client import submit
+    from backends.kfp.submitting.client import submit
 
     if backend.experiment is None:  # all runs of a sweep go to one experiment named after it
         backend = OmegaConf.merge(backend, {"experiment": job.experiment})

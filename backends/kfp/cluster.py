@@ -14,7 +14,7 @@ from kubernetes import client, config
 from omegaconf import DictConfig
 
 from backends.kfp.cluster_access import cluster_access, kubeconfig_files
-from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S, KfpError
 from mmclf.errors import ConfigError
 
 # Kubernetes' own rule (pkg/volume/util/storageclass.go): either annotation, value exactly "true".

@@ -13,7 +13,7 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster_access import cluster_access, kubeconfig_files
-from backends.kfp.endpoint import KfpError, target_from_config
+from backends.kfp.submitting.endpoint import KfpError, target_from_config
 from mmclf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def context_namespace(kube_context: Optional[str]) -> Optional[str]:
 def follow_kfp_mode(cfg: DictConfig) -> None:
     """Ask healthz whether KFP is multi-user and set the namespace and accounts that follow in ``cfg``.
     An unreachable KFP changes nothing here: the preflight and submit say so themselves."""
-    from backends.kfp.client import check_reachable
+    from backends.kfp.submitting.client import check_reachable
 
     backend = cfg.backend
     try:

@@ -10,7 +10,7 @@ import threading
 
 from kubernetes import client
 
-from backends.kfp.endpoint import CONNECT_S, READ_S
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import NODE
 
 log = logging.getLogger(__name__)

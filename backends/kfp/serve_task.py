@@ -20,7 +20,6 @@ from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster import api_message, connect
-from backends.kfp.endpoint import CONNECT_S, READ_S
 from backends.kfp.serving import (
     GROUP,
     PLURAL,
@@ -30,6 +29,7 @@ from backends.kfp.serving import (
     manifest_text,
     write_model_repository,
 )
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob_api import pod_namespace
 from backends.kfp.volume.layout import run_folder
 from mmclf.deploy.protocol import MODEL_NAME

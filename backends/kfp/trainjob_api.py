@@ -11,7 +11,7 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster import KFP_NAMESPACE
-from backends.kfp.endpoint import CONNECT_S, READ_S
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, VERSION
 
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.

@@ -8,7 +8,7 @@ reason is said to be unknown, with the command that shows it.
 """
 from kubernetes import client
 
-from backends.kfp.endpoint import CONNECT_S, READ_S
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 
 
 def started(trainjob: dict) -> bool:

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError, Target, auth_hint
+from backends.kfp.submitting.endpoint import CONNECT_S, READ_S, KfpError, Target, auth_hint
 from mmclf.errors import ResultNotHere
 
 METRICS_OUTPUT = "metrics"  # the produce-metrics task's Output[Metrics] parameter name

@@ -21,9 +21,17 @@ import urllib3
 from omegaconf import DictConfig
 
 from backends.kfp.compiling.naming import volume_description
-from backends.kfp.endpoint import CONNECT_S, READ_S, KfpError, KfpRunFailed, Target, auth_hint, target_from_config
-from backends.kfp.mlmd import read_metrics
-from backends.kfp.run_record import write_run_record
+from backends.kfp.submitting.endpoint import (
+    CONNECT_S,
+    READ_S,
+    KfpError,
+    KfpRunFailed,
+    Target,
+    auth_hint,
+    target_from_config,
+)
+from backends.kfp.submitting.mlmd import read_metrics
+from backends.kfp.submitting.run_record import write_run_record
 from backends.kfp.volume.layout import run_folder
 from mmclf.run.rundir import RunDir
 
