@@ -1,4 +1,4 @@
-"""A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster.py and preflight.py make,
+"""A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster/kube.py and preflight.py make,
 the TrainJobs (``trainer.kubeflow.org/v1alpha1``) backends/kfp/launcher.py creates, reads and deletes, and
 the InferenceServices backends/kfp/serve_task.py creates and replaces (k8s_kserve.py).
 

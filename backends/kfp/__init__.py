@@ -5,6 +5,7 @@ checks     value checks, before anything is compiled
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
 compiling/ beneath the DAG: the config parameter and pipeline.yaml (compile), the typed parameters,
            the KFP UI's outputs, run names, the pods' paths
+cluster/   the Kubernetes API: access without the client, the client, the preflight's findings
 submitting/  a KFP API server: the endpoint, submitting and following a run, its metrics from MLMD,
            kfp_run.json
 volume/    the shared volume: its folders (layout), its root made writable for the steps (permissions)
@@ -12,11 +13,8 @@ pipeline   the DAG: volume tasks, step tasks, Kubernetes settings
 components the step components (Python-function and custom container) and volume-permissions
 pod        what every step pod runs: one step, rebuilt from its config parameter
 kfp_local  the pipeline on this machine through kfp.local
-cluster_access  whether this process can reach a cluster (a kubeconfig, a pod's account), without the client
-cluster    the Kubernetes API through the kubernetes client: connecting, the default StorageClass
 preflight  backend.mode=check: what would make a run stall, one line each
 clean      backend.mode=clean: the claims and TrainJobs earlier runs left, old ones deleted when asked
-findings   the preflight's answers: a Finding and its verdict, an unanswered question, a service account's rights
 kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow
 trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
 launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up

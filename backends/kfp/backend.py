@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
 from backends.kfp.checks_serve import check_serve
-from backends.kfp.cluster_access import cluster_access
+from backends.kfp.cluster.access import cluster_access
 from backends.kfp.compiling.naming import run_names
 from backends.kfp.kfp_mode import follow_kfp_mode
 from backends.kfp.schema import KfpMode
@@ -103,7 +103,7 @@ def _metrics_not_yet_read_back(cfg: DictConfig, run_dir: RunDir) -> Optional[dic
 
 
 def _connect(backend: DictConfig):
-    from backends.kfp.cluster import connect  # the kubernetes client: only with a cluster to ask
+    from backends.kfp.cluster.kube import connect  # the kubernetes client: only with a cluster to ask
 
     return connect(backend)
 
@@ -131,7 +131,7 @@ def _storage_class(backend: DictConfig, cluster) -> Optional[str]:
         print("storage class: unknown here (no kubeconfig or in-cluster access to look up the cluster's default): "
               "the pipeline takes it as its parameter storage_class, to fill in at upload")
         return None
-    from backends.kfp.cluster import ClusterError, default_storage_class
+    from backends.kfp.cluster.kube import ClusterError, default_storage_class
 
     try:
         default = default_storage_class(cluster)

@@ -7,7 +7,7 @@ import re
 
 from omegaconf import DictConfig
 
-from backends.kfp.cluster_access import cluster_access
+from backends.kfp.cluster.access import cluster_access
 from backends.kfp.compiling.compile import is_own_images, pod_config
 from backends.kfp.compiling.paths import check_pod_paths
 from backends.kfp.submitting.endpoint import host_from_config, read_token, target_from_config

@@ -12,7 +12,7 @@ import datetime
 from kubernetes import client
 from omegaconf import DictConfig
 
-from backends.kfp.cluster import Cluster
+from backends.kfp.cluster.kube import Cluster
 from backends.kfp.trainjob import GROUP, PLURAL, VERSION
 from backends.kfp.trainjob_api import condition
 

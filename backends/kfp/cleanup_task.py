@@ -12,7 +12,7 @@ import logging
 
 from omegaconf import OmegaConf
 
-from backends.kfp.cluster import connect
+from backends.kfp.cluster.kube import connect
 from backends.kfp.launcher import delete_trainjob
 from backends.kfp.trainjob import trainjob_name
 from backends.kfp.trainjob_api import TrainJobs, pod_namespace

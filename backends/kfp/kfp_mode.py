@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.cluster_access import cluster_access, kubeconfig_files
+from backends.kfp.cluster.access import cluster_access, kubeconfig_files
 from backends.kfp.submitting.endpoint import KfpError, target_from_config
 from mmclf.errors import ConfigError
 

@@ -25,7 +25,7 @@ import urllib3
 from kubernetes import client
 from omegaconf import DictConfig
 
-from backends.kfp.cluster import api_message, connect
+from backends.kfp.cluster.kube import api_message, connect
 from backends.kfp.node_logs import follow_node_zero
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest

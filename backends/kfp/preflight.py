@@ -8,8 +8,8 @@ checked, and is not a problem.
 """
 from omegaconf import DictConfig
 
-from backends.kfp.cluster import Cluster, ClusterError, default_storage_class
-from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, unanswered
+from backends.kfp.cluster.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, unanswered
+from backends.kfp.cluster.kube import Cluster, ClusterError, default_storage_class
 from backends.kfp.submitting.client import check_reachable, security_context_ignored
 from backends.kfp.submitting.endpoint import KfpError, host_from_config, target_from_config
 from backends.kfp.volume.layout import claim_access_modes

@@ -9,9 +9,18 @@ leaves it not checked.
 from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.cluster import Cluster, ClusterError
+from backends.kfp.cluster.findings import (
+    NOT_CHECKED,
+    OK,
+    PROBLEM,
+    WARNING,
+    Finding,
+    denied_verbs,
+    not_served,
+    unanswered,
+)
+from backends.kfp.cluster.kube import Cluster, ClusterError
 from backends.kfp.compiling.compile import processes_per_pod
-from backends.kfp.findings import NOT_CHECKED, OK, PROBLEM, WARNING, Finding, denied_verbs, not_served, unanswered
 from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 
 

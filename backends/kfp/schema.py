@@ -63,7 +63,7 @@ class VolumeConfig:
     mode: VolumeMode = VolumeMode.create
     claim_name: Optional[str] = None  # required for mode=existing
     size: str = "20Gi"
-    storage_class: Optional[str] = None  # null: the cluster's default class (cluster.py)
+    storage_class: Optional[str] = None  # null: the cluster's default class (cluster/kube.py)
     access_modes: Optional[list[str]] = None  # null: what the run needs (volume/layout.py: claim_access_modes)
     mount_path: str = "/mnt/mmclf"
     pvc_name_suffix: str = "-mmclf"  # mode=create: the claim is named <uuid><suffix>

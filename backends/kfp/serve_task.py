@@ -19,7 +19,7 @@ import urllib3
 from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.cluster import api_message, connect
+from backends.kfp.cluster.kube import api_message, connect
 from backends.kfp.serving import (
     GROUP,
     PLURAL,

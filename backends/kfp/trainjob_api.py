@@ -10,7 +10,7 @@ from pathlib import Path
 from kubernetes import client
 from omegaconf import DictConfig
 
-from backends.kfp.cluster import KFP_NAMESPACE
+from backends.kfp.cluster.kube import KFP_NAMESPACE
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob import GROUP, PLURAL, VERSION
 

@@ -13,7 +13,7 @@ import urllib3
 from kubernetes import client, config
 from omegaconf import DictConfig
 
-from backends.kfp.cluster_access import cluster_access, kubeconfig_files
+from backends.kfp.cluster.access import cluster_access, kubeconfig_files
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S, KfpError
 from mmclf.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """Whether this process can reach a Kubernetes cluster, known without the network and without the
-``kubernetes`` client (whose import alone takes longer than compiling: cluster.py imports it only
+``kubernetes`` client (whose import alone takes longer than compiling: kube.py imports it only
 when there is a cluster to ask)."""
 import os
 from pathlib import Path

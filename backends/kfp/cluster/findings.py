@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from backends.kfp.cluster import Cluster, ClusterError
+from backends.kfp.cluster.kube import Cluster, ClusterError
 
 OK, PROBLEM, NOT_CHECKED, WARNING = "ok", "PROBLEM", "not checked", "WARNING"  # WARNING: a run goes, with a limit
 
