@@ -123,9 +123,10 @@ def test_the_cycle_check_sees_a_cycle_closed_by_an_import_inside_a_function(tmp_
 
 def indexed_modules(package: Path) -> set[str]:
     """The modules and subpackages ``package``'s docstring indexes: the first word of each line after its
-    summary that starts in the first column (an indented line continues the one above); ``name/`` is a
-    subpackage."""
-    lines = ast.get_docstring(ast.parse((package / "__init__.py").read_text())).splitlines()[2:]
+    first paragraph that starts in the first column (an indented line continues the one above); ``name/``
+    is a subpackage."""
+    docstring = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+    lines = docstring.partition("\n\n")[2].splitlines()
     return {line.split()[0].rstrip("/") for line in lines if line[:1].strip()}
 
 

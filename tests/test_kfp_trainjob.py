@@ -15,7 +15,7 @@ from kubeflow_trainer_api import models
 
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compiling.compile import pod_config_yaml
-from backends.kfp.trainjob import NODE, PATCH_MANAGER, trainjob_manifest, trainjob_name
+from backends.kfp.trainjob.manifest import NODE, PATCH_MANAGER, trainjob_manifest, trainjob_name
 from mmclf.errors import ConfigError
 from mmclf.reports.jobs import JobContext
 from mmclf.run.rundir import RunDir

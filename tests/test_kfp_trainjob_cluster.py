@@ -17,14 +17,14 @@ import uuid
 import pytest
 from omegaconf import OmegaConf
 
-from backends.kfp import launcher
-from backends.kfp.cleanup_task import clean_up_in_pod
 from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.compiling.parameters import apply_parameters
-from backends.kfp.launcher import Stopped
 from backends.kfp.pod import run_in_pod
-from backends.kfp.trainjob import trainjob_name
-from backends.kfp.trainjob_api import condition
+from backends.kfp.trainjob import launcher
+from backends.kfp.trainjob.api import condition
+from backends.kfp.trainjob.cleanup_task import clean_up_in_pod
+from backends.kfp.trainjob.launcher import Stopped
+from backends.kfp.trainjob.manifest import trainjob_name
 from mmclf.run.rundir import RunDir
 from mmclf.steps import record_step
 from mmclf.steps.__main__ import load_config
@@ -76,7 +76,7 @@ def train_task(tmp_path, *overrides):
 
 def trainjob_lines(caplog):
     """The launcher's lines about the TrainJob (not node 0's log, node_logs.py)."""
-    return [r.getMessage() for r in caplog.records if r.name == "backends.kfp.launcher" and
+    return [r.getMessage() for r in caplog.records if r.name == "backends.kfp.trainjob.launcher" and
             r.getMessage().startswith("trainjob ")]
 
 

@@ -5,6 +5,8 @@ checks     value checks, before anything is compiled
 backend    KfpBackend: the contract the core calls (check, run, returns_objective, remote_run)
 compiling/ beneath the DAG: the config parameter and pipeline.yaml (compile), the typed parameters,
            the KFP UI's outputs, run names, the pods' paths
+trainjob/  backend.distributed=trainjob: the TrainJob, its API, its nodes' start and logs, the train
+           task's launcher, the exit handler's cleanup, its preflight
 cluster/   the Kubernetes API: access without the client, the client, the preflight's findings
 submitting/  a KFP API server: the endpoint, submitting and following a run, its metrics from MLMD,
            kfp_run.json
@@ -16,15 +18,8 @@ kfp_local  the pipeline on this machine through kfp.local
 preflight  backend.mode=check: what would make a run stall, one line each
 clean      backend.mode=clean: the claims and TrainJobs earlier runs left, old ones deleted when asked
 kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow
-trainjob   backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates, as a manifest
-launcher   what the train task's pod runs with a TrainJob: create it, wait for it, clean up
-cleanup_task  the exit handler's task with a TrainJob: delete it however the run ended
-trainjob_api  the TrainJob API of one namespace, a TrainJob's conditions and state in one line
-trainjob_start  why a TrainJob's nodes have not started, from the cluster's events
-node_logs  node 0's log followed into the train task's own, while the TrainJob runs
 serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
 serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service
 checks_serve  backend.serve's value checks, before compiling
 preflight_serve  backend.mode=check with backend.serve: is KServe there, may the task create InferenceServices
-preflight_trainjob  backend.mode=check with a TrainJob: is Kubeflow Trainer there, may the train task create TrainJobs
 """

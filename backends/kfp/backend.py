@@ -166,7 +166,7 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
     defaults, config_yaml = parameter_defaults(cfg), pod_config_yaml(cfg, layout.data)
     compile_pipeline(build_pipeline(backend, config_yaml, volume_run_dir, defaults, storage_class), run_dir)
     if backend.distributed == "trainjob":  # what the train task will create, for review
-        from backends.kfp.trainjob import write_review_manifest
+        from backends.kfp.trainjob.manifest import write_review_manifest
 
         write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
     if backend.serve.enabled:  # what the serve task will create, for review

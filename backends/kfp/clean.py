@@ -13,10 +13,10 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster.kube import Cluster
-from backends.kfp.trainjob import GROUP, PLURAL, VERSION
-from backends.kfp.trainjob_api import condition
+from backends.kfp.trainjob.api import condition
+from backends.kfp.trainjob.manifest import GROUP, PLURAL, VERSION
 
-MMCLF_LABEL = "app.kubernetes.io/name=mmclf"  # what trainjob.py labels every TrainJob with
+MMCLF_LABEL = "app.kubernetes.io/name=mmclf"  # what trainjob/manifest.py labels every TrainJob with
 LIVE_PHASES = ("Pending", "Running")
 
 

@@ -165,7 +165,7 @@ def serve_component(style: str, image: str):
 
 def clean_up(config_yaml: str, run_id: str):
     """The run's exit handler: delete its TrainJob however the run ended, unless backend.keep_trainjob."""
-    from backends.kfp.cleanup_task import clean_up_in_pod
+    from backends.kfp.trainjob.cleanup_task import clean_up_in_pod
 
     clean_up_in_pod(config_yaml, run_id)
 
@@ -176,7 +176,7 @@ def clean_up_component(style: str, image: str):
         return dsl.component(clean_up, base_image=image, install_kfp_package=False)
 
     def clean_up_container(config_yaml: str, run_id: str):
-        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.cleanup_task"],
+        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.trainjob.cleanup_task"],
                                  args=["--config-yaml", config_yaml, "--run-id", run_id])
 
     clean_up_container.__name__, clean_up_container.__doc__ = clean_up.__name__, clean_up.__doc__

@@ -55,7 +55,7 @@ def run_in_pod(name: str, config_yaml: str, run_dir: str, run_id: str = "", clai
         cfg = apply_parameters(OmegaConf.create(config_yaml), parameters)
         with volume_permission_errors(cfg):
             if name == "train" and cfg.backend.get("distributed") == "trainjob":
-                from backends.kfp.launcher import train_on_trainjob
+                from backends.kfp.trainjob.launcher import train_on_trainjob
 
                 train_on_trainjob(cfg, run_dir, run_id, claim_name)
             else:

@@ -186,7 +186,7 @@ def run_checks(cfg: DictConfig, cluster: Cluster, kfp_api: bool = True) -> list[
     else:
         findings.append(check_storage_class(cluster, backend))
     if backend.distributed == "trainjob":
-        from backends.kfp.preflight_trainjob import check_trainer, check_trainjob_accepted, check_trainjob_rights
+        from backends.kfp.trainjob.preflight import check_trainer, check_trainjob_accepted, check_trainjob_rights
 
         trainer = check_trainer(cluster, backend.trainjob)
         findings += [trainer, check_trainjob_rights(cluster, backend.trainjob)]

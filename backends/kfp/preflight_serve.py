@@ -4,7 +4,7 @@ the serve task's pod create them.
 The API's presence is asked by discovery (``/apis/serving.kserve.io/v1beta1``), which any authenticated
 user may read, where reading the CRD itself (apiextensions) is often an administrator's right. The rights
 are asked with a SubjectAccessReview naming the account the serve task runs as
-(``backend.serve.service_account``), as for TrainJobs (preflight_trainjob.py).
+(``backend.serve.service_account``), as for TrainJobs (trainjob/preflight.py).
 """
 from dataclasses import replace
 

@@ -97,7 +97,7 @@ class Toleration:
 
 @dataclass
 class TrainJobConfig:
-    """backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates (trainjob.py)."""
+    """backend.distributed=trainjob: the Kubeflow Trainer TrainJob the train task creates (trainjob/manifest.py)."""
 
     runtime: str = "torch-distributed"  # the runtime it references (Kubeflow Trainer ships torch-distributed)
     runtime_kind: RuntimeKind = RuntimeKind.ClusterTrainingRuntime

@@ -30,7 +30,7 @@ from backends.kfp.serving import (
     write_model_repository,
 )
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob_api import pod_namespace
+from backends.kfp.trainjob.api import pod_namespace
 from backends.kfp.volume.layout import run_folder
 from mmclf.deploy.protocol import MODEL_NAME
 from mmclf.errors import StepFailed, one_line_errors

@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 import yaml
 from omegaconf import DictConfig
 
-from backends.kfp.trainjob import (
+from backends.kfp.trainjob.manifest import (
     CLAIM_PLACEHOLDER,
     ISTIO_INJECT,
     NAMESPACE_PLACEHOLDER,

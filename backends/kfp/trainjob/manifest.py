@@ -27,7 +27,7 @@ from mmclf.steps import entry_point
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-# What the launcher (launcher.py) and the preflight (preflight_trainjob.py) say when the rights are missing.
+# What the launcher (launcher.py) and the preflight (trainjob/preflight.py) say when the rights are missing.
 RBAC_FIX = ("give the pipeline's service account create, get and delete on trainjobs.trainer.kubeflow.org in this "
             "namespace (README: Several GPUs and several nodes)")
 RIGHTS = ("create", "get", "delete")  # what the train task does with its TrainJob (launcher.py)

@@ -21,7 +21,7 @@ from backends.kfp.cluster.findings import (
 )
 from backends.kfp.cluster.kube import Cluster, ClusterError
 from backends.kfp.compiling.compile import processes_per_pod
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
+from backends.kfp.trainjob.manifest import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
 
 
 def check_trainer(cluster: Cluster, trainjob: DictConfig) -> Finding:

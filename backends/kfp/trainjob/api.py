@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster.kube import KFP_NAMESPACE
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob import GROUP, PLURAL, VERSION
+from backends.kfp.trainjob.manifest import GROUP, PLURAL, VERSION
 
 # The pod's own namespace (a Kubeflow profile's, in multi-user KFP): where its TrainJob goes.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

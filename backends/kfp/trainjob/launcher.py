@@ -1,4 +1,4 @@
-"""The train task with backend.distributed=trainjob: create the TrainJob (trainjob.py), wait, clean up.
+"""The train task with backend.distributed=trainjob: create the TrainJob (trainjob/manifest.py), wait, clean up.
 
 The TrainJob is the launcher of the train step: each node runs the step entry point
 (``python -m mmclf.steps train --run-dir FOLDER``), which reads the run folder's config.yaml and
@@ -9,9 +9,9 @@ Runs in the train task's pod, through the Kubernetes API with the pod's service 
 README gives the Role). The TrainJob is named after the KFP run, so a retried task finds the one an
 earlier try created: it waits for it if it is still going, and replaces it if it failed.
 
-Each change of the TrainJob's state (trainjob_api.py) is logged in one line. A completed TrainJob is
+Each change of the TrainJob's state (trainjob/api.py) is logged in one line. A completed TrainJob is
 deleted (its JobSet and pods with it) unless ``backend.keep_trainjob``; a failed one is kept, for its
-pods' logs; one whose nodes never ran is deleted (trainjob_start.py says why they did not).
+pods' logs; one whose nodes never ran is deleted (trainjob/start.py says why they did not).
 """
 import logging
 import math
@@ -26,11 +26,11 @@ from kubernetes import client
 from omegaconf import DictConfig
 
 from backends.kfp.cluster.kube import api_message, connect
-from backends.kfp.node_logs import follow_node_zero
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
-from backends.kfp.trainjob_api import TrainJobs, condition, pod_namespace, state_line
-from backends.kfp.trainjob_start import started, why_not_started
+from backends.kfp.trainjob.api import TrainJobs, condition, pod_namespace, state_line
+from backends.kfp.trainjob.manifest import GROUP, PLURAL, RBAC_FIX, RIGHTS, V2_1_ANSWER, VERSION, trainjob_manifest
+from backends.kfp.trainjob.node_logs import follow_node_zero
+from backends.kfp.trainjob.start import started, why_not_started
 from backends.kfp.volume.layout import run_folder
 from mmclf.errors import MMClfError, StepFailed
 from mmclf.run.io import read_record

@@ -11,7 +11,7 @@ import threading
 from kubernetes import client
 
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
-from backends.kfp.trainjob import NODE
+from backends.kfp.trainjob.manifest import NODE
 
 log = logging.getLogger(__name__)
 NODE_ZERO = "batch.kubernetes.io/job-completion-index=0"

@@ -1,6 +1,6 @@
 """The exit handler's task with backend.distributed=trainjob: delete the run's TrainJob however the run ended.
 
-    python -m backends.kfp.cleanup_task --config-yaml YAML --run-id ID   (custom container components)
+    python -m backends.kfp.trainjob.cleanup_task --config-yaml YAML --run-id ID   (custom container components)
 
 KFP runs an exit handler's task after the rest of the run whether it succeeded, failed or was
 terminated, so a TrainJob left behind by a failed or stopped train task (kept for its pods' logs, or
@@ -13,9 +13,9 @@ import logging
 from omegaconf import OmegaConf
 
 from backends.kfp.cluster.kube import connect
-from backends.kfp.launcher import delete_trainjob
-from backends.kfp.trainjob import trainjob_name
-from backends.kfp.trainjob_api import TrainJobs, pod_namespace
+from backends.kfp.trainjob.api import TrainJobs, pod_namespace
+from backends.kfp.trainjob.launcher import delete_trainjob
+from backends.kfp.trainjob.manifest import trainjob_name
 from mmclf.errors import one_line_errors
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def clean_up_in_pod(config_yaml: str, run_id: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m backends.kfp.cleanup_task", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m backends.kfp.trainjob.cleanup_task",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
     parser.add_argument("--run-id", required=True, help="the KFP run's id")
     args = parser.parse_args(argv)
