@@ -1,6 +1,6 @@
 """A loopback fake of the Kubernetes API server: the few reads backends/kfp/cluster/kube.py and preflight.py make,
 the TrainJobs (``trainer.kubeflow.org/v1alpha1``) backends/kfp/trainjob/launcher.py creates, reads and deletes, and
-the InferenceServices backends/kfp/serve_task.py creates and replaces (k8s_kserve.py).
+the InferenceServices backends/kfp/serving/serve_task.py creates and replaces (k8s_kserve.py).
 
 A real HTTP server on 127.0.0.1 (a random free port) in a background thread; the real ``kubernetes``
 client reaches it through a kubeconfig the test writes (``write_kubeconfig``). Objects have the

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from backends.kfp.backend import KfpBackend
 from backends.kfp.compiling.compile import pod_config_yaml
-from backends.kfp.serve_task import passes_gate
-from backends.kfp.serving import MAX_NAME, inference_service, service_name, triton_config
+from backends.kfp.serving.manifest import MAX_NAME, inference_service, service_name, triton_config
+from backends.kfp.serving.serve_task import passes_gate
 from mmclf.deploy import serve as local_serve
 from mmclf.errors import ConfigError
 from mmclf.reports.jobs import JobContext
@@ -58,7 +58,7 @@ def tiny_onnx(size: int = 16, classes: int = 3) -> bytes:
 
 @pytest.mark.usefixtures("no_cluster_access")
 @pytest.mark.parametrize("style, command", [("python", None), ("container", ["python", "-m",
-                                                                           "backends.kfp.serve_task"])])
+                                                                           "backends.kfp.serving.serve_task"])])
 def test_serve_is_a_task_after_produce_metrics_and_compile_writes_the_manifest(tmp_path, capsys, style, command):
     spec, kubernetes = compile_run(tmp_path, f"backend.component={style}")
     assert sorted(tasks_of(spec)["serve"]["dependentTasks"]) == ["createpvc", "produce-metrics"]

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from backends.kfp.compiling.compile import pod_config_yaml
-from backends.kfp.serve_task import serve_in_pod
-from backends.kfp.serving import inference_service
+from backends.kfp.serving.manifest import inference_service
+from backends.kfp.serving.serve_task import serve_in_pod
 from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
@@ -91,7 +91,7 @@ def test_a_cluster_that_cannot_take_the_inferenceservice_says_why_in_one_line(tm
 
 def test_a_field_kserve_does_not_know_is_refused_by_strict_validation(tmp_path, kube, capsys, monkeypatch):
     kube()
-    import backends.kfp.serve_task as task
+    import backends.kfp.serving.serve_task as task
 
     def with_typo(*args):
         manifest = inference_service(*args)

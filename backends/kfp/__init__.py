@@ -18,8 +18,6 @@ kfp_local  the pipeline on this machine through kfp.local
 preflight  backend.mode=check: what would make a run stall, one line each
 clean      backend.mode=clean: the claims and TrainJobs earlier runs left, old ones deleted when asked
 kfp_mode   standalone or multi-user KFP (healthz): the runs' namespace and service accounts that follow
-serving    backend.serve: the KServe InferenceService manifest, the Triton model repository it reads
-serve_task what the serve task's pod runs: the gate on optimized_metric, then create or replace the service
-checks_serve  backend.serve's value checks, before compiling
-preflight_serve  backend.mode=check with backend.serve: is KServe there, may the task create InferenceServices
+serving/   backend.serve: the InferenceService and its Triton model repository, the serve task, its
+           checks and preflight
 """

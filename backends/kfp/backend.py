@@ -15,11 +15,11 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.checks import NO_CLASS_FIX, check_backend, check_distributed, check_for_cluster
-from backends.kfp.checks_serve import check_serve
 from backends.kfp.cluster.access import cluster_access
 from backends.kfp.compiling.naming import run_names
 from backends.kfp.kfp_mode import follow_kfp_mode
 from backends.kfp.schema import KfpMode
+from backends.kfp.serving.checks import check_serve
 from backends.kfp.submitting.endpoint import host_from_config
 from backends.kfp.submitting.run_record import read_run_record, remote_run
 from backends.kfp.volume.layout import VolumeLayout
@@ -170,9 +170,9 @@ def _compile_and_submit(cfg: DictConfig, run_dir: RunDir, job: JobContext, stora
 
         write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
     if backend.serve.enabled:  # what the serve task will create, for review
-        from backends.kfp import serving
+        from backends.kfp.serving import manifest as serving_manifest
 
-        serving.write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
+        serving_manifest.write_review_manifest(OmegaConf.create(config_yaml), volume_run_dir, run_dir)
     if backend.mode == KfpMode.compile:
         class_needed = backend.volume.mode == "create" and not storage_class
         print_how_to_run(run_dir, backend.image, volume_run_dir, class_needed)

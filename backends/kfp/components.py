@@ -145,7 +145,7 @@ def make_components(style: str, image: str) -> dict:
 def serve(config_yaml: str, run_dir: str, run_id: str, claim_name: str):
     """Deploy the run's ONNX model as a KServe InferenceService when its optimized_metric reaches
     backend.serve.min_metric; otherwise say why, and succeed."""
-    from backends.kfp.serve_task import serve_in_pod
+    from backends.kfp.serving.serve_task import serve_in_pod
 
     serve_in_pod(config_yaml, run_dir, run_id, claim_name)
 
@@ -156,7 +156,7 @@ def serve_component(style: str, image: str):
         return dsl.component(serve, base_image=image, install_kfp_package=False)
 
     def serve_container(config_yaml: str, run_dir: str, run_id: str, claim_name: str):
-        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.serve_task"], args=[
+        return dsl.ContainerSpec(image=image, command=["python", "-m", "backends.kfp.serving.serve_task"], args=[
             "--config-yaml", config_yaml, "--run-dir", run_dir, "--run-id", run_id, "--claim-name", claim_name])
 
     serve_container.__name__, serve_container.__doc__ = serve.__name__, serve.__doc__

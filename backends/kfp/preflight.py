@@ -196,7 +196,7 @@ def run_checks(cfg: DictConfig, cluster: Cluster, kfp_api: bool = True) -> list[
         findings.append(check_accelerators(cluster, backend, nodes))
     findings += [check_pull_secret(cluster, name) for name in backend.image_pull_secrets]
     if backend.serve.enabled:
-        from backends.kfp.preflight_serve import check_kserve, check_serve_rights
+        from backends.kfp.serving.preflight import check_kserve, check_serve_rights
 
         findings += [check_kserve(cluster), check_serve_rights(cluster, backend.serve)]
     if kfp_api:

@@ -126,7 +126,7 @@ class ServeResourcesConfig:
 
 @dataclass
 class ServeConfig:
-    """backend.serve: a KServe InferenceService of the run's ONNX model, after produce-metrics (serving.py)."""
+    """backend.serve: a KServe InferenceService of the run's ONNX model, after produce-metrics (serving/manifest.py)."""
 
     enabled: bool = False
     min_metric: Optional[float] = None  # the gate on optimized_metric's value; null: always deploy

@@ -1,4 +1,4 @@
-"""The preflight's answers (preflight.py, trainjob/preflight.py, preflight_serve.py): a Finding and its
+"""The preflight's answers (preflight.py, trainjob/preflight.py, serving/preflight.py): a Finding and its
 verdict, a question the cluster did not answer, and a service account's rights as a SubjectAccessReview
 sees them. Here rather than in preflight.py, which runs the other modules' checks: they could not
 import it back without an import cycle.

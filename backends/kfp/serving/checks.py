@@ -5,7 +5,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.checks import CLAIM_NAME, CPU, MEMORY, check_quantity
-from backends.kfp.serving import MAX_NAME, NAME
+from backends.kfp.serving.manifest import MAX_NAME, NAME
 from mmclf.errors import ConfigError
 
 # Kubernetes' quantity suffixes: decimal (m, k, M, ...) and binary (Ki, Mi, ...).

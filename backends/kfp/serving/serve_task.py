@@ -4,12 +4,12 @@ Runs in the task's pod, on the shared volume, through the Kubernetes API with th
 which needs ``create``, ``get`` and ``update`` on ``inferenceservices.serving.kserve.io`` in the namespace
 (the README gives the Role). The gate: metrics.json's ``optimized_metric`` must reach
 ``backend.serve.min_metric`` (null: always deploy); below it the task logs one line why and succeeds.
-Otherwise it lays out the Triton model repository in the run's folder (serving.py), writes the manifest
+Otherwise it lays out the Triton model repository in the run's folder (serving/manifest.py), writes the manifest
 beside it (inferenceservice.yaml) and creates the InferenceService with ``fieldValidation=Strict``, so a
 field KServe does not know is an error, not silently dropped. The name is the pipeline's, not the KFP
 run's: one that exists (an earlier try, or an earlier run of the pipeline) is replaced.
 
-``python -m backends.kfp.serve_task --config-yaml YAML --run-dir DIR --run-id ID --claim-name CLAIM``
+``python -m backends.kfp.serving.serve_task --config-yaml YAML --run-dir DIR --run-id ID --claim-name CLAIM``
 is the custom container component's entry; Python-function components call :func:`serve_in_pod`.
 """
 import argparse
@@ -20,7 +20,7 @@ from kubernetes import client
 from omegaconf import DictConfig, OmegaConf
 
 from backends.kfp.cluster.kube import api_message, connect
-from backends.kfp.serving import (
+from backends.kfp.serving.manifest import (
     GROUP,
     PLURAL,
     RBAC_FIX,
@@ -126,7 +126,8 @@ def serve_in_pod(config_yaml: str, run_dir: str, run_id: str, claim_name: str) -
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m backends.kfp.serve_task", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m backends.kfp.serving.serve_task",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--config-yaml", required=True, help="the resolved config as YAML text")
     parser.add_argument("--run-dir", required=True, help="the run directory on the shared volume")
     parser.add_argument("--run-id", required=True, help="the KFP run's id: the run's folder is <run dir>-<run id>")

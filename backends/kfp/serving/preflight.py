@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from backends.kfp.cluster.findings import OK, PROBLEM, Finding, denied_verbs, not_served, unanswered
 from backends.kfp.cluster.kube import Cluster, ClusterError
-from backends.kfp.serving import GROUP, PLURAL, RBAC_FIX, VERSION
+from backends.kfp.serving.manifest import GROUP, PLURAL, RBAC_FIX, VERSION
 
 VERBS = ("create", "get", "update")  # what serve_task.py does: create, or read and replace
 

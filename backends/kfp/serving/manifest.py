@@ -38,7 +38,7 @@ from mmclf.run.rundir import RunDir
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-# What the serve task (serve_task.py) and the preflight (preflight_serve.py) say when the rights are missing.
+# What the serve task (serve_task.py) and the preflight (serving/preflight.py) say when the rights are missing.
 RBAC_FIX = ("give the pipeline's service account create, get and update on inferenceservices.serving.kserve.io in "
             "this namespace (README: Serve on Kubeflow)")
 # KServe's webhook: a DNS-1035 label. 45 characters leave room for what KServe and Knative append
