@@ -23,8 +23,9 @@ test: $(STAMP)  ## the whole test suite (CPU, a few minutes; two pytest workers,
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff, then the import contracts (pyproject.toml's [tool.importlinter])
 	$(PY) -m ruff check mmclf backends tests benchmarks
+	$(VENV)/bin/lint-imports
 
 image:  ## build the image every Kubeflow pod runs (needs a Docker engine)
 	docker build -f docker/Dockerfile -t $${IMAGE:-mmclf:latest} .
