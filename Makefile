@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help run test test-fast lint image clean
+.PHONY: help run test test-fast lint docs image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,8 +27,11 @@ lint: $(STAMP)  ## ruff, then the import contracts (pyproject.toml's [tool.impor
 	$(PY) -m ruff check mmclf backends tests benchmarks
 	$(VENV)/bin/lint-imports
 
+docs: $(STAMP)  ## the docs site into site/ (MkDocs Material; strict: a broken link or page fails)
+	$(VENV)/bin/mkdocs build --strict
+
 image:  ## build the image every Kubeflow pod runs (needs a Docker engine)
 	docker build -f docker/Dockerfile -t $${IMAGE:-mmclf:latest} .
 
 clean:  ## remove the virtual environment and outputs (keeps data/)
-	rm -rf $(VENV) outputs multirun build *.egg-info
+	rm -rf $(VENV) outputs multirun build site *.egg-info

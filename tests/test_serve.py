@@ -94,11 +94,11 @@ def test_a_run_without_an_export_is_refused_in_one_line(folder_run, tmp_path, ca
 
 
 def readme_client() -> str:
-    """The README's Python client (Serve on Kubeflow, "Requests"), as printed there."""
-    readme = (REPO / "README.md").read_text()
-    after = readme.index("**Requests** speak KServe's Open Inference Protocol")
-    start = readme.index("```python\n", after) + len("```python\n")
-    return readme[start:readme.index("```", start)]
+    """The docs' Python client (docs/kubeflow/serving.md, "Requests"), as printed there."""
+    page = (REPO / "docs" / "kubeflow" / "serving.md").read_text()
+    after = page.index("**Requests** speak KServe's Open Inference Protocol")
+    start = page.index("```python\n", after) + len("```python\n")
+    return page[start:page.index("```", start)]
 
 
 def test_the_readmes_client_gets_the_runs_labels_from_the_local_server(server, folder_run, images, tmp_path,
