@@ -39,6 +39,8 @@ def test_a_config_too_large_for_a_kfp_parameter_is_refused(tmp_path):
     ("backend.timeout_s=0", "backend.timeout_s"),
     ("backend.max_in_flight=0", "backend.max_in_flight"),
     ("backend.run_as_user=-1", "backend.run_as_user"),
+    ("backend.run_as_user=0", "backend.run_as_user"),  # runAsNonRoot: the kubelet would refuse root
+    ("backend.run_as_group=-1", "backend.run_as_group"),
     ("+backend.node_selector={Example.com/gpu: x}", "backend.node_selector"),
     ("+backend.node_selector={pool: 'not a value'}", "backend.node_selector"),
     ("+backend.pod_labels={team: '-vision'}", "backend.pod_labels"),

@@ -121,6 +121,8 @@ def test_an_existing_claim_and_a_namespace_are_named_in_the_manifest(tmp_path):
     (["backend.serve.min_metric=0.9"], None),  # a fraction of a percentage: allowed
     (["backend.serve.min_metric=120"], r"^backend\.serve\.min_metric=120\.0: val_accuracy_top-1 is a percentage"),
     (["backend.serve.runtime=Triton_Server"], r"^backend\.serve\.runtime='Triton_Server': not a Kubernetes"),
+    (["backend.serve.run_as_user=0"], r"^backend\.serve\.run_as_user=0: these pods run as non-root"),
+    (["backend.serve.run_as_group=-1"], r"^backend\.serve\.run_as_group=-1: a gid is 0 or more"),
 ])
 def test_bad_serve_values_are_refused_in_one_line_before_anything_is_written(tmp_path, overrides, message):
     if message is None:
@@ -166,7 +168,13 @@ def test_the_predictor_keeps_pod_security_restricted_and_opts_out_of_the_sidecar
     container = predictor["model"]["securityContext"]
     assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
     assert container["runAsNonRoot"] is True and container["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert predictor["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    # The stock Triton runtime names no user and its image's is root: Triton's own triton-server, 1000:1000.
+    assert (container["runAsUser"], container["runAsGroup"]) == (1000, 1000)
+    assert predictor["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"},
+                                            "runAsUser": 1000, "runAsGroup": 1000}
+    other = inference_service(full_cfg("backend.serve.run_as_user=2000", "backend.serve.run_as_group=3000"),
+                              "/mnt/mmclf/runs/r", RUN_ID, "c", "ns")["spec"]["predictor"]
+    assert (other["securityContext"]["runAsUser"], other["model"]["securityContext"]["runAsGroup"]) == (2000, 3000)
     assert predictor["annotations"] == {"sidecar.istio.io/inject": "false"}
     meshed = inference_service(full_cfg("backend.serve.istio_sidecar=true"), "/mnt/mmclf/runs/r", RUN_ID, "c", "ns")
     assert "annotations" not in meshed["spec"]["predictor"], "the namespace's injection policy applies"

@@ -3,6 +3,7 @@ Kubernetes API (tests/k8s_server.py, tests/k8s_kserve.py). No KServe controller,
 here: that Triton loads the repository is not checked."""
 import json
 import logging
+import os
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.serving.manifest import inference_service
 from backends.kfp.serving.serve_task import serve_in_pod
+from mmclf.run import io
 from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
@@ -31,10 +33,16 @@ def serve_task(tmp_path, accuracy: float = 92.5, *overrides):
     return folder
 
 
-def test_the_serve_task_lays_out_the_model_and_creates_the_inferenceservice_strictly(tmp_path, kube, caplog):
+def test_the_serve_task_lays_out_the_model_and_creates_the_inferenceservice_strictly(tmp_path, kube, caplog,
+                                                                                     monkeypatch):
     caplog.set_level(logging.INFO)
     cluster = kube()
-    folder = serve_task(tmp_path, 92.5, "backend.serve.min_metric=90", "backend.serve.name=pets")
+    monkeypatch.setattr(io, "_UMASK", 0o077)  # a pod whose umask keeps its files to itself
+    umask = os.umask(0o077)
+    try:
+        folder = serve_task(tmp_path, 92.5, "backend.serve.min_metric=90", "backend.serve.name=pets")
+    finally:
+        os.umask(umask)
     ((method, query, body),) = cluster.kserve.writes
     assert method == "POST" and query["fieldValidation"] == ["Strict"]
     assert kserve_problems(body) == [] and body["metadata"] == {
@@ -44,6 +52,10 @@ def test_the_serve_task_lays_out_the_model_and_creates_the_inferenceservice_stri
     assert body["spec"]["predictor"]["model"]["storageUri"] == f"pvc://claim-1/runs/job-{RUN_ID}/serving"
     repository = folder.serving / "mmclf"
     assert (repository / "1" / "model.onnx").read_bytes() == folder.onnx_model.read_bytes()
+    modes = {path.relative_to(folder.serving).as_posix(): path.stat().st_mode & 0o777
+             for path in [folder.serving, *folder.serving.rglob("*")]}
+    assert modes == {".": 0o755, "mmclf": 0o755, "mmclf/1": 0o755, "mmclf/1/model.onnx": 0o644,
+                     "mmclf/config.pbtxt": 0o644}, "readable by the predictor's user, whoever wrote it"
     assert "max_batch_size: 64" in (repository / "config.pbtxt").read_text()
     assert yaml.safe_load(folder.inference_service.read_text()) == body
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serve: ")]

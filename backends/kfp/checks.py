@@ -117,9 +117,17 @@ def check_scheduling(backend: DictConfig) -> None:
         if not CLAIM_NAME.match(name) or len(name) > 253:
             raise ConfigError(f"backend.image_pull_secrets: {name!r} is not a secret name (lower-case letters, "
                               "digits, '-' and '.'), e.g. backend.image_pull_secrets=[regcred]")
-    for key in ("run_as_user", "run_as_group"):
-        if backend[key] < 0:
-            raise ConfigError(f"backend.{key}={backend[key]}: a uid or gid is 0 or more; the image's user is 1000")
+    check_user("backend", backend, "the image's user is 1000")
+
+
+def check_user(prefix: str, pods: DictConfig, default: str) -> None:
+    """``<prefix>.run_as_user`` and ``run_as_group`` of pods that run with runAsNonRoot: the kubelet refuses
+    to start one whose uid is root's."""
+    if pods.run_as_user < 1:
+        raise ConfigError(f"{prefix}.run_as_user={pods.run_as_user}: these pods run as non-root (runAsNonRoot), "
+                          f"so the uid is 1 or more; {default}")
+    if pods.run_as_group < 0:
+        raise ConfigError(f"{prefix}.run_as_group={pods.run_as_group}: a gid is 0 or more; {default}")
 
 
 def check_backend(backend: DictConfig) -> None:

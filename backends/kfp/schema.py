@@ -139,6 +139,10 @@ class ServeConfig:
     max_replicas: int = 1
     max_batch_size: int = 64  # Triton's: the most images one request may carry
     istio_sidecar: bool = False  # false: the predictor pod opts out of Istio sidecar injection
+    # The predictor's uid and gid (its pod and model container run as non-root): the stock kserve-tritonserver
+    # runtime's image runs as root but holds Triton's own non-root user, triton-server (1000:1000).
+    run_as_user: int = 1000
+    run_as_group: int = 1000
     resources: ServeResourcesConfig = field(default_factory=ServeResourcesConfig)
 
 

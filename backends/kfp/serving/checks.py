@@ -4,7 +4,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from backends.kfp.checks import CLAIM_NAME, CPU, MEMORY, check_quantity
+from backends.kfp.checks import CLAIM_NAME, CPU, MEMORY, check_quantity, check_user
 from backends.kfp.serving.manifest import MAX_NAME, NAME
 from mmclf.errors import ConfigError
 
@@ -94,4 +94,5 @@ def check_serve(cfg: DictConfig) -> None:
     if serve.max_batch_size < 1:
         raise ConfigError(f"backend.serve.max_batch_size={serve.max_batch_size}: at least 1 image per request")
     check_serve_names(backend)
+    check_user("backend.serve", serve, "Triton's user in the stock runtime's image is 1000")
     check_serve_resources(serve.resources)

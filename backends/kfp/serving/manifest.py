@@ -82,11 +82,17 @@ def _resources(resources: DictConfig) -> dict:
     return {key: value for key, value in parts.items() if value}
 
 
+def _user(serve: DictConfig) -> dict:
+    """Who the predictor runs as. runAsNonRoot alone is not enough: the stock Triton runtime sets no user
+    and its image's is root, which the kubelet then refuses to start ("image will run as root")."""
+    return {"runAsUser": int(serve.run_as_user), "runAsGroup": int(serve.run_as_group)}
+
+
 def _model(serve: DictConfig, uri: str) -> dict:
-    """The predictor's model: ONNX over protocol v2, in a container Pod Security ``restricted`` admits
-    (the runtime's own runAsUser is kept: KServe merges these fields into its container)."""
+    """The predictor's model: ONNX over protocol v2, in a container Pod Security ``restricted`` admits, as
+    ``backend.serve.run_as_user`` (KServe merges these fields into the runtime's container)."""
     model = {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2", "storageUri": uri,
-             "securityContext": RESTRICTED_CONTAINER}
+             "securityContext": {**RESTRICTED_CONTAINER, **_user(serve)}}
     if serve.runtime:
         model["runtime"] = serve.runtime
     if _resources(serve.resources):
@@ -102,7 +108,8 @@ def inference_service(cfg: DictConfig, run_dir: str, run_id: str, claim_name: st
         "minReplicas": int(serve.min_replicas),
         "maxReplicas": int(serve.max_replicas),
         # The pod's own settings cover what KServe and Knative add beside the model container (queue-proxy).
-        "securityContext": RESTRICTED_POD,
+        # No fsGroup: the kubelet would chown the whole shared claim; the model's files are world-readable.
+        "securityContext": {**RESTRICTED_POD, **_user(serve)},
         "model": _model(serve, storage_uri(cfg.backend, claim_name, f"{run_dir}-{run_id}")),
     }
     if not serve.istio_sidecar:  # istio-init needs NET_ADMIN (without Istio CNI): Pod Security restricted refuses it
@@ -138,7 +145,9 @@ def triton_config(model_onnx: bytes, max_batch_size: int) -> str:
 
 
 def write_model_repository(folder: RunDir, max_batch_size: int) -> None:
-    """The Triton model repository in ``folder/serving``: the run's model.onnx as version 1 of ``mmclf``."""
+    """The Triton model repository in ``folder/serving``: the run's model.onnx as version 1 of ``mmclf``,
+    readable by any user (folders 0755, files 0644, whatever the pod's umask): the predictor runs as
+    ``backend.serve.run_as_user``, which need not be the step pods' user who writes it."""
     from mmclf.run.io import write_bytes_atomic
 
     model = folder.onnx_model.read_bytes()
@@ -146,6 +155,10 @@ def write_model_repository(folder: RunDir, max_batch_size: int) -> None:
     (repository / MODEL_VERSION).mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(repository / MODEL_VERSION / RunDir.ONNX_MODEL, model)
     write_text_atomic(repository / "config.pbtxt", triton_config(model, max_batch_size))
+    for path in (folder.serving, repository, repository / MODEL_VERSION):
+        path.chmod(0o755)
+    for path in (repository / MODEL_VERSION / RunDir.ONNX_MODEL, repository / "config.pbtxt"):
+        path.chmod(0o644)
 
 
 def manifest_text(manifest: dict, header: str) -> str:
