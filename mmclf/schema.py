@@ -52,6 +52,9 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None
     # null: "mmclf" for a single run, "mmclf-<date>-<time>" (the sweep dir) for a sweep's jobs
     experiment: Optional[str] = None
+    # A name in MLflow's model registry: the run's exported model becomes a new version of it when the
+    # run passes the release gate (min_metric); null: the model is logged with the run, not registered.
+    registered_model: Optional[str] = None
 
 
 @dataclass
@@ -70,6 +73,10 @@ class MMClfConfig:
     # Key of metrics.json returned to Hydra as the objective (sweepers maximise it): a validation
     # figure, so that nothing is chosen on the test split.
     optimized_metric: str = "val_accuracy_top-1"
+    # The release gate, one for everything that puts a model to use: registering it in MLflow
+    # (logger.mlflow.registered_model) and serving it (backend.serve, whose min_metric follows this one)
+    # happen only when optimized_metric reaches it. null: always.
+    min_metric: Optional[float] = None
     # Re-running into a run dir: auto = continue from its newest valid checkpoint and skip
     # finished steps; never = start again from scratch; or the path of a checkpoint to resume.
     resume: str = "auto"

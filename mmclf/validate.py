@@ -11,7 +11,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ConfigError, one_line_errors
-from mmclf.reports import tracking
+from mmclf.reports import mlflow_model, tracking
 from mmclf.reports.jobs import parallel_launcher, scalar_metric_names
 from mmclf.run.sweep_gpus import check_parallel_jobs
 from mmclf.rundir_checks import check_run_dir
@@ -105,6 +105,7 @@ def check_runs_here(cfg: DictConfig) -> None:
     _check_load_from(cfg.runtime.get("load_from"))
     if cfg.logger.get("mlflow") is not None:
         tracking.check_store(cfg.logger.mlflow)
+    mlflow_model.check_registration(cfg)
     if cfg.resume not in ("auto", "never"):
         from mmclf.models.config import weights_fingerprint
         from mmclf.training.checkpoints import resume_checkpoint  # torch: only for a named checkpoint

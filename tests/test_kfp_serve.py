@@ -122,6 +122,10 @@ def test_an_existing_claim_and_a_namespace_are_named_in_the_manifest(tmp_path):
     (["backend.serve.min_metric=120"], r"^backend\.serve\.min_metric=120\.0: val_accuracy_top-1 is a percentage"),
     (["backend.serve.runtime=Triton_Server"], r"^backend\.serve\.runtime='Triton_Server': not a Kubernetes"),
     (["backend.serve.run_as_user=0"], r"^backend\.serve\.run_as_user=0: these pods run as non-root"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=http://mlflow:5000", "logger.mlflow.registered_model=pets",
+      "min_metric=80", "backend.serve.min_metric=90"], r"^backend\.serve\.min_metric=90\.0 with min_metric=80\.0 "),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=http://mlflow:5000", "logger.mlflow.registered_model=pets",
+      "min_metric=80"], None),  # backend.serve.min_metric follows the release gate
     (["backend.serve.run_as_group=-1"], r"^backend\.serve\.run_as_group=-1: a gid is 0 or more"),
 ])
 def test_bad_serve_values_are_refused_in_one_line_before_anything_is_written(tmp_path, overrides, message):

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmclf.deploy.predict import ONNX_INPUT, ONNX_OUTPUT, OnnxPredictor, Predictor
 from mmclf.errors import ExportError
+from mmclf.reports import mlflow_model
 from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mmclf.run.rundir import RunDir
@@ -133,3 +134,4 @@ def export(cfg: DictConfig, run_dir: RunDir) -> None:
         **figures, "test_images": len(images), "opset": OPSET, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
         "image_size": predictor.image_size, "max_top1_accuracy_diff": MAX_TOP1_DIFF,
         "max_abs_score_diff": MAX_SCORE_DIFF})
+    mlflow_model.log_model(cfg, run_dir, images)  # logger=mlflow: the model where MLflow users look

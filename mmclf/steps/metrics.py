@@ -6,7 +6,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mmclf.errors import StepError
-from mmclf.reports import report, tracking
+from mmclf.reports import mlflow_model, report, tracking
 from mmclf.reports.jobs import ONNX_METRICS
 from mmclf.run.io import read_json, write_json_atomic
 from mmclf.run.rundir import RunDir
@@ -55,5 +55,6 @@ def metrics(cfg: DictConfig, run_dir: RunDir) -> None:
     run_id = tracking.report_results(cfg, run_dir, result)
     if run_id:
         log.info("MLflow run %s: final metrics and report logged", run_id)
+    mlflow_model.register_on_gate(cfg, run_dir, result)
     # metrics.json last: its presence means the run is complete.
     write_json_atomic(run_dir.metrics, result)

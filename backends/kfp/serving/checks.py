@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 from backends.kfp.checks import CLAIM_NAME, CPU, MEMORY, check_quantity, check_user
 from backends.kfp.serving.manifest import MAX_NAME, NAME
 from mmclf.errors import ConfigError
+from mmclf.reports.mlflow_model import registered_name
 
 # Kubernetes' quantity suffixes: decimal (m, k, M, ...) and binary (Ki, Mi, ...).
 UNITS = {"m": 1e-3, "": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -85,6 +86,11 @@ def check_serve(cfg: DictConfig) -> None:
         raise ConfigError("backend.serve.enabled=true with runtime.export.onnx=false: the InferenceService serves the "
                           "run's ONNX model; set runtime.export.onnx=true")
     check_serve_volume(backend)
+    registered = registered_name(cfg)
+    if registered and serve.min_metric != cfg.min_metric:
+        raise ConfigError(f"backend.serve.min_metric={serve.min_metric} with min_metric={cfg.min_metric} and "
+                          f"logger.mlflow.registered_model={registered}: one gate decides both registering and "
+                          f"serving; set min_metric={serve.min_metric} (backend.serve.min_metric follows it)")
     if serve.min_metric is not None and not 0 <= serve.min_metric <= 100:
         raise ConfigError(f"backend.serve.min_metric={serve.min_metric}: {cfg.optimized_metric} is a percentage; "
                           "give one from 0 to 100 (e.g. 90.0), or null to always deploy")
