@@ -39,7 +39,8 @@ def assert_grid_summary(sweep_dir, result, models=MODELS):
 @pytest.mark.slow
 def test_local_grid_then_rerun_skips_finished_jobs(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", *tiny_overrides(data_root), *GRID, f"hydra.sweep.dir={sweep_dir}"]
+    # No ONNX export: a second a job, and nothing here reads the model (test_export.py does).
+    args = ["-m", *tiny_overrides(data_root), *GRID, "runtime.export.onnx=false", f"hydra.sweep.dir={sweep_dir}"]
     first = run_cli(*args)
     assert_grid_summary(sweep_dir, first)
     progress = [line for line in first.stdout.splitlines() if line.startswith("sweep: job")]
@@ -82,7 +83,7 @@ def test_optuna_search_of_two_trials(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
     # tiny_overrides' schedule.runner.max_epochs=1 on the command line replaces the search over epochs
     result = run_cli("-m", *tiny_overrides(data_root), "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                     f"hydra.sweep.dir={sweep_dir}")
+                     "runtime.export.onnx=false", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert len(rows) == 2 and {r["status"] for r in rows} == {"succeeded"}
