@@ -7,15 +7,22 @@ the type does not declare: "strict decoding error: unknown field"); get; replace
 the current ``metadata.resourceVersion`` (422 Invalid without one, 409 Conflict for an old one: custom
 resources allow no unconditional update); 404 for everything when KServe is not installed.
 """
+import json
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import parse_qs
 
+import numpy as np
+
 from tests.k8s_objects import CREATED, status
+from tests.loopback import LoopbackServer
 
 GROUP_VERSION = "serving.kserve.io/v1beta1"
 PREFIX = f"/apis/{GROUP_VERSION}"
 RESOURCE = "inferenceservices.serving.kserve.io"
+CLUSTER_URL = "http://pets-predictor.kubeflow.svc.cluster.local"  # an address only the cluster resolves
 
 
 def _model_class(name: str):
@@ -52,6 +59,30 @@ def kserve_problems(data, klass: str = "V1beta1InferenceService", path: str = ""
     return problems
 
 
+def ready(url: Optional[str]) -> dict:
+    """The status of a service that came up, reachable at ``url`` inside the cluster."""
+    conditions = [{"type": kind, "status": "True", "lastTransitionTime": CREATED}
+                  for kind in ("IngressReady", "PredictorReady", "Ready")]
+    return {"conditions": conditions, "address": {"url": url}, "url": url, "modelStatus": {
+        "transitionStatus": "UpToDate", "states": {"activeModelState": "Loaded", "targetModelState": ""}}}
+
+
+def coming_up(reason: str = "", message: str = "") -> dict:
+    """A service whose predictor is not Ready (yet), with the condition's reason when given."""
+    predictor = {"type": "PredictorReady", "status": "Unknown" if not reason else "False", "reason": reason,
+                 "message": message}
+    return {"conditions": [{**predictor, "type": "Ready"}, predictor], "modelStatus": {
+        "transitionStatus": "InProgress", "states": {"activeModelState": "Pending", "targetModelState": "Loading"}}}
+
+
+def failed_to_load(reason: str, message: str, pod: str) -> dict:
+    """A model the runtime could not load: KServe blocks the transition and keeps the last failure."""
+    failed = {**coming_up("ModelLoadFailed", message), "modelStatus": {
+        "transitionStatus": "BlockedByFailedLoad", "states": {"activeModelState": "FailedToLoad"},
+        "lastFailureInfo": {"reason": reason, "message": message, "location": pod}}}
+    return failed
+
+
 @dataclass
 class FakeKServe:
     """KServe in the fake cluster: InferenceServices by name, in the fake's namespace."""
@@ -59,6 +90,7 @@ class FakeKServe:
     installed: bool = True
     services: dict = field(default_factory=dict)
     writes: list = field(default_factory=list)  # (method, query parameters, body) of each create and replace
+    statuses: list = field(default_factory=lambda: [ready(CLUSTER_URL)])  # one per read; the last stays
     _versions: int = 0
 
     def handle(self, method: str, rest: str, body: Optional[dict], query: str, namespace: str,
@@ -85,7 +117,8 @@ class FakeKServe:
         if name not in self.services:
             return status(404, "NotFound", f'{RESOURCE} "{name}" not found')
         if method == "GET":
-            return 200, self.services[name]
+            current = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            return 200, {**self.services[name], "status": current}
         if method == "PUT":
             return self._replace(name, body, parse_qs(query))
         return status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -129,3 +162,48 @@ class FakeKServe:
                                             "been modified; please apply your changes to the latest version and try "
                                             "again")
         return 200, self._stored(body)
+
+
+@dataclass
+class FakeTriton(LoopbackServer):
+    """The predictor's v2 endpoint, scoring with ``model`` (a model.onnx path, read at each request) or
+    answering ``scores`` (an array) instead."""
+
+    model: Path
+    scores: Optional[np.ndarray] = None
+    requests: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._serve(_TritonHandler)
+
+    def answer(self, body: dict) -> dict:
+        import onnxruntime
+
+        (tensor,) = body["inputs"]
+        images = np.asarray(tensor["data"], dtype=np.uint8).reshape(tensor["shape"])
+        self.requests.append(images.shape)
+        scores = self.scores
+        if scores is None:
+            session = onnxruntime.InferenceSession(str(self.model), providers=["CPUExecutionProvider"])
+            scores = session.run(["scores"], {"images": images})[0]
+        return {"model_name": "mmclf", "outputs": [{"name": "scores", "datatype": "FP32",
+                                                    "shape": list(scores.shape), "data": scores.ravel().tolist()}]}
+
+
+class _TritonHandler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        if self.path != "/v2/models/mmclf/infer":
+            return self._send(404, {"error": f"no model at {self.path}"})
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._send(200, self.server.fake.answer(body))
+
+    def _send(self, code: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):  # quiet
+        pass

@@ -127,6 +127,7 @@ def test_an_existing_claim_and_a_namespace_are_named_in_the_manifest(tmp_path):
     (["logger=mlflow", "logger.mlflow.tracking_uri=http://mlflow:5000", "logger.mlflow.registered_model=pets",
       "min_metric=80"], None),  # backend.serve.min_metric follows the release gate
     (["backend.serve.run_as_group=-1"], r"^backend\.serve\.run_as_group=-1: a gid is 0 or more"),
+    (["backend.serve.ready_timeout_s=0"], r"^backend\.serve\.ready_timeout_s=0\.0, poll_interval_s=5\.0: both"),
 ])
 def test_bad_serve_values_are_refused_in_one_line_before_anything_is_written(tmp_path, overrides, message):
     if message is None:

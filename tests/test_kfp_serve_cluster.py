@@ -15,16 +15,18 @@ from mmclf.run import io
 from mmclf.run.rundir import RunDir
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
-from tests.k8s_kserve import FakeKServe, kserve_problems
+from tests.k8s_kserve import CLUSTER_URL, FakeKServe, kserve_problems
 from tests.test_kfp_serve import RUN_ID, SERVE, tiny_onnx
 
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG
 
 
 def serve_task(tmp_path, accuracy: float = 92.5, *overrides):
-    """What the serve task's pod does, in a run folder the earlier steps left on the volume (tmp_path)."""
+    """What the serve task's pod does, in a run folder the earlier steps left on the volume (tmp_path). The fake
+    says the service is Ready at once; the smoke inference is tested in test_kfp_serve_ready.py."""
     cfg = compose_cfg(["backend=kfp", "data=synthetic", *SERVE, f"backend.volume.mount_path={tmp_path}",
-                       "backend.volume.mode=existing", "backend.volume.claim_name=claim-1", *overrides])
+                       "backend.volume.mode=existing", "backend.volume.claim_name=claim-1",
+                       "backend.serve.smoke_test=false", "backend.serve.poll_interval_s=0.01", *overrides])
     folder = RunDir(tmp_path / "runs" / f"job-{RUN_ID}")
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.metrics.write_text(json.dumps({"val_accuracy_top-1": accuracy}))
@@ -61,7 +63,8 @@ def test_the_serve_task_lays_out_the_model_and_creates_the_inferenceservice_stri
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serve: ")]
     assert lines[0] == "serve: val_accuracy_top-1=92.50 reaches backend.serve.min_metric=90.0: deploying"
     assert lines[1].startswith("serve: InferenceService pets created in namespace kubeflow")
-    assert "POST <URL>/v2/models/mmclf/infer" in lines[1]
+    assert lines[2] == (f"serve: InferenceService pets is Ready at {CLUSTER_URL}: POST {CLUSTER_URL}/v2/models/mmclf/"
+                        "infer")
 
 
 def test_below_the_gate_nothing_is_deployed_and_the_task_succeeds(tmp_path, kube, caplog):

@@ -139,6 +139,9 @@ class ServeConfig:
     max_replicas: int = 1
     max_batch_size: int = 64  # Triton's: the most images one request may carry
     istio_sidecar: bool = False  # false: the predictor pod opts out of Istio sidecar injection
+    ready_timeout_s: float = 600.0  # the serve task fails, with the reason, when the service is not Ready by then
+    poll_interval_s: float = 5.0  # seconds between reads of its status
+    smoke_test: bool = True  # on Ready, a v2 inference at its address must answer the run's model.onnx's scores
     # The predictor's uid and gid (its pod and model container run as non-root): the stock kserve-tritonserver
     # runtime's image runs as root but holds Triton's own non-root user, triton-server (1000:1000).
     run_as_user: int = 1000

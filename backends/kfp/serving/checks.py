@@ -97,6 +97,9 @@ def check_serve(cfg: DictConfig) -> None:
     if serve.min_replicas < 0 or serve.max_replicas < max(serve.min_replicas, 1):
         raise ConfigError(f"backend.serve.min_replicas={serve.min_replicas}, max_replicas={serve.max_replicas}: "
                           "need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+    if serve.ready_timeout_s <= 0 or serve.poll_interval_s <= 0:
+        raise ConfigError(f"backend.serve.ready_timeout_s={serve.ready_timeout_s}, poll_interval_s="
+                          f"{serve.poll_interval_s}: both are seconds above 0 (the serve task waits for Ready)")
     if serve.max_batch_size < 1:
         raise ConfigError(f"backend.serve.max_batch_size={serve.max_batch_size}: at least 1 image per request")
     check_serve_names(backend)

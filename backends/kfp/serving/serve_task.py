@@ -7,7 +7,9 @@ which needs ``create``, ``get`` and ``update`` on ``inferenceservices.serving.ks
 Otherwise it lays out the Triton model repository in the run's folder (serving/manifest.py), writes the manifest
 beside it (inferenceservice.yaml) and creates the InferenceService with ``fieldValidation=Strict``, so a
 field KServe does not know is an error, not silently dropped. The name is the pipeline's, not the KFP
-run's: one that exists (an earlier try, or an earlier run of the pipeline) is replaced.
+run's: one that exists (an earlier try, or an earlier run of the pipeline) is replaced. The task then
+ends only on a Ready service that answers as the run's model does (readiness.py): otherwise it fails, in
+one line with the reason.
 
 ``python -m backends.kfp.serving.serve_task --config-yaml YAML --run-dir DIR --run-id ID --claim-name CLAIM``
 is the custom container component's entry; Python-function components call :func:`serve_in_pod`.
@@ -29,6 +31,7 @@ from backends.kfp.serving.manifest import (
     manifest_text,
     write_model_repository,
 )
+from backends.kfp.serving.readiness import smoke_test, wait_until_ready
 from backends.kfp.submitting.endpoint import CONNECT_S, READ_S
 from backends.kfp.trainjob.api import pod_namespace
 from backends.kfp.volume.layout import run_folder
@@ -113,9 +116,14 @@ def serve(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:
     write_text_atomic(folder.inference_service, manifest_text(manifest, "# Created by the serve task.\n"))
     done = create_or_replace(client.CustomObjectsApi(cluster.api), manifest)
     name = manifest["metadata"]["name"]
-    log.info("serve: InferenceService %s %s in namespace %s (storage %s); its URL when ready: kubectl get "
-             "inferenceservice %s -n %s; then POST <URL>/v2/models/%s/infer", name, done, namespace,
-             manifest["spec"]["predictor"]["model"]["storageUri"], name, namespace, MODEL_NAME)
+    log.info("serve: InferenceService %s %s in namespace %s (storage %s); waiting up to %g s for it to be Ready",
+             name, done, namespace, manifest["spec"]["predictor"]["model"]["storageUri"],
+             backend.serve.ready_timeout_s)
+    status = wait_until_ready(cluster, namespace, name, backend.serve.ready_timeout_s, backend.serve.poll_interval_s)
+    url = status.get("address", {}).get("url") or status.get("url")
+    if backend.serve.smoke_test:
+        smoke_test(url, folder.onnx_model)
+    log.info("serve: InferenceService %s is Ready at %s: POST %s/v2/models/%s/infer", name, url, url, MODEL_NAME)
 
 
 def serve_in_pod(config_yaml: str, run_dir: str, run_id: str, claim_name: str) -> None:
