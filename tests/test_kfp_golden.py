@@ -1,5 +1,6 @@
-"""backend=kfp, mode=compile: the whole compiled pipeline.yaml, per component style, against a golden file
-in tests/golden/ (as kfp-kubernetes's snapshot tests compare compiled pipelines with stored YAML).
+"""backend=kfp, mode=compile: the whole compiled pipeline.yaml, per component style, and the TrainJob and
+InferenceService manifests it writes for review, against golden files in tests/golden/ (as kfp-kubernetes's
+snapshot tests compare compiled pipelines with stored YAML).
 
 test_kfp_pipeline.py asserts what the cluster needs, key by key; this catches every other change to what
 the pipeline compiles to, which then shows up as a diff to review. When the change is intended, regenerate
@@ -73,6 +74,17 @@ def test_the_compiled_pipeline_matches_its_golden_file(tmp_path, monkeypatch, ca
     actual, golden = compiled(tmp_path, case, monkeypatch), GOLDEN / f"pipeline_{case}.yaml"
     if os.environ.get("MMCLF_UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(exist_ok=True)
+        golden.write_text(actual)
+    difference = golden_diff(golden, actual)
+    assert not difference, difference
+
+
+@pytest.mark.parametrize("review", [RunDir.TRAINJOB, RunDir.INFERENCE_SERVICE])
+def test_the_review_manifests_match_their_golden_files(tmp_path, monkeypatch, review):
+    """trainjob.yaml and inferenceservice.yaml, what the train and serve tasks create, written by compile."""
+    compiled(tmp_path, "trainjob_serve", monkeypatch)
+    actual, golden = (tmp_path / review).read_text(), GOLDEN / review
+    if os.environ.get("MMCLF_UPDATE_GOLDEN") == "1":
         golden.write_text(actual)
     difference = golden_diff(golden, actual)
     assert not difference, difference
