@@ -41,6 +41,7 @@ from hydra import compose, initialize_config_dir
 from mmcls.datasets import build_dataloader, build_dataset
 from mmcls.utils import get_root_logger
 from omegaconf import OmegaConf
+from publish import publish  # benchmarks/: print the table, write the JSON
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_cache, image_folder
@@ -336,11 +337,7 @@ def main(argv=None) -> dict:
               "ratios": {name: entry["img_per_s"] / base["img_per_s"] for name, entry in results.items()},
               "cache": cache, "break_even": break_even(cache["seconds"], base, results["device"]),
               "target": {"goal": TARGET, "met": ratio >= TARGET}}
-    print(table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return report
+    return publish(report, table(report), args.out)
 
 
 if __name__ == "__main__":

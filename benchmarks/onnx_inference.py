@@ -15,7 +15,6 @@ path's img/s at a batch size is the median over every batch of ``--rounds`` inte
 Prints a table with ratios and writes JSON.
 """
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -29,6 +28,7 @@ import onnxruntime
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from publish import publish  # benchmarks/: print the table, write the JSON
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_folder
@@ -153,11 +153,7 @@ def main(argv=None) -> dict:
              "batches": args.batches, "rounds": args.rounds, "cpus": os.cpu_count(), "torch": torch.__version__,
              "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__}
     report = {"setup": setup, "results": results, "ratios": ratios, "max_abs_diff": max_abs_diff}
-    print(table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return report
+    return publish(report, table(report), args.out)
 
 
 if __name__ == "__main__":

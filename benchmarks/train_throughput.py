@@ -20,7 +20,6 @@ Prints a table with ratios and writes JSON.
 import argparse
 import copy
 import itertools
-import json
 import logging
 import statistics
 import sys
@@ -37,6 +36,7 @@ from mmcls.datasets import build_dataloader, build_dataset
 from mmcls.models import build_classifier
 from mmcls.utils import get_root_logger
 from mmcv.runner import HOOKS, Hook, build_optimizer
+from publish import publish  # benchmarks/: print the table, write the JSON
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import datasets, sources  # noqa: F401  (datasets registers CifarFormat in mmcls's DATASETS)
@@ -274,11 +274,7 @@ def main(argv=None) -> dict:
              "torch": torch.__version__, "threads": torch.get_num_threads()}
     report = {"setup": setup, "results": results, "ratios": ratios(results)}
     report["targets"] = {key: {"goal": goal, "met": report["ratios"][key] >= goal} for key, goal in TARGETS.items()}
-    print(table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return report
+    return publish(report, table(report), args.out)
 
 
 if __name__ == "__main__":
