@@ -8,7 +8,7 @@ from mmclf.task import run
 from tests.conftest import compose_cfg, run_cli, tiny_overrides
 
 RUN_FILES = ["config.yaml", "eval_result.json", "val_result.json", "predictions.json", "model.onnx", "labels.txt",
-             "export.json", "metrics.json", "report.md", "confusion_matrix.png", "training_curve.png",
+             "smoke_test.npz", "export.json", "metrics.json", "report.md", "confusion_matrix.png", "training_curve.png",
              "work_dir/epoch_1.pth", "work_dir/latest.pth", "work_dir/mmcls_config.py"]
 SCALARS = [f"{split}_{name}" for split in ("val", "test")
            for name in ("accuracy_top-1", "accuracy_top-5", "precision", "recall", "f1_score")]

@@ -19,7 +19,7 @@ from tests.conftest import REPO, compose_cfg, folder_overrides, tiny_overrides, 
 from tests.test_predict import predict_cli
 
 RUNS = ["folder_run", "finished_run"]  # data=folder (3 classes, 16 px) and data=synthetic (10 classes, 16 px)
-EXPORTED = ("model.onnx", "labels.txt", "export.json")
+EXPORTED = ("model.onnx", "labels.txt", "smoke_test.npz", "export.json")
 
 
 def decoded_test_split(run_dir):
@@ -38,6 +38,17 @@ def test_a_run_exports_its_model_and_labels_and_reports_their_parity(run, reques
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {key: metrics[key] for key in ONNX_METRICS} == {key: figures[key] for key in ONNX_METRICS}
     assert "| onnx_top1_agreement | 100.00 |" in (run_dir / "report.md").read_text()
+
+
+def test_the_smoke_test_file_holds_the_first_test_images_and_their_predicted_scores(folder_run):
+    images, _ = decoded_test_split(folder_run)
+    with np.load(folder_run / "smoke_test.npz") as kept:
+        assert kept["images"].dtype == np.uint8 and np.array_equal(kept["images"], np.stack(images[:4]))
+        scores = kept["scores"]
+    assert np.allclose(scores, OnnxPredictor.of_run(RunDir(folder_run)).scores(images[:4]), atol=1e-6)
+    predictions = json.loads((folder_run / "predictions.json").read_text())  # the test step's (PyTorch)
+    assert scores.argmax(axis=1).tolist() == predictions["pred_label"][:4]
+    assert scores.max(axis=1) == pytest.approx(predictions["pred_score"][:4], abs=1e-3)
 
 
 @pytest.mark.parametrize("run", RUNS)

@@ -5,14 +5,17 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 import yaml
 
 from backends.kfp.compiling.compile import pod_config_yaml
 from backends.kfp.serving.manifest import inference_service
 from backends.kfp.serving.serve_task import serve_in_pod
+from mmclf.deploy.predict import OnnxPredictor
 from mmclf.run import io
 from mmclf.run.rundir import RunDir
+from mmclf.steps.export import SMOKE_IMAGES, smoke_test
 from tests import test_kfp_cluster
 from tests.conftest import compose_cfg
 from tests.k8s_kserve import CLUSTER_URL, FakeKServe, kserve_problems
@@ -21,7 +24,15 @@ from tests.test_kfp_serve import RUN_ID, SERVE, tiny_onnx
 kube = test_kfp_cluster.kube  # the fixture: a fake cluster behind $KUBECONFIG
 
 
-def serve_task(tmp_path, accuracy: float = 92.5, *overrides):
+def smoke_test_of(model_path) -> bytes:
+    """The export step's smoke_test.npz for a model: seeded images of its input size, and its scores of them."""
+    predictor = OnnxPredictor(model_path, [])
+    size = predictor.image_size
+    images = list(np.random.default_rng(0).integers(0, 256, (SMOKE_IMAGES, size, size, 3), dtype=np.uint8))
+    return smoke_test(images, predictor.scores(images))
+
+
+def serve_task(tmp_path, accuracy: float = 92.5, *overrides, smoke_file: bool = True):
     """What the serve task's pod does, in a run folder the earlier steps left on the volume (tmp_path). The fake
     says the service is Ready at once; the smoke inference is tested in test_kfp_serve_ready.py."""
     cfg = compose_cfg(["backend=kfp", "data=synthetic", *SERVE, f"backend.volume.mount_path={tmp_path}",
@@ -31,6 +42,8 @@ def serve_task(tmp_path, accuracy: float = 92.5, *overrides):
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.metrics.write_text(json.dumps({"val_accuracy_top-1": accuracy}))
     folder.onnx_model.write_bytes(tiny_onnx())
+    if smoke_file:
+        folder.smoke_test.write_bytes(smoke_test_of(folder.onnx_model))
     serve_in_pod(pod_config_yaml(cfg, f"{tmp_path}/data"), str(tmp_path / "runs" / "job"), RUN_ID, "claim-1")
     return folder
 

@@ -37,7 +37,7 @@ def test_the_task_waits_for_ready_then_answers_a_smoke_inference(tmp_path, kube,
     serve_task(tmp_path, 92.5, *SMOKE)
     assert triton.requests == [(4, 16, 16, 3)], "one v2 inference of four images"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serve: ")]
-    assert f"serve: smoke inference of 4 images at {triton.url}: the run's scores" in lines
+    assert f"serve: smoke inference of 4 test images at {triton.url}: the run's scores" in lines
 
 
 def test_an_endpoint_serving_other_scores_fails_the_task(tmp_path, kube, triton, capsys):
@@ -46,6 +46,15 @@ def test_an_endpoint_serving_other_scores_fails_the_task(tmp_path, kube, triton,
     with pytest.raises(SystemExit) as ended:
         serve_task(tmp_path, 92.5, *SMOKE)
     assert f"serve: {triton.url} answers other scores than the run's model.onnx" in one_line_failure(capsys, ended)
+
+
+def test_a_run_without_its_smoke_test_images_names_the_export_step_and_the_switch(tmp_path, kube, triton, capsys):
+    kube(kserve=FakeKServe(statuses=[ready(triton.url)]))
+    with pytest.raises(SystemExit) as ended:
+        serve_task(tmp_path, 92.5, *SMOKE, smoke_file=False)  # exported by an mmclf that did not keep one
+    line = one_line_failure(capsys, ended)
+    assert "smoke_test.npz: missing" in line and "backend.serve.smoke_test=false" in line
+    assert triton.requests == []
 
 
 def test_an_unreachable_endpoint_names_the_smoke_test_switch(tmp_path, kube, capsys):

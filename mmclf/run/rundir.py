@@ -30,6 +30,7 @@ class RunDir:
     # export (runtime.export.onnx; EXPORT_RESULT last: its presence means the export passed its parity check)
     ONNX_MODEL = "model.onnx"  # uint8 RGB images (N, S, S, 3) in, softmax scores out, the test pipeline inside
     LABELS = "labels.txt"  # the class names, one per line, in index order
+    SMOKE_TEST = "smoke_test.npz"  # the first test images and model.onnx's scores of them (backend.serve's check)
     EXPORT_RESULT = "export.json"  # the parity of model.onnx with PyTorch, measured on the test split
     # metrics (METRICS last: its presence means the run is complete)
     METRICS = "metrics.json"
@@ -113,6 +114,10 @@ class RunDir:
     @property
     def labels(self) -> Path:
         return self.path / self.LABELS
+
+    @property
+    def smoke_test(self) -> Path:
+        return self.path / self.SMOKE_TEST
 
     @property
     def export_result(self) -> Path:

@@ -78,7 +78,7 @@ STEPS = (
          writes=(RunDir.EVAL_RESULT, RunDir.VAL_RESULT, RunDir.PREDICTIONS, RunDir.MISCLASSIFIED), imports_mmcv=True),
     # export measures ONNX against PyTorch's CPU scores: no accelerator, which would only change the reference.
     Step("export", accelerated=False, reads=(RunDir.WORK_DIR,),
-         writes=(RunDir.ONNX_MODEL, RunDir.LABELS, RunDir.EXPORT_RESULT), imports_mmcv=True),
+         writes=(RunDir.ONNX_MODEL, RunDir.LABELS, RunDir.SMOKE_TEST, RunDir.EXPORT_RESULT), imports_mmcv=True),
     Step("metrics", accelerated=False, reads=(RunDir.WORK_DIR, RunDir.EVAL_RESULT, RunDir.VAL_RESULT,
                                               RunDir.PREDICTIONS, RunDir.EXPORT_RESULT),
          writes=(RunDir.REPORT, RunDir.CONFUSION_MATRIX, RunDir.TRAINING_CURVE, RunDir.METRICS)),

@@ -32,6 +32,7 @@ MAX_TOP1_DIFF = 0.1  # points of test top-1 accuracy
 MAX_SCORE_DIFF = 1e-3  # of any softmax score (fp32 on both sides)
 BATCH = 64  # images per forward pass, on either side
 TRACED_BATCH = 2  # the example batch the exporter traces; parity is measured on other sizes too
+SMOKE_IMAGES = 4  # test images kept with model.onnx's scores, for backend.serve's smoke inference
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -108,10 +109,18 @@ def check_parity(figures: dict, images: int) -> None:
                           "the training and test results stand. Set runtime.export.onnx=false to finish without it")
 
 
+def smoke_test(images: list, scores: np.ndarray) -> bytes:
+    """The first SMOKE_IMAGES test images (uint8, N x S x S x 3) and model.onnx's scores of them, as .npz bytes:
+    what an endpoint serving this model must answer (backends/kfp/serving/readiness.py)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, images=np.stack(images[:SMOKE_IMAGES]), scores=scores[:SMOKE_IMAGES])
+    return buffer.getvalue()
+
+
 def remove_outputs(run_dir: RunDir) -> None:
     """No model.onnx, labels.txt or export.json from an earlier export beside this run's results."""
-    for path in (run_dir.export_result, run_dir.onnx_model, run_dir.labels):  # the record first
-        path.unlink(missing_ok=True)
+    for path in (run_dir.export_result, run_dir.onnx_model, run_dir.labels, run_dir.smoke_test):
+        path.unlink(missing_ok=True)  # export.json first: the record of a passed export
 
 
 def export(cfg: DictConfig, run_dir: RunDir) -> None:
@@ -124,12 +133,14 @@ def export(cfg: DictConfig, run_dir: RunDir) -> None:
     predictor = Predictor(run_dir, device="cpu")  # the export pod has no GPU; PyTorch's CPU scores are the reference
     model = to_onnx(predictor)
     images, labels = test_split(cfg, run_dir)
-    figures = parity(onnx_scores(model, predictor.classes, images), batched_scores(predictor, images), labels)
+    scores = onnx_scores(model, predictor.classes, images)
+    figures = parity(scores, batched_scores(predictor, images), labels)
     log.info("export: ONNX against PyTorch on %d test images: top-1 agreement %.2f%%, accuracy %.2f points apart, "
              "scores at most %.2e apart", len(images), *figures.values())
     check_parity(figures, len(images))
     write_text_atomic(run_dir.labels, "".join(f"{name}\n" for name in predictor.classes))
     write_bytes_atomic(run_dir.onnx_model, model)
+    write_bytes_atomic(run_dir.smoke_test, smoke_test(images, scores))
     write_json_atomic(run_dir.export_result, {
         **figures, "test_images": len(images), "opset": OPSET, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
         "image_size": predictor.image_size, "max_top1_accuracy_diff": MAX_TOP1_DIFF,

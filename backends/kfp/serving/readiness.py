@@ -7,13 +7,15 @@ model cannot load; ``address.url``, the endpoint inside the cluster. Where the s
 predictor pods (label ``serving.kserve.io/inferenceservice``) say why they do not start: a waiting
 container's reason (ImagePullBackOff, CreateContainerConfigError: runAsNonRoot on a root image, ...).
 
-On Ready, a smoke inference: a few images through the v2 protocol at ``address.url``, whose scores must be
-the run's model.onnx's own under onnxruntime here (top-1 equal, every score within SCORE_TOLERANCE).
+On Ready, a smoke inference: the run's first test images, kept by the export step with model.onnx's scores
+of them (smoke_test.npz), through the v2 protocol at ``address.url``; the answer must be those scores
+(top-1 equal, every score within SCORE_TOLERANCE).
 """
 import json
 import logging
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import urllib3
@@ -27,7 +29,6 @@ from mmclf.errors import StepFailed
 log = logging.getLogger(__name__)
 POD_LABEL = "serving.kserve.io/inferenceservice"  # KServe's label on an InferenceService's pods
 FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
-SMOKE_IMAGES = 4
 SCORE_TOLERANCE = 1e-3  # fp32 on both sides; another onnxruntime build may round differently
 
 
@@ -99,22 +100,18 @@ def wait_until_ready(cluster, namespace: str, name: str, timeout_s: float, poll_
         time.sleep(poll_s)
 
 
-def smoke_images(model_path, count: int = SMOKE_IMAGES) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` seeded uint8 images of the model's input size, and the model's scores of them here."""
-    from mmclf.deploy.predict import OnnxPredictor
-
-    predictor = OnnxPredictor(model_path, [])
-    images = np.random.default_rng(0).integers(0, 256, (count, predictor.image_size, predictor.image_size, 3),
-                                               dtype=np.uint8)
-    return images, predictor.scores(list(images))
-
-
-def smoke_test(url: str, model_path, timeout_s: float = READ_S) -> None:
-    """A v2 JSON inference at ``url``; NotReady unless it answers the scores model.onnx gives here."""
+def smoke_test(url: str, smoke_path: Path, timeout_s: float = READ_S) -> None:
+    """A v2 JSON inference of the run's smoke_test.npz images at ``url``; NotReady unless it answers their
+    scores."""
     if not url:
         raise NotReady("serve: the InferenceService is Ready but reports no address (status.address.url) to send a "
                        "smoke inference to; set backend.serve.smoke_test=false to skip it")
-    images, expected = smoke_images(model_path)
+    if not smoke_path.is_file():
+        raise NotReady(f"serve: {smoke_path}: missing, so there is nothing to check the endpoint with (the run was "
+                       "exported by an mmclf that did not keep it); run the export step again, or set "
+                       "backend.serve.smoke_test=false")
+    with np.load(smoke_path) as kept:
+        images, expected = kept["images"], kept["scores"]
     body = {"inputs": [{"name": INPUT, "datatype": "UINT8", "shape": list(images.shape),
                         "data": images.ravel().tolist()}]}
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{MODEL_NAME}/infer", json.dumps(body).encode(),
@@ -128,7 +125,7 @@ def smoke_test(url: str, model_path, timeout_s: float = READ_S) -> None:
                        f"a smoke inference ({type(err).__name__}: {err}); where a mesh keeps pipeline pods from the "
                        "predictor, set backend.serve.smoke_test=false") from None
     if (served.argmax(1) != expected.argmax(1)).any() or np.abs(served - expected).max() > SCORE_TOLERANCE:
-        raise NotReady(f"serve: {url} answers other scores than the run's model.onnx (at most "
+        raise NotReady(f"serve: {url} answers other scores than the run's model.onnx for its test images (at most "
                        f"{np.abs(served - expected).max():.2e} apart, {SCORE_TOLERANCE:.0e} allowed): it serves "
                        "another model")
-    log.info("serve: smoke inference of %d images at %s: the run's scores", len(images), url)
+    log.info("serve: smoke inference of %d test images at %s: the run's scores", len(images), url)

@@ -122,7 +122,7 @@ def serve(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:
     status = wait_until_ready(cluster, namespace, name, backend.serve.ready_timeout_s, backend.serve.poll_interval_s)
     url = status.get("address", {}).get("url") or status.get("url")
     if backend.serve.smoke_test:
-        smoke_test(url, folder.onnx_model)
+        smoke_test(url, folder.smoke_test)
     log.info("serve: InferenceService %s is Ready at %s: POST %s/v2/models/%s/infer", name, url, url, MODEL_NAME)
 
 
