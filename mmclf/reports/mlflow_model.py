@@ -14,7 +14,6 @@ name from the same run dir and config is not registered twice. Then, with any ML
 import hashlib
 import logging
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mmclf.errors import ConfigError, MMClfError
@@ -59,6 +58,7 @@ def check_registration(cfg: DictConfig) -> None:
 
 def signature(model):
     """The graph's one input and one output, batch dimension free: uint8 [-1, S, S, 3], float32 [-1, classes]."""
+    import numpy as np  # here, not at the top: validation, on the compile path, imports this module
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
@@ -75,6 +75,7 @@ def log_model(cfg: DictConfig, run_dir: RunDir, test_images: list) -> None:
     if cfg.logger.get("mlflow") is None:
         return
     import mlflow.onnx
+    import numpy as np
     import onnx
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
