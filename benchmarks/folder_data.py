@@ -191,6 +191,7 @@ def device_path(manifest: dict, image_size: int, norm: dict, batch: int, epochs:
     """(b): the decoded cache (built beforehand) loaded onto the device, batched by the DeviceLoader."""
     started = time.perf_counter()
     images, labels, _ = image_cache.load_split(manifest, "train")
+    images = np.stack(images)  # the device loader takes one array, as from_dataset gives it
     loader = DeviceLoader(images, labels, parse_pipeline(augmentation(image_size, norm)), batch, device, SEED)
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -75,6 +75,21 @@ def test_folder_data_benchmark_measures_both_paths_on_the_same_image_files(tmp_p
 
 
 @pytest.mark.slow
+def test_cache_memory_benchmark_measures_1_and_2_processes_against_the_cache(tmp_path, capsys):
+    out = tmp_path / "cache_memory.json"
+    report = load_benchmark("cache_memory").main(["--num-images", "40", "--image-size", "64", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["cache_bytes"] == 40 * 64 * 64 * 3 + 128
+    rounds = report["rounds"]
+    assert [len(rounds[n]) for n in ("1", "2")] == [1, 2]
+    assert len({r["checksum"] for r in rounds["1"] + rounds["2"]}) == 1, "every process read the same images"
+    assert all(r["images"] == 40 and r["peak"] > 0 for r in rounds["1"] + rounds["2"])
+    assert report["ratios"]["peak_over_cache"] == rounds["1"][0]["peak"] / report["cache_bytes"]
+    assert report["targets"]["extra_rank_over_cache"]["goal"] == 0.1
+    assert "per extra rank / cache" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_onnx_inference_benchmark_times_pytorch_and_onnxruntime_on_the_same_images(tmp_path, capsys):
     out = tmp_path / "onnx_inference.json"
     report = load_benchmark("onnx_inference").main(["--image-size", "16", "--num-images", "16", "--batches", "1", "8",

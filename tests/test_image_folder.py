@@ -120,7 +120,7 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_or_the_size_changes(images)
     assert image_cache.load_split(changed, "train")[0][row].reshape(-1, 3).mean(0).tolist() == [255, 0, 0]
     assert changed["splits"]["test"]["cache"] == manifest["splits"]["test"]["cache"], "test/ did not change"
     resized = image_cache.prepare(data_cfg(images, "data.image_size=20"))
-    assert image_cache.load_split(resized, "test")[0].shape[1:] == (20, 20, 3)
+    assert image_cache.load_split(resized, "test")[0][0].shape == (20, 20, 3)
 
 
 def _prepare_in_child(root, queue):

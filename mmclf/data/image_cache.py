@@ -6,9 +6,11 @@ beside it (files, labels, unreadable files), and writes the run's manifest (``da
 dir) naming them. The key covers the file list, their sizes and mtimes, the labels and ``image_size``:
 a changed file rebuilds the cache. No torch or mmcls here: the data pod stays light.
 """
+import functools
 import hashlib
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,22 +56,39 @@ def _decode_all(root: Path, listing: Listing, size: int, out: np.ndarray, split:
                 bad.append(result)
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
-                log.info("decoding %s: %d/%d images, %.0f images/s", split, done, len(listing.files),
-                         done / (last_report - started))
+                rate = done / (last_report - started)
+                log.info("decoding %s: %d/%d images, %.0f images/s, about %.0f s to go", split, done,
+                         len(listing.files), rate, (len(listing.files) - done) / rate)
     return bad
 
 
-def build_cache(root: Path, listing: Listing, size: int, cache_dir: Path, split: str) -> Path:
-    """The decoded split in ``cache_dir`` (made when missing or stale); returns its ``.json``."""
-    key = cache_key(root, listing, size)
-    meta_path = cache_dir / f"{split}-{key}.json"
+def cache_bytes(listing: Listing, size: int) -> int:
+    """The size of a split's cache file: every image as size x size x 3 bytes (and a header of 128)."""
+    return len(listing.files) * size * size * 3 + 128
+
+
+def check_room(cache_dir: Path, to_build: dict[str, Listing], size: int) -> None:
+    """Refuse, before decoding anything, caches that would not fit in ``cache_dir``'s free space."""
+    needed = sum(cache_bytes(listing, size) for listing in to_build.values())
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        images = sum(len(listing.files) for listing in to_build.values())
+        raise DataError(f"data.cache_dir={cache_dir}: the decoded {' and '.join(to_build)} cache needs "
+                        f"{needed / 2**20:,.0f} MiB ({images} images x {size}x{size}x3 bytes) and "
+                        f"{free / 2**20:,.0f} MiB are free there; set data.cache_dir to a folder on a disk with room, "
+                        "or a smaller data.image_size")
+
+
+def build_cache(root: Path, listing: Listing, size: int, meta_path: Path, split: str) -> Path:
+    """The decoded split at ``meta_path`` (``.json``, the ``.npy`` beside it), made when missing."""
     if meta_path.is_file():
         log.info("data: %s split cached (%d images, %s)", split, len(listing.files), meta_path.name)
         return meta_path
     images_path = meta_path.with_suffix(".npy")
     started = time.monotonic()
-    log.info("data: decoding %d %s images once into %s", len(listing.files), split, images_path)
-    tmp = cache_dir / f".{images_path.name}.{os.getpid()}.tmp"
+    log.info("data: decoding %d %s images once into %s (%.0f MiB)", len(listing.files), split, images_path,
+             cache_bytes(listing, size) / 2**20)
+    tmp = meta_path.parent / f".{images_path.name}.{os.getpid()}.tmp"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(listing.files), size, size, 3))
     try:
         bad = _decode_all(root, listing, size, out, split)
@@ -80,7 +99,8 @@ def build_cache(root: Path, listing: Listing, size: int, cache_dir: Path, split:
         tmp.unlink(missing_ok=True)
     # The .json last: its presence means the .npy beside it is complete.
     write_json_atomic(meta_path, {"files": listing.files, "labels": listing.labels, "bad": bad, "image_size": size})
-    log.info("data: %s split decoded in %.1f s", split, time.monotonic() - started)
+    log.info("data: %s split decoded in %.1f s: %s, %.0f MiB", split, time.monotonic() - started, images_path.name,
+             images_path.stat().st_size / 2**20)
     return meta_path
 
 
@@ -103,8 +123,12 @@ def prepare(data_cfg) -> dict:
     # one builder per cache at a time: parallel sweep jobs (or KFP runs on one volume) share it
     with preparers_lock(cache_dir, ".lock", "data.cache_dir"):
         remove_stale_temps(cache_dir)  # of a builder killed mid-file
+        metas = {split: cache_dir / f"{split}-{cache_key(root, listing, data_cfg.image_size)}.json"
+                 for split, listing in listings.items()}
+        check_room(cache_dir, {split: listing for split, listing in listings.items() if not metas[split].is_file()},
+                   data_cfg.image_size)
         for split, listing in listings.items():
-            meta_path = build_cache(root, listing, data_cfg.image_size, cache_dir, split)
+            meta_path = build_cache(root, listing, data_cfg.image_size, metas[split], split)
             bad = read_json(meta_path)["bad"]
             bad_files += [listing.files[index] for index in bad]
             splits[split] = {"cache": str(meta_path.absolute()), "images": len(listing.files) - len(bad),
@@ -120,20 +144,35 @@ def prepare(data_cfg) -> dict:
     return {"root": str(root.absolute()), "classes": classes, "image_size": data_cfg.image_size, "splits": splits}
 
 
-def load_split(manifest: dict, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, S, S, 3) uint8 RGB, labels (N,), files) of one prepared split, unreadable files left out."""
+def mapped(path: Path) -> np.memmap:
+    """``path`` mapped read-only, once per process and file: the train split and the validation split held
+    out of it are views of one map (two maps of one file would count its pages twice in the resident set)."""
+    stat = path.stat()
+    return _map(str(path), stat.st_ino, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _map(path: str, inode: int, mtime_ns: int) -> np.memmap:  # a rebuilt file has a new inode: a new map
+    return np.load(path, mmap_mode="r")
+
+
+def load_split(manifest: dict, split: str) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """(images, labels (N,), files) of one prepared split, unreadable files left out. Each image is an
+    (S, S, 3) uint8 RGB view into the cache file mapped read-only, never a copy: the pages are read when a
+    sample is, and every process that maps the file (DataLoader workers, the ranks on a node, the train
+    and validation splits held out of one file) shares them in the OS page cache."""
     entry = manifest["splits"].get(split)
     if entry is None:
         raise DataError(f"the data manifest has no {split} split; run prepare-data again")
     meta_path = Path(entry["cache"])
     try:
         meta = read_json(meta_path)
-        images = np.load(meta_path.with_suffix(".npy"))
+        images = mapped(meta_path.with_suffix(".npy"))
     except (OSError, ValueError) as err:
         raise DataError(f"{meta_path}: the decoded {split} cache is missing or damaged ({err}); run the same "
                         "command again: prepare-data rebuilds it") from None
     keep = np.setdiff1d(np.arange(len(meta["files"])), np.asarray(meta["bad"], dtype=np.int64))
-    return images[keep], np.asarray(meta["labels"], dtype=np.int64)[keep], [meta["files"][i] for i in keep]
+    return [images[i] for i in keep], np.asarray(meta["labels"], dtype=np.int64)[keep], [meta["files"][i] for i in keep]
 
 
 def default_pipelines(image_size: int, norm: dict) -> tuple[list, list]:

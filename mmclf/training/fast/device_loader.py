@@ -37,6 +37,32 @@ def padded_store(images: np.ndarray, augment: Augment, device: torch.device) -> 
     return torch.stack(variants).contiguous()
 
 
+def free_bytes(device: str) -> int | None:
+    """The memory free for the split on ``device``: the GPU's free memory, or for the CPU the memory the
+    kernel says is available (MemAvailable); None where that cannot be read."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def check_fits(count: int, shape: tuple, augment: Augment, device: str) -> None:
+    """Refuse, before copying anything, a split whose padded store (and, while it is placed, a second
+    copy of it) would not fit in the device's free memory."""
+    height, width, channels = shape
+    variants = 2 if augment.flip_prob > 0 else 1
+    store = variants * count * (height + 2 * augment.padding) * (width + 2 * augment.padding) * channels
+    free = free_bytes(device)
+    if free is not None and 2 * store > free:
+        raise ConfigError(f"data.loader=device: the training split takes {store / 2**20:,.0f} MiB on {device} "
+                          f"({count} images of {height}x{width}, padded{', and mirrored' if variants == 2 else ''}) "
+                          f"and twice that while it is placed; {free / 2**20:,.0f} MiB are free there. Set "
+                          "data.loader=mmcls: its DataLoader reads batches from the cache instead")
+
+
 def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Rank ``rank``'s share of ``order``, as mmcls's DistributedSampler shares one out: the order
     wrapped round to a multiple of ``world_size``, then every ``world_size``-th index from ``rank``.
@@ -132,6 +158,7 @@ def from_dataset(dataset, pipeline, batch_size: int, device: str, seed: int, cha
     if not infos or "img" not in infos[0]:
         raise ConfigError(f"data.loader=device needs a dataset that holds its images in memory (CIFAR10, "
                           f"CifarFormat); {type(dataset).__name__} reads them per image: use data.loader=mmcls")
+    check_fits(len(infos), infos[0]["img"].shape, augment, device)
     images = np.stack([info["img"] for info in infos])
     labels = np.array([int(info["gt_label"]) for info in infos])
     log.info("device loader: %d images %s on %s, %s", len(images), images.shape[1:], device, augment)
