@@ -45,6 +45,7 @@ from publish import publish  # benchmarks/: print the table, write the JSON
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_cache, image_folder
+from mmclf.data.views import imagenet_style
 from mmclf.training.fast.augment import parse_pipeline
 from mmclf.training.fast.device_loader import DeviceLoader
 
@@ -131,7 +132,7 @@ def augmentation(image_size: int, norm: dict) -> list:
     """RandomCrop (padding 1/8 of the side), RandomFlip, Normalize and formatting: ``data=folder``'s own
     train pipeline below 64 px (image_cache.default_pipelines), the same steps above it (the device
     loader has no RandomResizedCrop, which the default takes there)."""
-    if image_size < image_cache.IMAGENET_FROM:
+    if not imagenet_style(image_size):
         return image_cache.default_pipelines(image_size, norm)[0]
     return [{"type": "RandomCrop", "size": image_size, "padding": max(1, image_size // 8)},
             {"type": "RandomFlip", "flip_prob": 0.5, "direction": "horizontal"}, {"type": "Normalize", **norm},

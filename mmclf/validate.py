@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from mmclf.data import views
 from mmclf.errors import ConfigError, one_line_errors
 from mmclf.reports import mlflow_model, tracking
 from mmclf.reports.jobs import parallel_launcher, scalar_metric_names
@@ -152,6 +153,8 @@ def _check_data(cfg: DictConfig) -> None:
                                            0 <= cfg.data.val_fraction < 1):
         raise ConfigError(f"data.val_fraction={cfg.data.val_fraction!r}: must be a number in [0, 1), e.g. "
                           "data.val_fraction=0.1 (0: validate on the test split, for reference runs only)")
+    if cfg.data.get("name") == "folder":
+        views.check_cache_size(cfg.data)
     uses_device_loader(cfg.data)  # data.loader must be mmcls or device
 
 

@@ -79,7 +79,7 @@ def test_cache_memory_benchmark_measures_1_and_2_processes_against_the_cache(tmp
     out = tmp_path / "cache_memory.json"
     report = load_benchmark("cache_memory").main(["--num-images", "40", "--image-size", "64", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
-    assert report["cache_bytes"] == 40 * 64 * 64 * 3 + 128
+    assert report["cache_bytes"] == 40 * 72 * 72 * 3 + 128 and report["setup"]["stored_size"] == 72
     rounds = report["rounds"]
     assert [len(rounds[n]) for n in ("1", "2")] == [1, 2]
     assert len({r["checksum"] for r in rounds["1"] + rounds["2"]}) == 1, "every process read the same images"

@@ -42,11 +42,13 @@ def test_the_train_and_held_out_splits_are_views_of_one_read_only_map(tmp_path):
 def test_a_cache_that_would_not_fit_is_refused_before_decoding(tmp_path, small_disk):
     disk = small_disk("1m")
     root = write_image_folder(tmp_path / "pets", per_split={"train": 30, "test": 6})
-    cfg = data_cfg(root, "data.image_size=64", f"data.cache_dir={disk}")  # 108 images x 12 KiB: 1.3 MiB
+    # 108 images x 15 KiB (stored at 72 px): 1.6 MiB
+    cfg = data_cfg(root, "data.image_size=64", f"data.cache_dir={disk}")
     with pytest.raises(DataError) as refused:
         image_cache.prepare(cfg)
     message = str(refused.value)
-    assert message.startswith(f"data.cache_dir={disk}: the decoded train and test cache needs 1 MiB (108 images")
+    assert message.startswith(f"data.cache_dir={disk}: the decoded train and test cache needs 2 MiB (108 images "
+                              "x 72x72x3 bytes)")
     assert "MiB are free there; set data.cache_dir to a folder on a disk with room" in message
     assert not list(disk.glob("*.npy")) and not list(disk.glob(".*.tmp")), "nothing was decoded"
 

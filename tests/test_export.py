@@ -81,8 +81,12 @@ def test_an_imagenet_style_run_passes_parity_through_the_in_graph_resize_and_cro
     from mmclf.task import run
 
     root = write_image_folder(tmp_path / "pets", per_split={"train": 4, "test": 4})
-    run_dir = tmp_path / "run"
-    run(compose_cfg([*folder_overrides(root), "data.image_size=64"]), run_dir)
+    run_dir, cfg = tmp_path / "run", compose_cfg([*folder_overrides(root), "data.image_size=64"])
+    norm = OmegaConf.to_container(cfg.data.img_norm_cfg)  # a test pipeline of one's own: up from the 72 px square
+    cfg.data.test_pipeline = [{"type": "Resize", "size": [80, -1]}, {"type": "CenterCrop", "crop_size": 64},
+                              {"type": "Normalize", **norm}, {"type": "ImageToTensor", "keys": ["img"]},
+                              {"type": "Collect", "keys": ["img"]}]
+    run(cfg, run_dir)
     dumped = mmcv.Config.fromfile(str(run_dir / "work_dir/mmcls_config.py"))
     pipeline = [step["type"] for step in dumped.data.test.pipeline]
     assert pipeline[:3] == ["Resize", "CenterCrop", "Normalize"], "the pipeline this test is about"

@@ -1,9 +1,9 @@
 """Your own images decoded once: each split of a folder (mmclf/data/image_folder.py) as a uint8 array cache.
 
-prepare-data decodes each split once (any format Pillow reads, any mode, EXIF-rotated, resized to
-``image_size`` x ``image_size`` RGB) into ``<data.cache_dir>/<split>-<key>.npy`` with a ``.json``
+prepare-data decodes each split once (any format Pillow reads, any mode, EXIF-rotated, as RGB squares
+of the stored size: mmclf/data/views.py) into ``<data.cache_dir>/<split>-<key>.npy`` with a ``.json``
 beside it (files, labels, unreadable files), and writes the run's manifest (``data.json`` in the run
-dir) naming them. The key covers the file list, their sizes and mtimes, the labels and ``image_size``:
+dir) naming them. The key covers the file list, their sizes and mtimes, the labels and the stored size:
 a changed file rebuilds the cache. No torch or mmcls here: the data pod stays light.
 """
 import functools
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from mmclf.data.image_folder import Listing, decode, scan
+from mmclf.data.views import imagenet_style, stored_size
 from mmclf.errors import DataError
 from mmclf.run.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when decoding changes: older caches are then rebuilt
-IMAGENET_FROM = 64  # px: from this size the ImageNet-style pipeline, below it the CIFAR-style one
+CACHE_VERSION = 2  # bump when decoding changes: older caches are then rebuilt (2: aspect kept from 64 px)
 MAX_LISTED = 5  # unreadable files named in the message
 
 
@@ -118,17 +118,17 @@ def prepare(data_cfg) -> dict:
     classes, listings, skipped = scan(data_cfg)
     if skipped:
         log.info("data: skipped %s", ", ".join(f"{count} {kind}" for kind, count in sorted(skipped.items())))
-    cache_dir = Path(data_cfg.cache_dir)
+    cache_dir, size = Path(data_cfg.cache_dir), stored_size(data_cfg)
     splits, bad_files = {}, []
     # one builder per cache at a time: parallel sweep jobs (or KFP runs on one volume) share it
     with preparers_lock(cache_dir, ".lock", "data.cache_dir"):
         remove_stale_temps(cache_dir)  # of a builder killed mid-file
-        metas = {split: cache_dir / f"{split}-{cache_key(root, listing, data_cfg.image_size)}.json"
+        metas = {split: cache_dir / f"{split}-{cache_key(root, listing, size)}.json"
                  for split, listing in listings.items()}
         check_room(cache_dir, {split: listing for split, listing in listings.items() if not metas[split].is_file()},
-                   data_cfg.image_size)
+                   size)
         for split, listing in listings.items():
-            meta_path = build_cache(root, listing, data_cfg.image_size, metas[split], split)
+            meta_path = build_cache(root, listing, size, metas[split], split)
             bad = read_json(meta_path)["bad"]
             bad_files += [listing.files[index] for index in bad]
             splits[split] = {"cache": str(meta_path.absolute()), "images": len(listing.files) - len(bad),
@@ -141,7 +141,8 @@ def prepare(data_cfg) -> dict:
     counts = ", ".join(f"{split} {entry['images']}" for split, entry in splits.items())
     log.info("data: %d classes (%s); images: %s", len(classes), ", ".join(classes[:10]) +
              (", ..." if len(classes) > 10 else ""), counts)
-    return {"root": str(root.absolute()), "classes": classes, "image_size": data_cfg.image_size, "splits": splits}
+    return {"root": str(root.absolute()), "classes": classes, "image_size": data_cfg.image_size,
+            "stored_size": size, "splits": splits}
 
 
 def mapped(path: Path) -> np.memmap:
@@ -176,17 +177,16 @@ def load_split(manifest: dict, split: str) -> tuple[list[np.ndarray], np.ndarray
 
 
 def default_pipelines(image_size: int, norm: dict) -> tuple[list, list]:
-    """(train, test) mmcls pipelines for cached images of ``image_size``: below IMAGENET_FROM px
-    CIFAR-style (pad-and-crop, flip), from it ImageNet-style (RandomResizedCrop + flip; Resize +
-    CenterCrop at ImageNet's 256/224 ratio)."""
+    """(train, test) mmcls pipelines for cached images trained at ``image_size``: below IMAGENET_FROM px
+    CIFAR-style (pad-and-crop, flip), from it ImageNet-style (RandomResizedCrop + flip; to test, a
+    CenterCrop of the stored square, which mmclf/data/views.py sizes as mmcls's Resize before it)."""
     normalize = {"type": "Normalize", **norm}
-    if image_size < IMAGENET_FROM:
+    if not imagenet_style(image_size):
         augment = [{"type": "RandomCrop", "size": image_size, "padding": max(1, image_size // 8)}]
         view = []
     else:
         augment = [{"type": "RandomResizedCrop", "size": image_size}]
-        view = [{"type": "Resize", "size": (round(image_size * 256 / 224), -1)},
-                {"type": "CenterCrop", "crop_size": image_size}]
+        view = [{"type": "CenterCrop", "crop_size": image_size}]
     train = [*augment, {"type": "RandomFlip", "flip_prob": 0.5, "direction": "horizontal"}, normalize,
              {"type": "ImageToTensor", "keys": ["img"]}, {"type": "ToTensor", "keys": ["gt_label"]},
              {"type": "Collect", "keys": ["img", "gt_label"]}]

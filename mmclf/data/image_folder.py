@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from mmclf.data.views import imagenet_style
 from mmclf.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -164,13 +165,34 @@ def scan(data_cfg) -> tuple[list[str], dict[str, Listing], Counter]:
 
 
 def decode(path: Path, size: int) -> np.ndarray:
-    """One image file as (size, size, 3) uint8 RGB: EXIF orientation applied, any mode converted
-    (grey, RGBA, palette...), resized. Raises on a file Pillow cannot read whole."""
+    """One image file as (size, size, 3) uint8 RGB: EXIF orientation applied, any mode converted (grey,
+    RGBA, palette...). Below IMAGENET_FROM px squashed to the square; from it, the aspect ratio kept
+    (mmclf/data/views.py). Raises on a file Pillow cannot read whole."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
-        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is still >= size
+        if not imagenet_style(size):
+            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is still >= size
         image = ImageOps.exif_transpose(image).convert("RGB")
+        if imagenet_style(size):
+            return centre_square(np.asarray(image), size)
         if image.size != (size, size):
             image = image.resize((size, size), Image.BILINEAR)
         return np.asarray(image)
+
+
+def centre_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The centre (size, size) square of ``pixels`` after mmcls's ``Resize((size, -1))``: the shorter
+    side resized to ``size`` with OpenCV's bilinear (as mmcv.imresize does), the longer one truncated as
+    mmcls truncates it; the square's corner rounded as mmcls's CenterCrop rounds it."""
+    import cv2
+
+    height, width = pixels.shape[:2]
+    if min(height, width) != size:
+        if width < height:
+            height, width = int(size * height / width), size
+        else:
+            height, width = size, int(size * width / height)
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    top, left = round((height - size) / 2), round((width - size) / 2)
+    return pixels[top:top + size, left:left + size]

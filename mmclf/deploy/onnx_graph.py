@@ -1,7 +1,8 @@
 """The graph the export step writes to ONNX: uint8 RGB images in, class scores out, the run's test
 pipeline inside.
 
-A client sends what ``mmclf.data.image_folder.decode`` makes, (N, S, S, 3) uint8 RGB at ``data.image_size``,
+A client sends what ``mmclf.data.image_folder.decode`` makes, (N, S, S, 3) uint8 RGB of the stored size
+(mmclf/data/views.py),
 and gets mmcls's softmax scores (N, classes). The graph reproduces each test-pipeline transform in torch
 ops: ``Resize`` (mmcv's cv2 bilinear, in OpenCV's own fixed-point arithmetic, so the resized pixels are
 OpenCV's to the bit), ``CenterCrop``, ``Normalize``; the tensor conversions need nothing. A transform

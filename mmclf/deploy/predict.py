@@ -1,8 +1,8 @@
 """Classify new images with a finished run: ``python -m mmclf.predict RUN_DIR IMAGE_OR_FOLDER...``.
 
 The run's own resolved config (``config.yaml``) and final checkpoint: each image is decoded as
-prepare-data decodes a folder split (mmclf/data/image_folder.py: RGB, EXIF-rotated, resized square to
-``data.image_size``), then goes through the run's test pipeline, so predicting a run's own test
+prepare-data decodes a folder split (mmclf/data/image_folder.py: RGB, EXIF-rotated, a square of the
+stored size, mmclf/data/views.py), then goes through the run's test pipeline, so predicting a run's own test
 images reproduces its ``predictions.json``. With ``--onnx``, the run's exported ``model.onnx`` (the test
 pipeline inside it) and ``labels.txt`` under onnxruntime instead, without torch or mmcls. Prints the
 top-k classes by name with their scores, as a table or (``--json``) one JSON line per image.
@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from mmclf.data import image_folder
+from mmclf.data.views import stored_size
 from mmclf.errors import ConfigError, DataError, StepError, one_line_errors
 from mmclf.run.rundir import RunDir
 
@@ -75,7 +76,7 @@ class Predictor:
         self.device = resolve_device(device)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device auto or cpu")
-        self.image_size = cfg.data.get("image_size") or CIFAR_SIZE
+        self.image_size = stored_size(cfg.data) if cfg.data.get("image_size") else CIFAR_SIZE
         mm_cfg = to_mmcv_config(cfg, run_dir.path)
         self.model = build_classifier(mm_cfg.model)
         meta = load_checkpoint(self.model, str(checkpoint), map_location="cpu").get("meta", {})

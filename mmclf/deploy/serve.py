@@ -2,8 +2,8 @@
 
 The Open Inference Protocol (v2) as Triton speaks it for the run's ONNX model on a KServe
 InferenceService (mmclf/deploy/v2.py): health, server and model metadata, and POST
-``/v2/models/<name>/infer`` with one input ``images`` (UINT8, [N, H, W, 3], RGB at the run's
-``data.image_size``) answering one output ``scores`` (FP32, [N, classes], softmax scores in the order of
+``/v2/models/<name>/infer`` with one input ``images`` (UINT8, [N, H, W, 3], RGB squares of the run's
+stored size, mmclf/data/views.py) answering one output ``scores`` (FP32, [N, classes], softmax scores in the order of
 the run's ``labels.txt``), as JSON or binary tensor data. A client written against this endpoint works
 against the cluster's. The model is the run's exported ``model.onnx`` under onnxruntime; no torch or mmcls
 is loaded. Each request's batch and body are bounded (``--max-batch``), each runs in a worker thread so a

@@ -135,8 +135,8 @@ def _shape(shape, model: ServedModel) -> tuple[int, ...]:
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise ClientError(f"{INPUT}: shape {shape!r}; this model takes {fits} (uint8 RGB images)")
     if tuple(shape[1:]) != (model.height, model.width, 3):
-        raise ClientError(f"{INPUT}: shape {shape}; this model takes {fits} (resize the images to the run's "
-                          "data.image_size)")
+        raise ClientError(f"{INPUT}: shape {shape}; this model takes {fits} (resize the images to "
+                          "that square as mmclf.data.image_folder.decode does)")
     if shape[0] == 0:
         raise ClientError(f"{INPUT}: an empty batch (shape {shape}); send at least one image")
     if shape[0] > model.max_batch:

@@ -123,7 +123,13 @@ def _own_images(data: dict, run_dir) -> dict:
             data[split]["ann_file"] = str(RunDir(run_dir).data_manifest.absolute())
         if data[split].get("pipeline") is None:
             data[split]["pipeline"] = data["train_pipeline" if split == "train" else "test_pipeline"]
+        data[split]["pipeline"] = [_with_tuple_size(step) for step in data[split]["pipeline"]]
     return data
+
+
+def _with_tuple_size(step: dict) -> dict:
+    """A pipeline step from YAML, which has no tuples: mmcls's Resize asserts its ``size`` (e.g. [256, -1]) is one."""
+    return {**step, "size": tuple(step["size"])} if isinstance(step.get("size"), list) else step
 
 
 def _absolute_paths(data: dict) -> dict:

@@ -1,7 +1,7 @@
 """Step 4: export the trained model to ONNX (``model.onnx``, ``labels.txt``), its parity with PyTorch measured.
 
-The graph takes what a client has, uint8 RGB images (N, S, S, 3) at ``data.image_size`` as
-``mmclf.data.image_folder.decode`` makes them, and returns softmax scores (N, classes): the run's test
+The graph takes what a client has, uint8 RGB images (N, S, S, 3) of the stored size (mmclf/data/views.py)
+as ``mmclf.data.image_folder.decode`` makes them, and returns softmax scores (N, classes): the run's test
 pipeline is inside it (mmclf/deploy/onnx_graph.py). Before anything is written, onnxruntime (on the CPU) and
 PyTorch (the run's model through its test pipeline: mmclf.deploy.predict's Predictor, as the test step runs it)
 score every test image the test step scored; the model is kept only when their top-1 accuracies are
