@@ -32,7 +32,7 @@ from publish import publish  # benchmarks/: print the table, write the JSON
 
 import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_folder
-from mmclf.deploy.predict import OnnxPredictor, Predictor
+from mmclf.deploy.predict import OnnxPredictor, Predictor, stored_view
 from mmclf.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,10 +127,10 @@ def main(argv=None) -> dict:
         if args.run_dir is None:
             train_run(root, run_dir, args.image_size, args.overrides)
         predictors = {"pytorch": Predictor(RunDir(run_dir), "cpu"), "onnx": OnnxPredictor.of_run(RunDir(run_dir))}
-        size = predictors["pytorch"].image_size
+        size, keep_aspect = predictors["pytorch"].image_size, stored_view(RunDir(run_dir))[1]
         files = sorted(path for split in ("train", "test") for path in (root / split).rglob("*")
                        if path.suffix.lower() in image_folder.IMAGE_SUFFIXES)
-        images = [image_folder.decode(path, size) for path in files]
+        images = [image_folder.decode(path, size, keep_aspect) for path in files]
     if len(images) < max(args.batches):
         sys.exit(f"onnx_inference: {len(images)} images; give at least the largest --batches ({max(args.batches)})")
     max_abs_diff = float(np.abs(predictors["onnx"].scores(images) - predictors["pytorch"].scores(images)).max())

@@ -56,23 +56,25 @@ def test_a_test_or_val_class_that_train_lacks_is_named(images):
         image_folder.scan(data_cfg(images))
 
 
-def test_every_mode_and_size_becomes_square_rgb(tmp_path):
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_every_mode_and_size_becomes_square_rgb(tmp_path, keep_aspect):
     modes = {"L": 100, "RGBA": (10, 20, 30, 0), "P": 5, "RGB": (1, 2, 3), "I;16": 40, "CMYK": (0, 0, 0, 0)}
     for mode, colour in modes.items():
         path = tmp_path / f"{mode.replace(';', '')}.{'tif' if mode in ('I;16', 'CMYK') else 'png'}"
         Image.new(mode, (50, 17), colour).save(path)
-        decoded = image_folder.decode(path, 24)
+        decoded = image_folder.decode(path, 24, keep_aspect)
         assert decoded.shape == (24, 24, 3) and decoded.dtype == np.uint8, mode
-    assert image_folder.decode(tmp_path / "RGB.png", 24)[0, 0].tolist() == [1, 2, 3]
+    assert image_folder.decode(tmp_path / "RGB.png", 24, keep_aspect)[0, 0].tolist() == [1, 2, 3]
 
 
-def test_exif_orientation_is_applied_as_phones_mean_it(tmp_path):
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_exif_orientation_is_applied_as_phones_mean_it(tmp_path, keep_aspect):
     pixels = np.zeros((10, 40, 3), np.uint8)
     pixels[:, :20] = 255  # white left half of a wide image
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to view": a phone held upright
     Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
-    decoded = image_folder.decode(tmp_path / "phone.jpg", 40)
+    decoded = image_folder.decode(tmp_path / "phone.jpg", 40, keep_aspect)  # kept: the centre of 40x160
     assert decoded[:15].mean() > 200 and decoded[-15:].mean() < 50, "upright: the white half on top"
 
 

@@ -75,7 +75,7 @@ def test_a_triton_client_discovers_the_model_and_infers_in_binary_and_json(serve
     assert metadata["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 16, 16, 3]}]
     assert metadata["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}]
     expected = json.loads((folder_run / "predictions.json").read_text())
-    batch = np.stack([image_folder.decode(images / name, 16) for name in expected["files"]])
+    batch = np.stack([image_folder.decode(images / name, 16, keep_aspect=False) for name in expected["files"]])
     spec = metadata["inputs"][0]  # what the client learnt from the metadata, not what this test knows
     for binary in (True, False):  # JSON: the client sends its body with no Content-Type
         tensor = triton.InferInput(spec["name"], list(batch.shape), spec["datatype"])
@@ -95,7 +95,7 @@ def infer_request(images: np.ndarray) -> dict:
 def test_v2_infer_answers_the_runs_own_test_predictions(server, folder_run, images):
     url, _, _ = server
     expected = json.loads((folder_run / "predictions.json").read_text())
-    batch = np.stack([image_folder.decode(images / name, 16) for name in expected["files"]])
+    batch = np.stack([image_folder.decode(images / name, 16, keep_aspect=False) for name in expected["files"]])
     status, body = call(f"{url}/v2/models/{MODEL}/infer", infer_request(batch))
     assert status == 200, body
     (output,) = body["outputs"]
@@ -223,7 +223,7 @@ def test_the_docs_client_gets_the_runs_labels_from_the_local_server(server, fold
                                                                      monkeypatch, capsys):
     code = docs_client("kubeflow/serving.md", "**Requests** speak KServe's Open Inference Protocol")
     code = code.replace('URL = "http://NAME.NAMESPACE.example.com"', f'URL = "{server[0]}"', 1)
-    code = code.replace("decode(path, 32)", "decode(path, 16)", 1)  # the run's data.image_size
+    code = code.replace("decode(path, 32,", "decode(path, 16,", 1)  # the run's data.image_size
     names = run_client_on_two_test_images(code, folder_run, images, tmp_path, monkeypatch)
     assert capsys.readouterr().out.strip() == str(names)
 

@@ -73,7 +73,7 @@ def test_the_cached_test_view_is_mmcls_file_pipeline_to_the_pixel(tmp_path, imag
 def test_a_checkpoint_tested_through_mmcls_file_pipeline_gives_the_runs_own_predictions(tmp_path):
     import torch
 
-    from mmclf.deploy.predict import Predictor
+    from mmclf.deploy.predict import Predictor, predict
     from mmclf.run.rundir import RunDir
     from mmclf.task import run
 
@@ -93,6 +93,10 @@ def test_a_checkpoint_tested_through_mmcls_file_pipeline_gives_the_runs_own_pred
     assert len(expected["files"]) == 16
     assert scores.argmax(1).tolist() == expected["pred_label"], "top-1 agreement 100%"
     assert scores.max(1) == pytest.approx(expected["pred_score"], abs=1e-5)
+    for onnx in (False, True):  # mmclf.predict decodes new files as the cache stored them
+        results = list(predict(run_dir, [root / "test"], device="cpu", k=1, onnx=onnx))
+        assert [r["path"] for r in results] == [str(root / name) for name in expected["files"]]
+        assert [expected["classes"].index(r["top_k"][0]["class"]) for r in results] == expected["pred_label"], onnx
 
 
 def test_a_cache_size_that_would_shift_the_crop_is_refused_before_any_work(tmp_path):

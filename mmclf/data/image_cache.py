@@ -40,11 +40,11 @@ def cache_key(root: Path, listing: Listing, size: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def _decode_all(root: Path, listing: Listing, size: int, out: np.ndarray, split: str) -> list[int]:
+def _decode_all(root: Path, listing: Listing, out: np.ndarray, keep_aspect: bool, split: str) -> list[int]:
     """Decode every file of ``listing`` into the rows of ``out``; the indices of unreadable ones."""
     def one(index):
         try:
-            out[index] = decode(root / listing.files[index], size)
+            out[index] = decode(root / listing.files[index], out.shape[1], keep_aspect)
             return None
         except Exception:  # truncated, corrupt, not an image after all, unreadable: listed, not fatal here
             return index
@@ -79,8 +79,9 @@ def check_room(cache_dir: Path, to_build: dict[str, Listing], size: int) -> None
                         "or a smaller data.image_size")
 
 
-def build_cache(root: Path, listing: Listing, size: int, meta_path: Path, split: str) -> Path:
-    """The decoded split at ``meta_path`` (``.json``, the ``.npy`` beside it), made when missing."""
+def build_cache(root: Path, listing: Listing, size: int, keep_aspect: bool, meta_path: Path, split: str) -> Path:
+    """The decoded split at ``meta_path`` (``.json``, the ``.npy`` beside it), made when missing: squares of
+    ``size``, with ``keep_aspect`` each image's centre square (mmclf/data/views.py)."""
     if meta_path.is_file():
         log.info("data: %s split cached (%d images, %s)", split, len(listing.files), meta_path.name)
         return meta_path
@@ -91,7 +92,7 @@ def build_cache(root: Path, listing: Listing, size: int, meta_path: Path, split:
     tmp = meta_path.parent / f".{images_path.name}.{os.getpid()}.tmp"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(listing.files), size, size, 3))
     try:
-        bad = _decode_all(root, listing, size, out, split)
+        bad = _decode_all(root, listing, out, keep_aspect, split)
         out.flush()
         del out
         os.replace(tmp, images_path)
@@ -128,7 +129,7 @@ def prepare(data_cfg) -> dict:
         check_room(cache_dir, {split: listing for split, listing in listings.items() if not metas[split].is_file()},
                    size)
         for split, listing in listings.items():
-            meta_path = build_cache(root, listing, size, metas[split], split)
+            meta_path = build_cache(root, listing, size, size != data_cfg.image_size, metas[split], split)
             bad = read_json(meta_path)["bad"]
             bad_files += [listing.files[index] for index in bad]
             splits[split] = {"cache": str(meta_path.absolute()), "images": len(listing.files) - len(bad),

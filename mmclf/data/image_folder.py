@@ -16,7 +16,6 @@ from typing import Optional
 
 import numpy as np
 
-from mmclf.data.views import imagenet_style
 from mmclf.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -164,17 +163,18 @@ def scan(data_cfg) -> tuple[list[str], dict[str, Listing], Counter]:
     return classes, listings, skipped
 
 
-def decode(path: Path, size: int) -> np.ndarray:
+def decode(path: Path, size: int, keep_aspect: bool) -> np.ndarray:
     """One image file as (size, size, 3) uint8 RGB: EXIF orientation applied, any mode converted (grey,
-    RGBA, palette...). Below IMAGENET_FROM px squashed to the square; from it, the aspect ratio kept
-    (mmclf/data/views.py). Raises on a file Pillow cannot read whole."""
+    RGBA, palette...); squashed to the square, or with ``keep_aspect`` (ImageNet-style views,
+    mmclf/data/views.py) the centre square of the full-resolution image resized as mmcls resizes.
+    Raises on a file Pillow cannot read whole."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
-        if not imagenet_style(size):
+        if not keep_aspect:
             image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is still >= size
         image = ImageOps.exif_transpose(image).convert("RGB")
-        if imagenet_style(size):
+        if keep_aspect:
             return centre_square(np.asarray(image), size)
         if image.size != (size, size):
             image = image.resize((size, size), Image.BILINEAR)

@@ -27,7 +27,8 @@ def default_cache_size(image_size: int) -> int:
 
 def stored_size(data) -> int:
     """The side of the square each image of ``data`` (a data config) is stored at, and the side of the
-    images the exported model, ``mmclf.deploy.predict`` and the server take."""
+    images the exported model, ``mmclf.deploy.predict`` and the server take. An image keeps its aspect
+    ratio exactly where this is larger than ``data.image_size``."""
     if data.get("name") != "folder" or not imagenet_style(data["image_size"]):
         return data["image_size"]
     return data.get("cache_size") or default_cache_size(data["image_size"])

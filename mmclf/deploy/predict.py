@@ -18,8 +18,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from mmclf.data import image_folder
-from mmclf.data.views import stored_size
 from mmclf.errors import ConfigError, DataError, StepError, one_line_errors
+from mmclf.run.io import read_json
 from mmclf.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Predictor:
     """A run's model on ``device`` with its test pipeline: class scores for decoded images."""
 
     def __init__(self, run_dir: RunDir, device: str = "auto"):
+        import mmcv
         import torch
         from mmcls.datasets.pipelines import Compose
         from mmcls.models import build_classifier
@@ -76,13 +77,14 @@ class Predictor:
         self.device = resolve_device(device)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device auto or cpu")
-        self.image_size = stored_size(cfg.data) if cfg.data.get("image_size") else CIFAR_SIZE
+        self.image_size = stored_view(run_dir)[0] or cfg.data.get("image_size") or CIFAR_SIZE
         mm_cfg = to_mmcv_config(cfg, run_dir.path)
         self.model = build_classifier(mm_cfg.model)
         meta = load_checkpoint(self.model, str(checkpoint), map_location="cpu").get("meta", {})
         self.model.to(self.device).eval()
         self.classes = list(meta.get("CLASSES") or json.loads(run_dir.predictions.read_text())["classes"])
-        self.pipeline = Compose(mm_cfg.data.test.pipeline)
+        # the pipeline the run's test step ran (dumped by its train step): a run made by an earlier mmclf keeps its own
+        self.pipeline = Compose(mmcv.Config.fromfile(str(run_dir.mmcls_config)).data.test.pipeline)
 
     def scores(self, images: list[np.ndarray]) -> np.ndarray:
         """Softmax scores (N, classes) of decoded RGB images, as mmcls's test step computes them."""
@@ -119,9 +121,20 @@ class OnnxPredictor:
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.stack(images)})[0]
 
 
-def decode_or_refuse(path: Path, size: int) -> np.ndarray:
+def stored_view(run_dir: RunDir) -> tuple[int | None, bool]:
+    """(the side of the stored squares, whether they keep each image's aspect ratio) as the run's data.json
+    says (mmclf/data/views.py): (None, False) for generated data, which has none; folder runs made before
+    aspect-kept views have no ``stored_size`` there and stored squashed squares of ``image_size``."""
+    if not run_dir.data_manifest.is_file():
+        return None, False
+    manifest = read_json(run_dir.data_manifest)
+    stored = manifest.get("stored_size", manifest["image_size"])
+    return stored, stored != manifest["image_size"]
+
+
+def decode_or_refuse(path: Path, size: int, keep_aspect: bool) -> np.ndarray:
     try:
-        return image_folder.decode(path, size)
+        return image_folder.decode(path, size, keep_aspect)
     except Exception as err:
         raise DataError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}); fix or leave it "
                         "out") from None
@@ -137,10 +150,10 @@ def predict(run_dir, paths: list[str], device: str = "auto", k: int = 5, batch: 
     ``onnx``, through the run's model.onnx (on the CPU: ``device`` is not used)."""
     files = image_files(paths)
     predictor = OnnxPredictor.of_run(RunDir(run_dir)) if onnx else Predictor(RunDir(run_dir), device)
-    k = min(k, len(predictor.classes))
+    k, keep_aspect = min(k, len(predictor.classes)), stored_view(RunDir(run_dir))[1]
     for start in range(0, len(files), batch):
         chunk = files[start:start + batch]
-        scores = predictor.scores([decode_or_refuse(path, predictor.image_size) for path in chunk])
+        scores = predictor.scores([decode_or_refuse(path, predictor.image_size, keep_aspect) for path in chunk])
         for path, row in zip(chunk, scores, strict=True):
             yield {"path": str(path), "top_k": top_k(row, predictor.classes, k)}
 
