@@ -15,16 +15,14 @@ peak; each extra rank at most 10% of the cache. Prints a table and writes JSON.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from folder_data import compose_data_cfg, write_folder
+from generated_folder import REPO, child_env, compose_data_cfg, write_folder
 from publish import publish  # benchmarks/: print the table, write the JSON
 
-REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"peak_over_cache": 1.1, "extra_rank_over_cache": 0.1}
 
 # One "rank": imports, then the datasets as the train step builds them, every image read once; it prints
@@ -56,9 +54,8 @@ print(json.dumps({key: (after[key] - (before["rss"] if key == "peak" else before
 
 def round_of(processes: int, root: Path, manifest: Path, val_fraction: float) -> list[dict]:
     """``processes`` CHILDs at once; each one's report, taken while all are alive."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(manifest), str(val_fraction)], cwd=REPO,
-                                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                 env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 for _ in range(processes)]
     for child in children:
         if child.stdout.readline().strip() != "ready":

@@ -32,29 +32,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from generated_folder import REPO, SEED, child_env, compose_data_cfg, write_folder  # benchmarks/
 from mmcls.datasets import build_dataloader, build_dataset
 from mmcls.utils import get_root_logger
-from omegaconf import OmegaConf
 from publish import publish  # benchmarks/: print the table, write the JSON
 
-import mmclf.schema  # noqa: F401  (registers the typed schemas before composing)
 from mmclf.data import image_cache, image_folder
 from mmclf.data.views import imagenet_style
 from mmclf.training.fast.augment import parse_pipeline
 from mmclf.training.fast.device_loader import DeviceLoader
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET = 5.0  # the target: the cached device path >= 5x mmcls's reference path, at 32 px, on this CPU
-SEED = 0
-CLASSES = 10
-SIDES = (64, 500)  # px: each generated image's width and height are drawn from this range
-TEST_SHARE = 0.1  # generated test/ images, as a share of train/ (prepare-data decodes test/ too)
 
 # A child that builds the cache (or, with no config, only imports what building needs) and prints its
 # figures. Its peak memory is VmHWM of /proc/self/status: the peak resident set of this process image
@@ -91,43 +83,6 @@ def cpu_seconds() -> tuple:
     return busy, own
 
 
-def write_folder(root: Path, num_images: int, classes: int = CLASSES, seed: int = SEED) -> Path:
-    """``num_images`` training images (and TEST_SHARE as many test images) as people have them:
-    ``root/<split>/<class>/<n>.jpg|png``, each side 64-500 px, three JPEGs (quality 90) to one PNG,
-    each class its own colour under a smooth random pattern and a little noise."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    colours = rng.integers(40, 216, size=(classes, 3))
-    jobs = []
-    for split, count in (("train", num_images), ("test", max(classes, round(num_images * TEST_SHARE)))):
-        for n in range(count):
-            label = n % classes
-            jobs.append((Path(root) / split / f"class{label:02d}" / f"{n}{'.png' if n % 4 == 3 else '.jpg'}",
-                         label, *rng.integers(SIDES[0], SIDES[1] + 1, size=2), int(rng.integers(1 << 31))))
-
-    def one(job):
-        path, label, width, height, image_seed = job
-        local = np.random.default_rng(image_seed)
-        pattern = Image.fromarray(local.integers(0, 256, size=(6, 6, 3), dtype=np.uint8))
-        pattern = np.asarray(pattern.resize((int(width), int(height)), Image.BICUBIC), dtype=np.float32)
-        pixels = 0.5 * pattern + 0.5 * colours[label] + local.normal(0, 8, size=pattern.shape)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(one, jobs))
-    return Path(root)
-
-
-def compose_data_cfg(root: Path, image_size: int, cache_dir: Path):
-    """``data=folder`` as mmclf composes it, on ``root``, caching into ``cache_dir``."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=folder", f"data.root={root}",
-                                                       f"data.image_size={image_size}", f"data.cache_dir={cache_dir}"])
-    return OmegaConf.to_container(cfg, resolve=True)["data"]
-
-
 def augmentation(image_size: int, norm: dict) -> list:
     """RandomCrop (padding 1/8 of the side), RandomFlip, Normalize and formatting: ``data=folder``'s own
     train pipeline below 64 px (image_cache.default_pipelines), the same steps above it (the device
@@ -150,9 +105,9 @@ def reference_pipeline(image_size: int, norm: dict) -> list:
 
 def run_child(data_cfg=None) -> dict:
     """The CHILD script in a fresh interpreter; its JSON report."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     args = [json.dumps(data_cfg)] if data_cfg is not None else []
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=REPO, env=child_env(), capture_output=True,
+                          text=True)
     if done.returncode:
         sys.exit(f"folder_data: building the cache failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
