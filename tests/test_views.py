@@ -106,3 +106,13 @@ def test_a_cache_size_that_would_shift_the_crop_is_refused_before_any_work(tmp_p
     with pytest.raises(ConfigError, match=r"^data.cache_size=258: must be null"):
         validate(compose_cfg([*folder_overrides(root), "data.image_size=224", "data.cache_size=258"]))
     assert not (root / ".mmclf_cache").exists(), "nothing decoded"
+
+
+def test_a_cache_of_the_earlier_squashed_layout_is_rebuilt_not_read(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "pets", per_split={"train": 2, "test": 1})
+    cfg = compose_cfg([*folder_overrides(root), "data.image_size=64"])
+    monkeypatch.setattr(image_cache, "CACHE_VERSION", 1)  # as the squashed layout named its files
+    earlier = image_cache.prepare(cfg.data)["splits"]["test"]["cache"]
+    monkeypatch.undo()
+    current = image_cache.prepare(cfg.data)["splits"]["test"]["cache"]
+    assert current != earlier and image_cache.CACHE_VERSION == 2, "another file: the earlier one is never read"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mmclf.data.image_folder import Listing, decode, scan
-from mmclf.data.views import imagenet_style, stored_size
+from mmclf.data.views import imagenet_style, keeps_aspect, stored_size
 from mmclf.errors import DataError
 from mmclf.run.io import preparers_lock, read_json, remove_stale_temps, write_json_atomic
 
@@ -129,7 +129,8 @@ def prepare(data_cfg) -> dict:
         check_room(cache_dir, {split: listing for split, listing in listings.items() if not metas[split].is_file()},
                    size)
         for split, listing in listings.items():
-            meta_path = build_cache(root, listing, size, size != data_cfg.image_size, metas[split], split)
+            meta_path = build_cache(root, listing, size, keeps_aspect(size, data_cfg.image_size), metas[split],
+                                     split)
             bad = read_json(meta_path)["bad"]
             bad_files += [listing.files[index] for index in bad]
             splits[split] = {"cache": str(meta_path.absolute()), "images": len(listing.files) - len(bad),

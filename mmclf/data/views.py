@@ -25,10 +25,15 @@ def default_cache_size(image_size: int) -> int:
     return image_size + MARGIN_STEP * max(1, round((image_size * 256 / 224 - image_size) / MARGIN_STEP))
 
 
+def keeps_aspect(stored: int, image_size: int) -> bool:
+    """Whether images stored as squares of ``stored`` px for ``image_size`` keep their aspect ratio: exactly
+    where the stored square is larger than the crop (below IMAGENET_FROM px both are ``image_size``)."""
+    return stored > image_size
+
+
 def stored_size(data) -> int:
     """The side of the square each image of ``data`` (a data config) is stored at, and the side of the
-    images the exported model, ``mmclf.deploy.predict`` and the server take. An image keeps its aspect
-    ratio exactly where this is larger than ``data.image_size``."""
+    images the exported model, ``mmclf.deploy.predict`` and the server take."""
     if data.get("name") != "folder" or not imagenet_style(data["image_size"]):
         return data["image_size"]
     return data.get("cache_size") or default_cache_size(data["image_size"])

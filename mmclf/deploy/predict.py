@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from mmclf.data import image_folder
+from mmclf.data.views import keeps_aspect
 from mmclf.errors import ConfigError, DataError, StepError, one_line_errors
 from mmclf.run.io import read_json
 from mmclf.run.rundir import RunDir
@@ -71,20 +72,20 @@ class Predictor:
         from mmcls.models import build_classifier
         from mmcv.runner import load_checkpoint
 
-        from mmclf.models.config import resolve_device, to_mmcv_config
+        from mmclf.models.config import resolve_device
 
         cfg, checkpoint = load_run(run_dir)
         self.device = resolve_device(device)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device auto or cpu")
         self.image_size = stored_view(run_dir)[0] or cfg.data.get("image_size") or CIFAR_SIZE
-        mm_cfg = to_mmcv_config(cfg, run_dir.path)
+        # the model and test pipeline the run's train step dumped: a run made by an earlier mmclf keeps its own
+        mm_cfg = mmcv.Config.fromfile(str(run_dir.mmcls_config))
         self.model = build_classifier(mm_cfg.model)
         meta = load_checkpoint(self.model, str(checkpoint), map_location="cpu").get("meta", {})
         self.model.to(self.device).eval()
         self.classes = list(meta.get("CLASSES") or json.loads(run_dir.predictions.read_text())["classes"])
-        # the pipeline the run's test step ran (dumped by its train step): a run made by an earlier mmclf keeps its own
-        self.pipeline = Compose(mmcv.Config.fromfile(str(run_dir.mmcls_config)).data.test.pipeline)
+        self.pipeline = Compose(mm_cfg.data.test.pipeline)
 
     def scores(self, images: list[np.ndarray]) -> np.ndarray:
         """Softmax scores (N, classes) of decoded RGB images, as mmcls's test step computes them."""
@@ -129,7 +130,7 @@ def stored_view(run_dir: RunDir) -> tuple[int | None, bool]:
         return None, False
     manifest = read_json(run_dir.data_manifest)
     stored = manifest.get("stored_size", manifest["image_size"])
-    return stored, stored != manifest["image_size"]
+    return stored, keeps_aspect(stored, manifest["image_size"])
 
 
 def decode_or_refuse(path: Path, size: int, keep_aspect: bool) -> np.ndarray:
