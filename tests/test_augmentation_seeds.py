@@ -31,3 +31,14 @@ def test_a_run_with_persistent_workers_killed_after_epoch_1_resumes_bit_identica
 def test_the_weights_do_not_depend_on_the_worker_count(with_workers, tmp_path, data_root):
     run(two_epochs(data_root, "data.workers_per_gpu=0", "data.persistent_workers=false"), tmp_path / "run")
     assert_same_weights(tmp_path / "run", with_workers)
+
+
+@pytest.mark.parametrize("persistent, pauses", [(True, []), (False, [2, 2])])
+def test_mmcvs_epoch_pause_is_kept_only_where_an_epoch_starts_new_workers(persistent, pauses, monkeypatch, tmp_path,
+                                                                         data_root):
+    from mmcv.runner import epoch_based_runner
+
+    slept = []
+    monkeypatch.setattr(epoch_based_runner.time, "sleep", slept.append)  # the time module: every sleep, recorded
+    run(two_epochs(data_root, "data.workers_per_gpu=1", f"data.persistent_workers={persistent}"), tmp_path / "run")
+    assert [seconds for seconds in slept if seconds == 2] == pauses, slept

@@ -3,7 +3,8 @@
 - ``SafeEpochBasedRunner``: mmcv's EpochBasedRunner, but each checkpoint is written to a temp
   file and renamed, so a killed process leaves the old file or the new one; ``latest.pth`` is a
   symlink where the volume allows one and an atomic copy where it does not. It skips mmcv's idle
-  pause at each epoch start when no DataLoader workers run (``NoEpochPause``).
+  pauses: at the end of a run, and at each epoch start unless the epoch starts new DataLoader workers
+  (``NoIdlePause``).
 - mmcv's local checkpoint loader is replaced by one that passes ``weights_only=True`` to
   ``torch.load`` explicitly: a checkpoint cannot run code when it is opened.
 - Each checkpoint's sha256 is recorded beside it (``epoch_N.pth.sha256``) when it is written and
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from mmcv.runner import RUNNERS, EpochBasedRunner
+from mmcv.runner import RUNNERS, EpochBasedRunner, get_host_info
 from mmcv.runner.checkpoint import CheckpointLoader
 
 from mmclf.errors import ConfigError, MMClfError, RunDirRefused, StepFailed
@@ -87,17 +88,38 @@ def _point_latest_at(out_dir: Path, filename: str) -> None:
     os.replace(tmp, out_dir / RunDir.LATEST)
 
 
-class NoEpochPause:
-    """Mixin: mmcv's ``EpochBasedRunner.train`` without its 2-second pause at every epoch start,
-    when the data loader runs no worker processes.
+class NoIdlePause:
+    """Mixin: mmcv's ``EpochBasedRunner`` loop without its idle pauses: the 1-second sleep before the
+    ``after_run`` hooks always, and the 2-second one at every epoch start unless the data loader starts
+    new worker processes for the epoch.
 
-    mmcv pauses there to let DataLoader worker processes settle; with none (``workers_per_gpu=0``,
-    or the device loader) there is nothing to wait for, and on small epochs the pause is a large
-    share of the run. The loop below is mmcv's otherwise.
+    mmcv sleeps at the end of ``run`` to "wait for some hooks like loggers to finish", but its logger
+    hooks write synchronously and ``after_run`` (where they flush and close) follows at once. It pauses
+    at each epoch start against a deadlock its authors could not reproduce, put down to the previous
+    epoch's workers being released late (open-mmlab/mmcv#306, #1912): with no workers
+    (``workers_per_gpu=0``, the device loader) or persistent ones (kept from epoch to epoch) none are
+    released. On small epochs the pauses are a large share of a run. The loops are mmcv's otherwise.
     """
 
+    def run(self, data_loaders, workflow, max_epochs=None, **kwargs):
+        if max_epochs is not None:
+            self._max_epochs = max_epochs
+        modes = [mode for mode, _ in workflow]
+        self._max_iters = self._max_epochs * len(data_loaders[modes.index("train")])
+        self.logger.info("Start running, host: %s, work_dir: %s", get_host_info(), self.work_dir)
+        self.logger.info("Hooks will be executed in the following order:\n%s", self.get_hook_info())
+        self.logger.info("workflow: %s, max: %d epochs", workflow, self._max_epochs)
+        self.call_hook("before_run")
+        while self.epoch < self._max_epochs:
+            for data_loader, (mode, epochs) in zip(data_loaders, workflow, strict=True):
+                for _ in range(epochs):
+                    if mode == "train" and self.epoch >= self._max_epochs:
+                        break
+                    getattr(self, mode)(data_loader, **kwargs)
+        self.call_hook("after_run")
+
     def train(self, data_loader, **kwargs):
-        if getattr(data_loader, "num_workers", 0) > 0:
+        if getattr(data_loader, "num_workers", 0) > 0 and not getattr(data_loader, "persistent_workers", False):
             return super().train(data_loader, **kwargs)
         self.model.train()
         self.mode = "train"
@@ -117,8 +139,8 @@ class NoEpochPause:
 
 
 @RUNNERS.register_module()
-class SafeEpochBasedRunner(NoEpochPause, EpochBasedRunner):
-    """EpochBasedRunner whose checkpoints are written atomically (and no idle pause without workers)."""
+class SafeEpochBasedRunner(NoIdlePause, EpochBasedRunner):
+    """EpochBasedRunner whose checkpoints are written atomically (and no idle pauses)."""
 
     def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
                         create_symlink=True):

@@ -2,19 +2,19 @@
 from mmcv.runner import RUNNERS, EpochBasedRunner, build_optimizer, get_dist_info
 
 from mmclf.errors import ConfigError
-from mmclf.training.checkpoints import NoEpochPause
+from mmclf.training.checkpoints import NoIdlePause
 from mmclf.training.fast import device_loader
 from mmclf.training.fast.precision import prepare_model, resolve_perf
 
 
 def device_runner_class(runner_type: str) -> type:
     """The configured runner class (EpochBasedRunner or a subclass that keeps its loop, such as
-    mmclf's checkpoint-safe one) with ``NoEpochPause`` mixed in."""
+    mmclf's checkpoint-safe one) with ``NoIdlePause`` mixed in."""
     base = RUNNERS.get(runner_type)
     if base is None or not issubclass(base, EpochBasedRunner) or base.train not in (EpochBasedRunner.train,
-                                                                                      NoEpochPause.train):
+                                                                                      NoIdlePause.train):
         raise ConfigError(f"schedule.runner.type={runner_type}: data.loader=device runs EpochBasedRunner's loop only")
-    return base if issubclass(base, NoEpochPause) else type(f"Device{base.__name__}", (NoEpochPause, base), {})
+    return base if issubclass(base, NoIdlePause) else type(f"Device{base.__name__}", (NoIdlePause, base), {})
 
 
 def train_model(model, dataset, cfg, distributed=False, validate=False, timestamp=None, device=None, meta=None):
