@@ -82,6 +82,14 @@ def test_mmcv_config_dump_reloads(tmp_path):
     assert reloaded.model == mm.model and reloaded.data.train == mm.data.train
 
 
+@pytest.mark.parametrize("data", ["digits", "cifar10"])
+def test_no_worker_processes_means_none_kept_whatever_the_recipe_says(tmp_path, data):
+    cfg = compose_cfg([f"data={data}", "data.root=datasets", "data.workers_per_gpu=0"])
+    assert cfg.data.persistent_workers, f"data={data} keeps its workers: the case this test is about"
+    mm = to_mmcv_config(cfg, tmp_path)
+    assert mm.data.persistent_workers is False and "multiprocessing_context" not in mm.data
+
+
 def test_where_the_cache_lives_is_not_part_of_the_recipe_but_the_validation_split_is():
     from mmclf.models.config import weights_fingerprint
 

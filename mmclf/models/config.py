@@ -155,6 +155,8 @@ def to_mmcv_config(cfg: DictConfig, run_dir):
     mm["data"] = {key: data[key] for key in MMCLS_DATA_KEYS if key in data}
     if mm["data"].get("workers_per_gpu"):  # mmcls passes cfg.data's other keys to every DataLoader it builds
         mm["data"]["multiprocessing_context"] = WORKER_START_METHOD
+    else:  # no worker processes, none to keep: torch's DataLoader refuses persistent_workers=True with none
+        mm["data"]["persistent_workers"] = False
     mm.update(OmegaConf.to_container(cfg.schedule, resolve=True))
     mm.update(OmegaConf.to_container(cfg.runtime, resolve=True))
     mm.pop("export", None)  # mmclf's export step reads runtime.export from the run's config; mmcls has no such key
