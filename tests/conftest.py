@@ -40,6 +40,13 @@ def tiny_overrides(data_root, narrow: bool = True) -> list[str]:
     ]
 
 
+def digits_overrides(data_root) -> list[str]:
+    """``tiny_overrides`` on scikit-learn's digits (all 1,797 images), read without DataLoader worker
+    processes: their start and mmcv's pause for them at each epoch cost more than these images take."""
+    return [*(o.replace("data=synthetic", "data=digits") for o in tiny_overrides(data_root) if "data.num_" not in o),
+            "data.workers_per_gpu=0"]
+
+
 def run_cli(*args, cwd=REPO, env=None, timeout=300, module="mmclf"):
     """``python -m MODULE ARGS`` (``mmclf`` unless told) in a subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

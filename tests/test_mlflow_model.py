@@ -12,15 +12,14 @@ from mmclf.errors import ConfigError
 from mmclf.run.rundir import RunDir
 from mmclf.steps import export
 from mmclf.task import run
-from tests.conftest import compose_cfg, tiny_overrides
+from tests.conftest import compose_cfg, digits_overrides, tiny_overrides
 
 NAME = "digits"
 
 
 def digits_run(data_root, store, *extra):
     """One epoch of the narrow ResNet-18 on scikit-learn's digits, reporting to ``store``."""
-    overrides = [o.replace("data=synthetic", "data=digits") for o in tiny_overrides(data_root) if "data.num_" not in o]
-    return compose_cfg([*overrides, "logger=mlflow", f"logger.mlflow.tracking_uri={store}", *extra])
+    return compose_cfg([*digits_overrides(data_root), "logger=mlflow", f"logger.mlflow.tracking_uri={store}", *extra])
 
 
 @pytest.fixture(scope="module")

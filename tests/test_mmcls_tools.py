@@ -11,7 +11,7 @@ import pytest
 
 from mmclf.run.rundir import RunDir
 from mmclf.task import run
-from tests.conftest import compose_cfg, tiny_overrides
+from tests.conftest import compose_cfg, digits_overrides
 
 MMCLS_TEST_TOOL = os.path.join(os.path.dirname(mmcls.__file__), ".mim", "tools", "test.py")  # as pip installs it
 
@@ -33,7 +33,6 @@ def test_mmcls_tools_evaluate_a_synthetic_run_to_the_same_top1(finished_run, tmp
 @pytest.mark.slow
 def test_mmcls_tools_evaluate_a_digits_run_to_the_same_top1(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    digits = [o.replace("data=synthetic", "data=digits") for o in tiny_overrides(data_root) if "data.num_" not in o]
-    run(compose_cfg(digits), run_dir)
+    run(compose_cfg(digits_overrides(data_root)), run_dir)
     expected = json.loads((run_dir / "eval_result.json").read_text())["accuracy_top-1"]
     assert mmcls_tools_top1(run_dir, 1, cwd=tmp_path, out=tmp_path / "top1.json") == pytest.approx(expected)

@@ -32,8 +32,13 @@ def test_the_cli_prints_a_json_line_per_image_with_class_names(folder_run, image
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == [str(picked / "a.png"), str(picked / "b.jpg")]
     assert all(len(line["top_k"]) == 2 and line["top_k"][0]["class"] in ("cat", "dog", "owl") for line in lines)
-    table = predict_cli(folder_run, picked / "a.png", "--device", "cpu")
-    assert table.returncode == 0 and f"{picked / 'a.png'}\t" in table.stdout and "%" in table.stdout
+
+
+def test_without_json_it_prints_a_table_row_per_image(folder_run, images, capsys):
+    image = images / "test/owl/0.png"
+    main([str(folder_run), str(image), "--device", "cpu"])  # the CLI's own main, in this process
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{image}\t")]
+    assert row.endswith("%") and row.split("\t")[1].split()[0] in ("cat", "dog", "owl"), row
 
 
 @pytest.mark.parametrize("case", ["no run", "unfinished", "bad image"])

@@ -132,9 +132,9 @@ def test_kfp_submit_sweep_creates_one_run_per_job_in_one_experiment(tmp_path, da
 def test_parallel_jobs_train_with_dataloader_workers_into_one_fresh_mlflow_store_and_a_failing_job_is_recorded(
         tmp_path, data_root):
     # Hydra's joblib launcher (loky processes): DataLoader workers start inside them, on both loaders, and
-    # three jobs at once open one MLflow SQLite store that does not exist yet. lr=1e30 diverges.
+    # two jobs at once open one MLflow SQLite store that does not exist yet. lr=1e30 diverges.
     sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'fresh.db'}"
-    result = run_cli("-m", *tiny_overrides(data_root), "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+    result = run_cli("-m", *tiny_overrides(data_root), "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      "data.loader=mmcls,device", "schedule.optimizer.lr=1e30,0.05", "data.workers_per_gpu=1",
                      "runtime.export.onnx=false", "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
                      f"hydra.sweep.dir={sweep_dir}")
