@@ -56,16 +56,17 @@ class Step:
     def function(self) -> Callable[[DictConfig, RunDir], None]:
         return getattr(self.module, self.name)
 
-    def done(self, cfg: DictConfig, run_dir: RunDir, record: dict) -> bool:
+    def done(self, cfg: DictConfig, run_dir: RunDir, record: dict, fingerprint: str | None = None) -> bool:
         """Whether ``record`` (steps.json) shows this step finished for ``cfg``, its outputs intact."""
-        if self.always_run or cfg.resume == "never" or not recorded(self.name, cfg, record):
+        if self.always_run or cfg.resume == "never" or not recorded(self.name, cfg, record, fingerprint):
             return False
         return not self.checks_outputs or self.module.outputs_intact(cfg, run_dir)
 
 
-def recorded(name: str, cfg: DictConfig, record: dict) -> bool:
-    """Whether ``record`` (steps.json) says step ``name`` finished for ``cfg``."""
-    return record.get(name, {}).get("config") == run_fingerprint(cfg)
+def recorded(name: str, cfg: DictConfig, record: dict, fingerprint: str | None = None) -> bool:
+    """Whether ``record`` (steps.json) says step ``name`` finished for ``cfg`` (whose ``run_fingerprint``
+    the caller may pass: a run's steps share one, and it takes a resolve and a YAML dump of the config)."""
+    return record.get(name, {}).get("config") == (fingerprint or run_fingerprint(cfg))
 
 
 STEPS = (
@@ -93,11 +94,13 @@ def step_named(name: str) -> Step:
     raise KeyError(f"no step {name!r}; the steps are {', '.join(STEP_NAMES)}")
 
 
-def run_step(name: str, cfg: DictConfig, run_dir) -> None:
-    """Run step ``name`` unless ``run_dir`` records it as done for this config; record it when done."""
+def run_step(name: str, cfg: DictConfig, run_dir, fingerprint: str | None = None) -> None:
+    """Run step ``name`` unless ``run_dir`` records it as done for this config; record it when done.
+    ``fingerprint``: ``run_fingerprint(cfg)``, where the caller runs several steps of one config."""
     step, run_dir = step_named(name), RunDir(run_dir)
+    fingerprint = fingerprint or run_fingerprint(cfg)
     function = step.function  # imported first: importing mmcv mutes the console, Step.module undoes it
-    if step.done(cfg, run_dir, read_record(run_dir.steps_record)):
+    if step.done(cfg, run_dir, read_record(run_dir.steps_record), fingerprint):
         log.info("step %s: already done in %s, skipping", name, run_dir)
         return
     started = time.monotonic()
@@ -105,17 +108,18 @@ def run_step(name: str, cfg: DictConfig, run_dir) -> None:
     function(cfg, run_dir)
     seconds = round(time.monotonic() - started, 1)
     log.info("step %s: done in %.1f s", name, seconds)
-    record_step(name, cfg, run_dir, seconds)
+    record_step(name, cfg, run_dir, seconds, fingerprint)
 
 
-def record_step(name: str, cfg: DictConfig, run_dir: RunDir, seconds: float) -> None:
+def record_step(name: str, cfg: DictConfig, run_dir: RunDir, seconds: float, fingerprint: str | None = None) -> None:
     """Record in steps.json that step ``name`` finished for ``cfg``. What later steps made from this
     step's earlier outputs is out of date: their records go. On several nodes only node 0 writes."""
     step, record = step_named(name), read_record(run_dir.steps_record)
     if not step.always_run:
         for later in STEP_NAMES[STEP_NAMES.index(name) + 1:]:
             record.pop(later, None)
-    record[name] = {"config": run_fingerprint(cfg), "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record[name] = {"config": fingerprint or run_fingerprint(cfg), "seconds": seconds,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if step.distributed:
         record[name]["world_size"] = world_size(cfg)
     if is_rank_zero():
@@ -129,6 +133,7 @@ def entry_point(name: str, run_dir) -> list[str]:
 
 def run_all(cfg: DictConfig, run_dir) -> dict:
     """Every step in order in this process; the run's metrics.json."""
+    fingerprint = run_fingerprint(cfg)
     for step in STEPS:
-        run_step(step.name, cfg, run_dir)
+        run_step(step.name, cfg, run_dir, fingerprint)
     return read_json(RunDir(run_dir).metrics)
