@@ -242,6 +242,25 @@ def test_fast_train_model_runs_schedule_fast_with_mmcv_hooks_and_no_idle_pause(t
     assert set(saved["state_dict"]) == set(small_model().state_dict())  # mmcls's keys: the test step loads them
 
 
+def test_the_device_loader_takes_runners_that_keep_mmcvs_loop_and_refuses_the_others():
+    from mmcv.runner import RUNNERS, EpochBasedRunner, IterBasedRunner
+
+    from mmclf.training.checkpoints import NoIdlePause, SafeEpochBasedRunner
+
+    assert fast_runner.device_runner_class("SafeEpochBasedRunner") is SafeEpochBasedRunner
+    device_runner = fast_runner.device_runner_class("EpochBasedRunner")
+    assert issubclass(device_runner, NoIdlePause) and issubclass(device_runner, EpochBasedRunner)
+
+    class OwnRun(EpochBasedRunner):
+        def run(self, data_loaders, workflow, max_epochs=None, **kwargs):
+            raise AssertionError("never called: NoIdlePause's run would replace it")
+
+    RUNNERS.register_module(name="OwnRunForTheTest", module=OwnRun, force=True)
+    for refused in ("OwnRunForTheTest", IterBasedRunner.__name__, "NoSuchRunner"):
+        with pytest.raises(ConfigError, match=f"schedule.runner.type={refused}: data.loader=device runs"):
+            fast_runner.device_runner_class(refused)
+
+
 def test_device_loader_run_end_to_end(tmp_path, data_root, monkeypatch):
     train_step = importlib.import_module("mmclf.steps.train")  # the module: mmclf.steps.train is also a function
 

@@ -3,8 +3,8 @@
 - ``SafeEpochBasedRunner``: mmcv's EpochBasedRunner, but each checkpoint is written to a temp
   file and renamed, so a killed process leaves the old file or the new one; ``latest.pth`` is a
   symlink where the volume allows one and an atomic copy where it does not. It skips mmcv's idle
-  pauses: at the end of a run, and at each epoch start unless the epoch starts new DataLoader workers
-  (``NoIdlePause``).
+  pauses at the end of a run and at each epoch start, unless DataLoader workers that are not persistent
+  are released between epochs (``NoIdlePause``).
 - mmcv's local checkpoint loader is replaced by one that passes ``weights_only=True`` to
   ``torch.load`` explicitly: a checkpoint cannot run code when it is opened.
 - Each checkpoint's sha256 is recorded beside it (``epoch_N.pth.sha256``) when it is written and
@@ -89,19 +89,21 @@ def _point_latest_at(out_dir: Path, filename: str) -> None:
 
 
 class NoIdlePause:
-    """Mixin: mmcv's ``EpochBasedRunner`` loop without its idle pauses: the 1-second sleep before the
-    ``after_run`` hooks always, and the 2-second one at every epoch start unless the data loader starts
-    new worker processes for the epoch.
+    """Mixin: mmcv's ``EpochBasedRunner`` loop without two of its idle pauses: the 1-second sleep before
+    the ``after_run`` hooks always, and the 2-second one at each training epoch's start unless the data
+    loader's workers are released at every epoch's end (DataLoader workers that are not persistent).
 
     mmcv sleeps at the end of ``run`` to "wait for some hooks like loggers to finish", but its logger
     hooks write synchronously and ``after_run`` (where they flush and close) follows at once. It pauses
     at each epoch start against a deadlock its authors could not reproduce, put down to the previous
     epoch's workers being released late (open-mmlab/mmcv#306, #1912): with no workers
     (``workers_per_gpu=0``, the device loader) or persistent ones (kept from epoch to epoch) none are
-    released. On small epochs the pauses are a large share of a run. The loops are mmcv's otherwise.
+    released. On small epochs the pauses are a large share of a run. The loops are mmcv's otherwise
+    (a ``val`` stage of ``runtime.workflow`` keeps its pause: mmclf validates through EvalHook).
     """
 
     def run(self, data_loaders, workflow, max_epochs=None, **kwargs):
+        assert len(data_loaders) == len(workflow), "one data loader per workflow stage, as mmcv asserts"
         if max_epochs is not None:
             self._max_epochs = max_epochs
         modes = [mode for mode, _ in workflow]
@@ -140,7 +142,7 @@ class NoIdlePause:
 
 @RUNNERS.register_module()
 class SafeEpochBasedRunner(NoIdlePause, EpochBasedRunner):
-    """EpochBasedRunner whose checkpoints are written atomically (and no idle pauses)."""
+    """EpochBasedRunner whose checkpoints are written atomically (and fewer idle pauses: ``NoIdlePause``)."""
 
     def save_checkpoint(self, out_dir, filename_tmpl="epoch_{}.pth", save_optimizer=True, meta=None,
                         create_symlink=True):

@@ -11,8 +11,10 @@ def device_runner_class(runner_type: str) -> type:
     """The configured runner class (EpochBasedRunner or a subclass that keeps its loop, such as
     mmclf's checkpoint-safe one) with ``NoIdlePause`` mixed in."""
     base = RUNNERS.get(runner_type)
-    if base is None or not issubclass(base, EpochBasedRunner) or base.train not in (EpochBasedRunner.train,
-                                                                                      NoIdlePause.train):
+    # NoIdlePause replaces run() and train(): a runner with its own would silently lose it
+    keeps_loop = base is not None and issubclass(base, EpochBasedRunner) and (
+        issubclass(base, NoIdlePause) or (base.train is EpochBasedRunner.train and base.run is EpochBasedRunner.run))
+    if not keeps_loop:
         raise ConfigError(f"schedule.runner.type={runner_type}: data.loader=device runs EpochBasedRunner's loop only")
     return base if issubclass(base, NoIdlePause) else type(f"Device{base.__name__}", (NoIdlePause, base), {})
 
