@@ -33,6 +33,6 @@ def test_mmcls_tools_evaluate_a_synthetic_run_to_the_same_top1(finished_run, tmp
 @pytest.mark.slow
 def test_mmcls_tools_evaluate_a_digits_run_to_the_same_top1(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    run(compose_cfg(digits_overrides(data_root)), run_dir)
+    run(compose_cfg(digits_overrides(data_root)), run_dir)  # its dumped config starts DataLoader workers too
     expected = json.loads((run_dir / "eval_result.json").read_text())["accuracy_top-1"]
     assert mmcls_tools_top1(run_dir, 1, cwd=tmp_path, out=tmp_path / "top1.json") == pytest.approx(expected)
