@@ -34,8 +34,8 @@ def test_the_weights_do_not_depend_on_the_worker_count(with_workers, tmp_path, d
 
 
 @pytest.mark.parametrize("persistent, pauses", [(True, []), (False, [2, 2])])
-def test_mmcvs_epoch_pause_is_kept_only_where_an_epoch_starts_new_workers(persistent, pauses, monkeypatch, tmp_path,
-                                                                         data_root):
+def test_mmcvs_epoch_pause_is_kept_only_for_workers_released_at_each_epochs_end(persistent, pauses, monkeypatch,
+                                                                                tmp_path, data_root):
     from mmcv.runner import epoch_based_runner
 
     slept = []

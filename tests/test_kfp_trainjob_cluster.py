@@ -25,6 +25,7 @@ from backends.kfp.trainjob.api import condition
 from backends.kfp.trainjob.cleanup_task import clean_up_in_pod
 from backends.kfp.trainjob.launcher import Stopped
 from backends.kfp.trainjob.manifest import trainjob_name
+from mmclf.models.config import run_fingerprint
 from mmclf.run.rundir import RunDir
 from mmclf.steps import record_step
 from mmclf.steps.__main__ import load_config
@@ -56,7 +57,8 @@ def node_zero_records_train(monkeypatch, tmp_path):
     def wait(jobs, name, *args):
         trainjob = WAIT(jobs, name, *args)
         if condition(trainjob, "Complete"):
-            record_step("train", load_config(run_folder(tmp_path)), run_folder(tmp_path), seconds=1.0)
+            cfg = load_config(run_folder(tmp_path))
+            record_step("train", cfg, run_folder(tmp_path), seconds=1.0, fingerprint=run_fingerprint(cfg))
         return trainjob
 
     monkeypatch.setattr(launcher, "wait", wait)

@@ -56,17 +56,18 @@ class Step:
     def function(self) -> Callable[[DictConfig, RunDir], None]:
         return getattr(self.module, self.name)
 
-    def done(self, cfg: DictConfig, run_dir: RunDir, record: dict, fingerprint: str | None = None) -> bool:
-        """Whether ``record`` (steps.json) shows this step finished for ``cfg``, its outputs intact."""
-        if self.always_run or cfg.resume == "never" or not recorded(self.name, cfg, record, fingerprint):
+    def done(self, cfg: DictConfig, run_dir: RunDir, record: dict, fingerprint: str) -> bool:
+        """Whether ``record`` (steps.json) shows this step finished for ``cfg`` (``fingerprint``: its
+        ``run_fingerprint``), its outputs intact."""
+        if self.always_run or cfg.resume == "never" or not recorded(self.name, fingerprint, record):
             return False
         return not self.checks_outputs or self.module.outputs_intact(cfg, run_dir)
 
 
-def recorded(name: str, cfg: DictConfig, record: dict, fingerprint: str | None = None) -> bool:
-    """Whether ``record`` (steps.json) says step ``name`` finished for ``cfg`` (whose ``run_fingerprint``
-    the caller may pass: a run's steps share one, and it takes a resolve and a YAML dump of the config)."""
-    return record.get(name, {}).get("config") == (fingerprint or run_fingerprint(cfg))
+def recorded(name: str, fingerprint: str, record: dict) -> bool:
+    """Whether ``record`` (steps.json) says step ``name`` finished for the config whose ``run_fingerprint``
+    is ``fingerprint`` (computed once by the caller: it resolves and dumps the whole config)."""
+    return record.get(name, {}).get("config") == fingerprint
 
 
 STEPS = (
@@ -111,15 +112,15 @@ def run_step(name: str, cfg: DictConfig, run_dir, fingerprint: str | None = None
     record_step(name, cfg, run_dir, seconds, fingerprint)
 
 
-def record_step(name: str, cfg: DictConfig, run_dir: RunDir, seconds: float, fingerprint: str | None = None) -> None:
-    """Record in steps.json that step ``name`` finished for ``cfg``. What later steps made from this
+def record_step(name: str, cfg: DictConfig, run_dir: RunDir, seconds: float, fingerprint: str) -> None:
+    """Record in steps.json that step ``name`` finished for ``cfg`` (``fingerprint``: its ``run_fingerprint``,
+    as ``recorded`` compares it). What later steps made from this
     step's earlier outputs is out of date: their records go. On several nodes only node 0 writes."""
     step, record = step_named(name), read_record(run_dir.steps_record)
     if not step.always_run:
         for later in STEP_NAMES[STEP_NAMES.index(name) + 1:]:
             record.pop(later, None)
-    record[name] = {"config": fingerprint or run_fingerprint(cfg), "seconds": seconds,
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record[name] = {"config": fingerprint, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if step.distributed:
         record[name]["world_size"] = world_size(cfg)
     if is_rank_zero():

@@ -33,6 +33,7 @@ from backends.kfp.trainjob.node_logs import follow_node_zero
 from backends.kfp.trainjob.start import started, why_not_started
 from backends.kfp.volume.layout import run_folder
 from mmclf.errors import MMClfError, StepFailed
+from mmclf.models.config import run_fingerprint
 from mmclf.run.io import read_record
 from mmclf.run.rundir import RunDir
 from mmclf.steps import recorded, step_named
@@ -227,12 +228,12 @@ def delete_trainjob(jobs: TrainJobs, name: str, why: str) -> None:
 def train_on_trainjob(cfg: DictConfig, run_dir: str, run_id: str, claim_name: str) -> None:
     """The train step of ``cfg`` in ``<run_dir>-<run_id>`` on a TrainJob, unless the folder records it
     done (a retried task); the nodes record it, and a TrainJob that completes without that is a failure."""
-    folder = RunDir(run_folder(run_dir, run_id))
-    if step_named("train").done(cfg, folder, read_record(folder.steps_record)):
+    folder, fingerprint = RunDir(run_folder(run_dir, run_id)), run_fingerprint(cfg)
+    if step_named("train").done(cfg, folder, read_record(folder.steps_record), fingerprint):
         log.info("step train: already done in %s, skipping", folder)
         return
     train_with_trainjob(cfg, run_dir, run_id, claim_name)
-    if not recorded("train", cfg, read_record(folder.steps_record)):
+    if not recorded("train", fingerprint, read_record(folder.steps_record)):
         raise TrainJobFailed(f"the TrainJob completed, but {folder.steps_record} records no finished train step "
                              "for this run's config: node 0 did not record it (its log says why)")
 
