@@ -2,7 +2,8 @@
 
 The compiled pipeline is read back from pipeline.yaml; the TrainJob manifest is checked against Kubeflow
 Trainer v2.3's own Python models (kubeflow-trainer-api 2.3.0) and the rules its webhook applies; the train
-task's launcher and the preflight against the loopback Kubernetes API are in test_kfp_trainjob_cluster.py.
+task's launcher against the loopback Kubernetes API is in test_kfp_trainjob_cluster.py (how its TrainJob
+ends: test_kfp_trainjob_endings.py), the preflight in test_kfp_trainjob_preflight.py.
 No cluster, no Trainer controller: what a real TrainJob does on nodes is not checked here.
 """
 import json
