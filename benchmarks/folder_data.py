@@ -23,12 +23,10 @@ processes took during the run: other load skews every figure, the device loader'
 Prints a table with ratios and writes JSON.
 """
 import argparse
-import json
 import logging
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from generated_folder import REPO, SEED, child_env, compose_data_cfg, write_folder  # benchmarks/
+from cache_build import build_in_child, cache_figures  # benchmarks/
+from generated_folder import REPO, SEED, compose_data_cfg, write_folder
 from mmcls.datasets import build_dataloader, build_dataset
 from mmcls.utils import get_root_logger
 from publish import publish  # benchmarks/: print the table, write the JSON
@@ -47,27 +46,6 @@ from mmclf.training.fast.augment import parse_pipeline
 from mmclf.training.fast.device_loader import DeviceLoader
 
 TARGET = 5.0  # the target: the cached device path >= 5x mmcls's reference path, at 32 px, on this CPU
-
-# A child that builds the cache (or, with no config, only imports what building needs) and prints its
-# figures. Its peak memory is VmHWM of /proc/self/status: the peak resident set of this process image
-# since exec, threads included. (ru_maxrss would not do: after fork + exec it keeps the high-water mark
-# of the forked copy of this benchmark's process, which dwarfs the child's own.)
-CHILD = """
-import json, resource, sys, time
-import numpy, PIL.Image, PIL.ImageOps
-from omegaconf import OmegaConf
-from mmclf.data import image_cache
-report = {}
-if len(sys.argv) > 1:
-    started = time.perf_counter()
-    report["manifest"] = image_cache.prepare(OmegaConf.create(json.loads(sys.argv[1])))
-    report["seconds"] = time.perf_counter() - started
-with open("/proc/self/status") as status:
-    report["peak_rss_kib"] = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
-report["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(report))
-"""
-
 
 def cpu_seconds() -> tuple:
     """(CPU seconds every process on the machine has used since boot, those this process and its
@@ -101,16 +79,6 @@ def reference_pipeline(image_size: int, norm: dict) -> list:
     steps = [{**step, "to_rgb": True} if step["type"] == "Normalize" else step
              for step in augmentation(image_size, norm)]
     return [{"type": "LoadImageFromFile"}, {"type": "Resize", "size": (image_size, image_size)}, *steps]
-
-
-def run_child(data_cfg=None) -> dict:
-    """The CHILD script in a fresh interpreter; its JSON report."""
-    args = [json.dumps(data_cfg)] if data_cfg is not None else []
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=REPO, env=child_env(), capture_output=True,
-                          text=True)
-    if done.returncode:
-        sys.exit(f"folder_data: building the cache failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_epochs(loader, epochs: int, device: str) -> list:
@@ -242,12 +210,12 @@ def main(argv=None) -> dict:
             sys.exit(f"folder_data: {len(files)} train images; give at least twice --batch ({2 * args.batch})")
         data_cfg = compose_data_cfg(root, args.image_size, tmp / "cache")
         norm = data_cfg["img_norm_cfg"]
-        baseline = run_child()
+        baseline = build_in_child()
         builds, runs = [], {f"reference_w{workers}": [] for workers in args.workers}
         runs["device"] = []
         for round_index in range(args.rounds):
             # A fresh cache dir each round: every round decodes every image again (a cold cache).
-            build = run_child({**data_cfg, "cache_dir": str(tmp / f"cache{round_index}")})
+            build = build_in_child({**data_cfg, "cache_dir": str(tmp / f"cache{round_index}")})
             builds.append(build)
             for workers in args.workers:
                 runs[f"reference_w{workers}"].append(
@@ -262,22 +230,7 @@ def main(argv=None) -> dict:
         results[f"reference_w{workers}"]["label"] = f"(a) mmcls CustomDataset + DataLoader, {workers} workers"
     results["device"]["label"] = "(b) mmclf decoded cache + device loader"
     base = results[f"reference_w{args.workers[0]}"]
-    cache = {"seconds": statistics.median(build["seconds"] for build in builds),
-             "rounds_s": [build["seconds"] for build in builds],
-             "images_decoded": sum(entry["images"] + entry["skipped_unreadable"]
-                                   for entry in manifest["splits"].values()),
-             "splits": {split: entry["images"] for split, entry in manifest["splits"].items()},
-             "peak_rss_mib": max(build["peak_rss_kib"] for build in builds) / 1024,
-             "baseline_rss_mib": baseline["peak_rss_kib"] / 1024, "npy_mib": npy_bytes / 2**20,
-             "ru_maxrss_mib": {"build": max(build["ru_maxrss_kib"] for build in builds) / 1024,
-                               "baseline": baseline["ru_maxrss_kib"] / 1024},
-             "measured": "peak RSS: VmHWM (/proc/self/status) of a fresh child process (subprocess, python -c) "
-                         "that imports numpy, Pillow, omegaconf and mmclf.data.image_cache and then runs "
-                         "image_cache.prepare (decode threads included; the max over rounds), against a child that"
-                         " only imports them. ru_maxrss_mib is the same children's "
-                         "getrusage(RUSAGE_SELF).ru_maxrss, kept for contrast: Linux carries it over fork + exec, "
-                         "so it shows this benchmark's own peak. seconds: prepare() alone (scan, decode, write), "
-                         "imports excluded, median over rounds"}
+    cache = cache_figures(builds, baseline, npy_bytes)
     suffixes = sorted({path.suffix.lower() for path in files})
     setup = {"root": "generated" if generated else str(root), "images": results["device"]["images"],
              "classes": len(manifest["classes"]),
